@@ -15,7 +15,14 @@ import sys
 from collections.abc import Sequence
 
 # Order here is the order in `dlbc --help`.
-_SUBCOMMAND_MODULES: tuple[str, ...] = ()
+_SUBCOMMAND_MODULES: tuple[str, ...] = (
+    "abci_app.keyfile",
+    "abci_app.devnet.cli",
+    "abci_app.genesis_cli",
+    "abci_app.localnet.cli",
+    "training.artifact_server",
+    "abci_app.devnet_cmd",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,353 @@
+"""State transitions: one `apply_tx` dispatching to `process_<msg>` (DESIGN §3, STYLE §2).
+
+Each tx passes named stages: stateless (`txs.decode_tx`: size, shape, chain id, signature),
+then stateful (`# Verify …` checks inside `process_<msg>`), then execution. A tx runs on a
+child of the block's view that is written through only on success, so a rejected tx changes
+nothing. The same `apply_tx` serves CheckTx (on the mempool's check view), PrepareProposal and
+ProcessProposal (on throwaway views) and FinalizeBlock: one validity path.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from google.protobuf.message import Message
+
+from abci_app.dlbc import state
+from abci_app.dlbc.codes import Code, InvalidTx
+from abci_app.dlbc.events import Event
+from abci_app.dlbc.params import PPM, Params
+from abci_app.dlbc.ranking import compute_task_flops, ln_fp
+from abci_app.dlbc.rounds import REVEAL, TRAIN, advance_schedule
+from abci_app.dlbc.settle import process_settle
+from abci_app.dlbc.state import KV
+from abci_app.dlbc.txs import DecodedTx, decode_tx, key_commitment, model_commitment
+from abci_app.pb.dlbc.v1 import tx_pb2
+
+MAX_U63 = (1 << 63) - 1
+_ARCH_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+_URI_RE = re.compile(r"^(file|https?)://[\x21-\x7e]{1,1016}$")
+METRICS = ("dice", "accuracy")
+
+
+@dataclass(frozen=True, slots=True)
+class BlockCtx:
+    """What a tx may depend on besides state: all of it comes from the ABCI request."""
+
+    chain_id: str
+    height: int
+    time_ns: int
+    params: Params
+    in_block: bool  # False for CheckTx (a Settle may only come inside a block)
+
+
+@dataclass(frozen=True, slots=True)
+class TxOutcome:
+    code: int
+    log: str
+    kind: str
+    events: tuple[Event, ...]
+
+
+# stateless failures and these (kind, code) pairs make ProcessProposal REJECT the block
+_FATAL_ANY = {Code.MALFORMED_TX, Code.TX_TOO_LARGE, Code.BAD_PUBLIC_KEY, Code.BAD_SIGNATURE,
+              Code.WRONG_CHAIN_ID, Code.EMPTY_MSG, Code.SIGNED_SETTLE, Code.SETTLE_NOT_ALLOWED}
+_FATAL_BY_KIND = {
+    "commit_model": {Code.WRONG_PHASE, Code.WRONG_ROUND, Code.NO_ACTIVE_ROUND},
+    "reveal_model": {Code.REVEAL_MISMATCH, Code.WRONG_PHASE, Code.WRONG_ROUND},
+}
+
+
+def is_proposal_fatal(outcome: TxOutcome) -> bool:
+    """DESIGN §3/§6: an out-of-phase commit, a mismatching reveal or a wrong Settle REJECTs."""
+    if outcome.code == Code.OK:
+        return False
+    if outcome.code in _FATAL_ANY or outcome.kind == "settle":
+        return True
+    return outcome.code in _FATAL_BY_KIND.get(outcome.kind, ())
+
+
+# -- per-message transitions ---------------------------------------------------------------------
+def process_transfer(view: KV, ctx: BlockCtx, sender: bytes, msg: tx_pb2.Transfer) -> list[Event]:
+    # Verify the recipient and amount
+    if len(msg.to) != 20:
+        raise InvalidTx(Code.BAD_ADDRESS, "recipient must be a 20-byte address")
+    if msg.amount == 0:
+        raise InvalidTx(Code.BAD_AMOUNT, "amount must be positive")
+    state.debit(view, sender, msg.amount)
+    state.credit(view, bytes(msg.to), msg.amount)
+    return [Event.of("dlbc", action="transfer", sender=sender.hex(), to=bytes(msg.to).hex(),
+                     amount=msg.amount)]
+
+
+def process_register_miner(view: KV, ctx: BlockCtx, sender: bytes,
+                           msg: tx_pb2.RegisterMiner) -> list[Event]:
+    # Verify declared resources are positive (they feed the medians of Eq. 2-3)
+    if not (0 < msg.bandwidth_bps <= MAX_U63 and 0 < msg.flops <= MAX_U63):
+        raise InvalidTx(Code.BAD_MINER_RESOURCES, "bandwidth_bps and flops must be in 1..2^63-1")
+    state.set_miner(view, sender, msg.bandwidth_bps, msg.flops)
+    return [Event.of("dlbc", action="register_miner", sender=sender.hex(), miner=sender.hex())]
+
+
+def validate_task_spec(spec: tx_pb2.TaskSpec) -> None:
+    """Stateless checks of a TaskSpec (DESIGN §3); raises BAD_TASK_SPEC naming the field."""
+    def bad(why: str) -> InvalidTx:
+        return InvalidTx(Code.BAD_TASK_SPEC, f"task spec: {why}")
+
+    if not _ARCH_RE.match(spec.architecture):
+        raise bad("architecture must be a registry name ([a-z][a-z0-9_]{0,31})")
+    if len(spec.hyperparams_json) > 4096:
+        raise bad("hyperparams_json longer than 4096 characters")
+    try:
+        hp = json.loads(spec.hyperparams_json or "{}")
+    except json.JSONDecodeError:
+        raise bad("hyperparams_json is not JSON") from None
+    if not isinstance(hp, dict):
+        raise bad("hyperparams_json must be a JSON object")
+    for name in ("model_size_bytes", "flops_per_sample", "data_size_bytes", "num_samples"):
+        if not 0 < getattr(spec, name) <= MAX_U63 // 4:
+            raise bad(f"{name} must be positive and < 2^61")
+    for name in ("data_uri", "test_uri"):
+        if not _URI_RE.match(getattr(spec, name)):
+            raise bad(f"{name} must be a file://, http:// or https:// URI")
+    for name in ("data_sha256", "data_key_sha256", "test_sha256", "test_key_sha256"):
+        if len(getattr(spec, name)) != 32:
+            raise bad(f"{name} must be 32 bytes")
+    if spec.metric not in METRICS:
+        raise bad(f"metric must be one of {METRICS}")
+    if spec.min_score_ppm > PPM:
+        raise bad("min_score_ppm must be <= 1000000")
+    if not 1 <= len(spec.input_shape) <= 5 or any(not 0 < d <= 65536 for d in spec.input_shape):
+        raise bad("input_shape must have 1..5 dimensions of size 1..65536")
+    if not 1 <= spec.num_classes <= 100_000:
+        raise bad("num_classes must be in 1..100000")
+
+
+def spec_to_json(spec: tx_pb2.TaskSpec) -> dict[str, Any]:
+    return {
+        "architecture": spec.architecture, "hyperparams_json": spec.hyperparams_json,
+        "model_size_bytes": spec.model_size_bytes, "flops_per_sample": spec.flops_per_sample,
+        "data_uri": spec.data_uri, "data_size_bytes": spec.data_size_bytes,
+        "data_sha256": spec.data_sha256.hex(), "data_key_sha256": spec.data_key_sha256.hex(),
+        "test_uri": spec.test_uri, "test_sha256": spec.test_sha256.hex(),
+        "test_key_sha256": spec.test_key_sha256.hex(), "metric": spec.metric,
+        "min_score_ppm": spec.min_score_ppm, "input_shape": list(spec.input_shape),
+        "num_classes": spec.num_classes, "num_samples": spec.num_samples,
+    }
+
+
+def process_submit_task(view: KV, ctx: BlockCtx, sender: bytes,
+                        msg: tx_pb2.SubmitTask) -> list[Event]:
+    spec = msg.spec
+    # Verify the spec and the reward
+    validate_task_spec(spec)
+    if msg.reward < ctx.params.min_task_reward:
+        raise InvalidTx(Code.REWARD_TOO_SMALL,
+                        f"reward {msg.reward} below min_task_reward {ctx.params.min_task_reward}")
+    # Verify the pool has room
+    if state.pool_count(view) >= ctx.params.max_pending_tasks:
+        raise InvalidTx(Code.POOL_FULL, f"pool holds max_pending_tasks="
+                                        f"{ctx.params.max_pending_tasks}")
+    state.debit(view, sender, msg.reward)
+    state.add_escrow(view, msg.reward)
+    task_id = state.next_task_id(view)
+    size = spec.model_size_bytes + spec.data_size_bytes
+    flops = compute_task_flops(spec.flops_per_sample, spec.num_samples)
+    state.put_task(view, {
+        "id": task_id, "publisher": sender.hex(), "spec": spec_to_json(spec),
+        "reward": msg.reward, "status": "pending", "returned": 0, "rounds": [],
+        "submitted_height": ctx.height, "size_bytes": size, "flops": flops,
+        "train_key": None, "test_key": None, "winner": None,
+    })
+    state.pool_add(view, task_id, size, msg.reward, ln_fp(flops))
+    return [Event.of("dlbc", action="submit_task", sender=sender.hex(), task_id=task_id,
+                     amount=msg.reward)]
+
+
+def _publisher_task_in_round(view: KV, sender: bytes, task_id: int,
+                             phase: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    task = state.get_task(view, task_id)
+    # Verify the task exists, belongs to the sender and is this round's task in `phase`
+    if task is None:
+        raise InvalidTx(Code.UNKNOWN_TASK, f"no task {task_id}")
+    if task["publisher"] != sender.hex():
+        raise InvalidTx(Code.NOT_TASK_PUBLISHER, f"task {task_id} was published by "
+                                                 f"{task['publisher']}, not {sender.hex()}")
+    rec = state.get_active_round(view)
+    if rec is None or rec["task_id"] != task_id:
+        raise InvalidTx(Code.TASK_NOT_SELECTED,
+                        f"task {task_id} is not the task of the current round")
+    if rec["phase"] != phase:
+        raise InvalidTx(Code.WRONG_PHASE,
+                        f"round {rec['round']} is in {rec['phase']}; this needs {phase}")
+    return task, rec
+
+
+def process_release_train_key(view: KV, ctx: BlockCtx, sender: bytes,
+                              msg: tx_pb2.ReleaseTrainKey) -> list[Event]:
+    task, rec = _publisher_task_in_round(view, sender, msg.task_id, TRAIN)
+    # Verify the key opens the committed hash, once
+    if rec["key_released"]:
+        raise InvalidTx(Code.KEY_ALREADY_RELEASED, f"task {msg.task_id} key already released")
+    if key_commitment(msg.key).hex() != task["spec"]["data_key_sha256"]:
+        raise InvalidTx(Code.KEY_MISMATCH, "SHA-256(key) differs from the task's data_key_sha256")
+    task["train_key"] = msg.key.hex()
+    rec["key_released"] = True
+    state.put_task(view, task)
+    state.put_round(view, rec)
+    return [Event.of("dlbc", action="release_train_key", sender=sender.hex(),
+                     task_id=msg.task_id, round=rec["round"], phase=TRAIN)]
+
+
+def process_reveal_test_set(view: KV, ctx: BlockCtx, sender: bytes,
+                            msg: tx_pb2.RevealTestSet) -> list[Event]:
+    task, rec = _publisher_task_in_round(view, sender, msg.task_id, REVEAL)
+    # Verify the test key opens the test-set commitment, once
+    if rec["test_key_revealed"]:
+        raise InvalidTx(Code.TEST_KEY_ALREADY_REVEALED, f"task {msg.task_id} test key revealed")
+    if key_commitment(msg.test_key).hex() != task["spec"]["test_key_sha256"]:
+        raise InvalidTx(Code.TEST_KEY_MISMATCH,
+                        "SHA-256(test_key) differs from the task's test_key_sha256")
+    task["test_key"] = msg.test_key.hex()
+    rec["test_key_revealed"] = True
+    state.put_task(view, task)
+    state.put_round(view, rec)
+    return [Event.of("dlbc", action="reveal_test_set", sender=sender.hex(),
+                     task_id=msg.task_id, round=rec["round"], phase=REVEAL)]
+
+
+def _round_in_phase(view: KV, round_no: int, phase: str) -> dict[str, Any]:
+    rec = state.get_active_round(view)
+    # Verify the message is for the current round, in its phase
+    if rec is None:
+        raise InvalidTx(Code.NO_ACTIVE_ROUND, "no active round")
+    if round_no != rec["round"]:
+        raise InvalidTx(Code.WRONG_ROUND, f"message for round {round_no}, "
+                                          f"current round is {rec['round']}")
+    if rec["phase"] != phase:
+        raise InvalidTx(Code.WRONG_PHASE, f"round {rec['round']} is in {rec['phase']}; "
+                                          f"this needs {phase}")
+    return rec
+
+
+def process_commit_model(view: KV, ctx: BlockCtx, sender: bytes,
+                         msg: tx_pb2.CommitModel) -> list[Event]:
+    # Verify a registered miner commits once, in TRAIN (commit-in-P1)
+    if state.get_miner(view, sender) is None:
+        raise InvalidTx(Code.NOT_REGISTERED_MINER, f"{sender.hex()} is not a registered miner")
+    rec = _round_in_phase(view, msg.round, TRAIN)
+    if len(msg.commitment) != 32:
+        raise InvalidTx(Code.BAD_COMMITMENT, "commitment must be 32 bytes (SHA-256)")
+    if state.get_commitment(view, msg.round, sender) is not None:
+        raise InvalidTx(Code.DUPLICATE_COMMIT,
+                        f"{sender.hex()} already committed in round {msg.round}")
+    state.set_commitment(view, msg.round, sender, bytes(msg.commitment))
+    return [Event.of("dlbc", action="commit_model", sender=sender.hex(), miner=sender.hex(),
+                     round=msg.round, task_id=rec["task_id"], phase=TRAIN)]
+
+
+def process_reveal_model(view: KV, ctx: BlockCtx, sender: bytes,
+                         msg: tx_pb2.RevealModel) -> list[Event]:
+    rec = _round_in_phase(view, msg.round, REVEAL)
+    n = msg.round
+    commitment = state.get_commitment(view, n, sender)
+    # Verify the sender committed, reveals once, with a well-formed reveal
+    if commitment is None:
+        raise InvalidTx(Code.NO_COMMITMENT, f"{sender.hex()} has no commitment in round {n}")
+    if state.get_reveal(view, n, sender) is not None:
+        raise InvalidTx(Code.DUPLICATE_REVEAL, f"{sender.hex()} already revealed in round {n}")
+    if (len(msg.model_digest) != 32 or len(msg.salt) > 64 or msg.claimed_score_ppm > PPM
+            or not _URI_RE.match(msg.model_uri) or len(msg.checkpoint_digests) > 1000
+            or any(len(d) != 32 for d in msg.checkpoint_digests)):
+        raise InvalidTx(Code.BAD_REVEAL, "reveal needs a 32-byte digest, salt <= 64 bytes, "
+                                         "score <= 1e6 ppm, a file/http(s) URI, "
+                                         "<= 1000 32-byte checkpoint digests")
+    # Verify the reveal opens the sender's own commitment
+    digest = bytes(msg.model_digest)
+    if model_commitment(digest, sender, bytes(msg.salt)) != commitment:
+        raise InvalidTx(Code.REVEAL_MISMATCH,
+                        "SHA-256(model_digest || sender || salt) differs from the commitment")
+    # Verify no one revealed this model already, and the round has room
+    if state.get_digest_owner(view, n, digest) is not None:
+        raise InvalidTx(Code.DUPLICATE_MODEL, f"model {digest.hex()} already revealed in round {n}")
+    if rec.get("reveals", 0) >= ctx.params.max_reveals_per_round:
+        raise InvalidTx(Code.BAD_REVEAL, "round has max_reveals_per_round reveals")
+    rec["reveals"] = rec.get("reveals", 0) + 1
+    state.put_round(view, rec)
+    state.set_digest_owner(view, n, digest, sender)
+    state.put_reveal(view, n, sender, {
+        "miner": sender.hex(), "model_uri": msg.model_uri, "model_digest": digest.hex(),
+        "claimed_score_ppm": msg.claimed_score_ppm, "height": ctx.height,
+        "checkpoint_digests": [bytes(d).hex() for d in msg.checkpoint_digests],
+    })
+    return [Event.of("dlbc", action="reveal_model", sender=sender.hex(), miner=sender.hex(),
+                     round=n, task_id=rec["task_id"], phase=REVEAL)]
+
+
+_PROCESS: dict[str, Callable[[KV, BlockCtx, bytes, Any], list[Event]]] = {
+    "transfer": process_transfer,
+    "register_miner": process_register_miner,
+    "submit_task": process_submit_task,
+    "release_train_key": process_release_train_key,
+    "commit_model": process_commit_model,
+    "reveal_test_set": process_reveal_test_set,
+    "reveal_model": process_reveal_model,
+}
+
+
+# -- dispatch ------------------------------------------------------------------------------------
+def apply_decoded(view: Any, ctx: BlockCtx, tx: DecodedTx, tx_index: int) -> list[Event]:
+    """Run one decoded tx on a child of `view`; keep its writes only on success."""
+    child = view.child()
+    if tx.kind == "settle":
+        # Verify Settle comes from the proposer: inside a block, as its first tx
+        if not ctx.in_block or tx_index != 0:
+            raise InvalidTx(Code.SETTLE_NOT_ALLOWED,
+                            "Settle is proposer-injected: only as the first tx of a block")
+        assert isinstance(tx.msg, tx_pb2.Settle)
+        events = process_settle(child, ctx.params, ctx.chain_id, ctx.height, tx.msg)
+    else:
+        balance, nonce = state.get_account(child, tx.sender)
+        # Verify the nonce (replay protection)
+        if tx.nonce != nonce:
+            raise InvalidTx(Code.BAD_NONCE, f"nonce {tx.nonce} but account {tx.sender.hex()} "
+                                            f"expects {nonce}")
+        events = _PROCESS[tx.kind](child, ctx, tx.sender, tx.msg)
+        balance, nonce = state.get_account(child, tx.sender)
+        state.set_account(child, tx.sender, balance, nonce + 1)
+    child.write_through()
+    return events
+
+
+def apply_tx(view: Any, ctx: BlockCtx, raw: bytes, tx_index: int) -> TxOutcome:
+    """Decode + apply one tx; never raises for bad input (the outcome carries code and log)."""
+    kind = ""
+    try:
+        tx = decode_tx(raw, ctx.chain_id, ctx.params.max_tx_bytes)
+        kind = tx.kind
+        events = apply_decoded(view, ctx, tx, tx_index)
+    except InvalidTx as e:
+        return TxOutcome(int(e.code), e.log, kind, ())
+    return TxOutcome(0, "", kind, tuple(events))
+
+
+def apply_block(view: Any, ctx: BlockCtx, block_hash: bytes,
+                txs: Sequence[bytes]) -> tuple[list[TxOutcome], list[Event]]:
+    """Begin-block schedule, then every tx in order: exactly one outcome per tx (DESIGN §2)."""
+    block_events = advance_schedule(view, ctx.params, ctx.height, ctx.time_ns, block_hash)
+    outcomes = [apply_tx(view, ctx, raw, i) for i, raw in enumerate(txs)]
+    return outcomes, block_events
+
+
+__all__ = [
+    "BlockCtx",
+    "Message",
+    "TxOutcome",
+    "apply_block",
+    "apply_tx",
+    "is_proposal_fatal",
+]

@@ -1,0 +1,116 @@
+"""Query paths of DLBC (CometBFT `abci_query`), JSON answers over committed state.
+
+Paths (a leading "/" is ignored; addresses are 40 hex chars; integers are JSON numbers):
+
+    params          chain parameters (params.Params fields)
+    supply          {"supply", "escrow", "fee_pool", "pending_tasks"}
+    accounts/<addr> {"address", "balance", "nonce", "miner": null | {"bandwidth_bps", "flops"}}
+    miners          {"miners": [{"address", "bandwidth_bps", "flops"}, ...]}  (by address)
+    tasks/pending   {"queue_len", "tasks": [{"id", "publisher", "reward",
+                     "ranking_score_e18"}, ...]}   best (next to be selected) first
+    tasks/<id>      task record: {"id", "publisher", "spec": {...hex digests}, "reward",
+                     "status": pending|selected|done|refunded, "returned", "rounds",
+                     "train_key": hex|null, "test_key": hex|null, "winner": hex|null, ...}
+    round           the latest round: rounds/<n> of it, or {"round": 0, "phase": "IDLE"}
+    rounds/<n>      {"round", "task_id", "publisher", "status": active|closed,
+                     "phase": TRAIN|REVEAL|VERIFY|DONE, "outcome": null|settled|no_winner|
+                     no_reveal|unsettled|key_withheld|test_key_withheld,
+                     "start_ns", "train_end_ns", "reveal_end_ns", "verify_end_ns",
+                     "start_height", "end_height", "seed": hex (watermark seed, DESIGN §7),
+                     "queue_len", "publisher_share_ppm", "ranking_score_e18", "unselected",
+                     "key_released", "test_key_revealed", "reveals",
+                     "winner": null | {"miner", "model_digest", "model_uri",
+                        "claimed_score_ppm", "verified_score_ppm", "checkpoint_digests",
+                        "task_reward", "block_reward_miner", "block_reward_publisher"},
+                     "commitments": [{"miner", "commitment"}],
+                     "revealed": [{"miner", "model_uri", "model_digest",
+                                   "claimed_score_ppm", "checkpoint_digests", "height"}],
+                     "last_block_time_ns"}
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from abci_app.dlbc import state
+from abci_app.dlbc.codes import Code
+from abci_app.dlbc.rounds import compute_ranking_context
+from abci_app.dlbc.state import KV
+
+
+def _round_json(view: KV, n: int) -> dict[str, Any] | None:
+    rec = state.get_round(view, n)
+    if rec is None:
+        return None
+    rec.setdefault("reveals", 0)
+    rec["commitments"] = [{"miner": a.hex(), "commitment": c.hex()}
+                          for a, c in state.iter_commitments(view, n)]
+    rec["revealed"] = [r for _, r in state.iter_reveals(view, n)]
+    rec["last_block_time_ns"] = state.get_last_time_ns(view)
+    return rec
+
+
+def _pending(view: KV) -> dict[str, Any]:
+    entries = list(state.iter_pool(view))
+    if not entries:
+        return {"queue_len": 0, "tasks": []}
+    ctx = compute_ranking_context(view, state.get_params(view), len(entries))
+    ranked = sorted((ctx.score_e18(size, lnf, reward), tid) for tid, size, lnf, reward in entries)
+    tasks = []
+    for score, tid in ranked:
+        t = state.get_task(view, tid) or {}
+        tasks.append({"id": tid, "publisher": t.get("publisher"), "reward": t.get("reward"),
+                      "ranking_score_e18": score})
+    return {"queue_len": len(entries), "tasks": tasks}
+
+
+def handle_query(view: KV, path: str) -> tuple[int, str, bytes]:
+    """(code, log, JSON value) for `path`; never raises for bad input."""
+    parts = path.strip("/").split("/")
+    try:
+        answer = _dispatch(view, parts)
+    except (ValueError, IndexError) as e:
+        return int(Code.QUERY_BAD_PATH), f"bad query path {path!r}: {e}", b""
+    if answer is None:
+        return int(Code.QUERY_NOT_FOUND), f"nothing at {path!r}", b""
+    return 0, "", json.dumps(answer, sort_keys=True).encode()
+
+
+def _dispatch(view: KV, parts: list[str]) -> Any:
+    head = parts[0]
+    if head == "params" and len(parts) == 1:
+        return state.get_params(view).to_json()
+    if head == "supply" and len(parts) == 1:
+        return {"supply": state.get_supply(view), "escrow": state.get_escrow(view),
+                "fee_pool": state.get_fee_pool(view), "pending_tasks": state.pool_count(view)}
+    if head == "accounts" and len(parts) == 2:
+        addr = bytes.fromhex(parts[1])
+        if len(addr) != 20:
+            raise ValueError("address must be 40 hex characters")
+        bal, nonce = state.get_account(view, addr)
+        m = state.get_miner(view, addr)
+        return {"address": addr.hex(), "balance": bal, "nonce": nonce,
+                "miner": None if m is None else {"bandwidth_bps": m[0], "flops": m[1]}}
+    if head == "miners" and len(parts) == 1:
+        return {"miners": [{"address": a.hex(), "bandwidth_bps": bw, "flops": fl}
+                           for a, bw, fl in state.iter_miners(view)]}
+    if head == "tasks" and len(parts) == 2:
+        if parts[1] == "pending":
+            return _pending(view)
+        return state.get_task(view, _int(parts[1]))
+    if head == "round" and len(parts) == 1:
+        n = state.get_current_round_no(view)
+        if n == 0:
+            return {"round": 0, "phase": "IDLE",
+                    "last_block_time_ns": state.get_last_time_ns(view)}
+        return _round_json(view, n)
+    if head == "rounds" and len(parts) == 2:
+        return _round_json(view, _int(parts[1]))
+    raise ValueError("unknown path; see abci_app/dlbc/query.py")
+
+
+def _int(text: str) -> int:
+    if not text.isascii() or not text.isdigit() or len(text) > 19:
+        raise ValueError(f"{text!r} is not a non-negative integer")
+    return int(text)

@@ -1,0 +1,175 @@
+"""The round schedule on BFT time (DESIGN §4): TRAIN → REVEAL → VERIFY, task selection.
+
+`advance_schedule` runs at the start of every block (FinalizeBlock, and on the throwaway view
+of Prepare/ProcessProposal with the proposed block's time) before any tx, so every tx of a
+block sees the phase that the block's own BFT time implies. Transitions, in a loop so a long
+gap between blocks is handled in one step:
+
+- no active round and a non-empty pool → start round n+1 with the smallest-ranking task
+  (paper Eq. 1-4); seed = hash of this block (DESIGN §7); the still-unselected task ids are
+  recorded in the round (the paper's "unselected task record").
+- TRAIN ended and the publisher never released the data key → the task is refunded less
+  `withhold_fee_ppm` (to the fee pool), the round closes "key_withheld".
+- REVEAL ended: test key never revealed → refund less fee, "test_key_withheld"; no model
+  revealed → "no_reveal", task goes back to the pool once (refunded in full the second time).
+- VERIFY ended without a Settle → "unsettled", task back to the pool once likewise.
+
+Settlement itself (a winner) is `settle.process_settle`; the next round starts at the next block.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from abci_app.dlbc import state
+from abci_app.dlbc.events import Event
+from abci_app.dlbc.params import PPM, Params
+from abci_app.dlbc.ranking import (
+    RankingContext,
+    compute_publisher_share_ppm,
+    median,
+    select_task,
+)
+from abci_app.dlbc.state import KV
+
+NS = 1_000_000_000
+TRAIN, REVEAL, VERIFY = "TRAIN", "REVEAL", "VERIFY"
+
+
+def compute_ranking_context(view: KV, params: Params, queue_len: int) -> RankingContext:
+    """Eq. 1 for this queue length and the medians of Eq. 2-3 over registered miners."""
+    bws: list[int] = []
+    fls: list[int] = []
+    for _addr, bw, fl in state.iter_miners(view):
+        bws.append(bw)
+        fls.append(fl)
+    return RankingContext(params.k_ppm, queue_len, params.max_queue_len, median(bws), median(fls))
+
+
+def select_next_task(view: KV, params: Params) -> tuple[int, int, int, list[int]] | None:
+    """(task_id, score_e18, queue_len, all pending ids) or None when the pool is empty."""
+    entries = list(state.iter_pool(view))
+    if not entries:
+        return None
+    ctx = compute_ranking_context(view, params, len(entries))
+    best = select_task(ctx, entries)
+    assert best is not None  # entries is non-empty
+    return best[0], best[1], len(entries), [e[0] for e in entries]
+
+
+def start_round(view: KV, params: Params, height: int, time_ns: int,
+                block_hash: bytes) -> list[Event]:
+    picked = select_next_task(view, params)
+    if picked is None:
+        return []
+    task_id, score, queue_len, ids = picked
+    n = state.get_current_round_no(view) + 1
+    task = state.get_task(view, task_id)
+    assert task is not None  # pool and task records move together
+    train_end = time_ns + params.train_seconds * NS
+    reveal_end = train_end + params.reveal_seconds * NS
+    rec: dict[str, Any] = {
+        "round": n, "task_id": task_id, "publisher": task["publisher"], "status": "active",
+        "phase": TRAIN, "outcome": None, "start_height": height, "end_height": None,
+        "start_ns": time_ns, "train_end_ns": train_end, "reveal_end_ns": reveal_end,
+        "verify_end_ns": reveal_end + params.verify_seconds * NS,
+        "seed": block_hash.hex(), "queue_len": queue_len, "ranking_score_e18": score,
+        "publisher_share_ppm": compute_publisher_share_ppm(params.k_ppm, queue_len,
+                                                           params.max_queue_len),
+        "unselected": [i for i in ids if i != task_id],
+        "key_released": False, "test_key_revealed": False, "winner": None,
+    }
+    state.pool_remove(view, task_id)
+    task["status"] = "selected"
+    task["rounds"].append(n)
+    state.put_task(view, task)
+    state.put_round(view, rec)
+    view.set(state.K_ROUND_CURRENT, state.u64(n))
+    return [Event.of("dlbc.round", round=n, phase=TRAIN, task_id=task_id, action="start",
+                     seed=rec["seed"])]
+
+
+def refund_task(view: KV, task: dict[str, Any], fee_ppm: int) -> tuple[int, int]:
+    """Escrow back to the publisher less `fee_ppm` (to the fee pool). Returns (refund, fee)."""
+    reward = task["reward"]
+    fee = reward * fee_ppm // PPM
+    state.add_escrow(view, -reward)
+    state.add_fee_pool(view, fee)
+    state.credit(view, bytes.fromhex(task["publisher"]), reward - fee)
+    task["status"] = "refunded"
+    state.put_task(view, task)
+    return reward - fee, fee
+
+
+def return_or_refund(view: KV, task: dict[str, Any]) -> str:
+    """A round with no winner returns its task to the pool once, then refunds it in full."""
+    from abci_app.dlbc.ranking import ln_fp
+
+    if task["returned"] < 1:
+        task["returned"] += 1
+        task["status"] = "pending"
+        state.put_task(view, task)
+        state.pool_add(view, task["id"], task["size_bytes"], task["reward"],
+                       ln_fp(task["flops"]))
+        return "returned"
+    refund_task(view, task, 0)
+    return "refunded"
+
+
+def close_round(view: KV, rec: dict[str, Any], outcome: str, height: int) -> None:
+    rec["status"] = "closed"
+    rec["outcome"] = outcome
+    rec["phase"] = "DONE"
+    rec["end_height"] = height
+    state.put_round(view, rec)
+
+
+def advance_schedule(view: KV, params: Params, height: int, time_ns: int,
+                     block_hash: bytes) -> list[Event]:
+    """Apply every phase transition that BFT time `time_ns` implies (see module docstring)."""
+    events: list[Event] = []
+    for _ in range(64):  # each pass closes or advances; bounded for safety
+        rec = state.get_active_round(view)
+        if rec is None:
+            events += start_round(view, params, height, time_ns, block_hash)
+            break
+        n = rec["round"]
+        task = state.get_task(view, rec["task_id"])
+        assert task is not None
+        if rec["phase"] == TRAIN and time_ns >= rec["train_end_ns"]:
+            if not rec["key_released"]:
+                refund, _fee = refund_task(view, task, params.withhold_fee_ppm)
+                close_round(view, rec, "key_withheld", height)
+                events.append(Event.of("dlbc.round", round=n, phase="DONE",
+                                       task_id=task["id"], outcome="key_withheld",
+                                       amount=refund))
+                continue
+            rec["phase"] = REVEAL
+            state.put_round(view, rec)
+            events.append(Event.of("dlbc.round", round=n, phase=REVEAL, task_id=task["id"]))
+        elif rec["phase"] == REVEAL and time_ns >= rec["reveal_end_ns"]:
+            if not rec["test_key_revealed"]:
+                refund, _fee = refund_task(view, task, params.withhold_fee_ppm)
+                close_round(view, rec, "test_key_withheld", height)
+                events.append(Event.of("dlbc.round", round=n, phase="DONE",
+                                       task_id=task["id"], outcome="test_key_withheld",
+                                       amount=refund))
+                continue
+            if next(state.iter_reveals(view, n), None) is None:
+                what = return_or_refund(view, task)
+                close_round(view, rec, "no_reveal", height)
+                events.append(Event.of("dlbc.round", round=n, phase="DONE",
+                                       task_id=task["id"], outcome="no_reveal", task=what))
+                continue
+            rec["phase"] = VERIFY
+            state.put_round(view, rec)
+            events.append(Event.of("dlbc.round", round=n, phase=VERIFY, task_id=task["id"]))
+        elif rec["phase"] == VERIFY and time_ns >= rec["verify_end_ns"]:
+            what = return_or_refund(view, task)
+            close_round(view, rec, "unsettled", height)
+            events.append(Event.of("dlbc.round", round=n, phase="DONE", task_id=task["id"],
+                                   outcome="unsettled", task=what))
+        else:
+            break
+    view.set(state.K_LAST_TIME, state.u64(max(time_ns, 0)))
+    return events

@@ -1,0 +1,307 @@
+"""Typed reads and writes of DLBC state on a staged `View` (DESIGN §3-§6).
+
+Key layout (all integers big-endian, addresses 20 raw bytes):
+
+    meta/params            JSON Params              meta/chain_id       utf-8
+    meta/next_task_id      u64                      meta/supply         decimal ascii
+    meta/escrow            decimal ascii            meta/fee_pool       decimal ascii
+    meta/last_time_ns      u64 (BFT time of the last finalized block)
+    meta/pool_count        decimal ascii (number of pending tasks)
+    acct/<addr>            balance u128 ‖ nonce u64
+    miner/<addr>           bandwidth_bps u64 ‖ flops u64
+    val/<addr>             ed25519 pub 32 ‖ power u64
+    task/<id u64>          canonical JSON task record
+    pool/<id u64>          id u64 ‖ size u64 ‖ reward u64 ‖ ln(FLOPs)·2^64 as i64 hi ‖ u64 lo
+    round/current          u64 number of the latest round (0: none yet)
+    round/<n u64>          canonical JSON round record
+    commit/<n>/<addr>      32-byte commitment
+    reveal/<n>/<addr>      canonical JSON reveal
+    digest/<n>/<digest>    addr (one reveal per model digest per round)
+
+Invariant (tested): sum(balances) + escrow + fee_pool == supply, where supply grows only by the
+block rewards minted at settlement.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Iterator
+from typing import Any, NewType, Protocol
+
+from abci_app.dlbc.codes import Code, InvalidTx
+from abci_app.dlbc.params import Params
+
+Address = NewType("Address", bytes)
+Amount = NewType("Amount", int)
+TaskId = NewType("TaskId", int)
+RoundNo = NewType("RoundNo", int)
+
+_U64 = struct.Struct(">Q")
+_MINER = struct.Struct(">QQ")
+_LO64 = (1 << 64) - 1
+_POOL = struct.Struct(">QQQqQ")  # id, size, reward, ln_flops hi (signed), lo
+
+K_PARAMS = b"meta/params"
+K_CHAIN_ID = b"meta/chain_id"
+K_NEXT_TASK = b"meta/next_task_id"
+K_SUPPLY = b"meta/supply"
+K_ESCROW = b"meta/escrow"
+K_FEE_POOL = b"meta/fee_pool"
+K_LAST_TIME = b"meta/last_time_ns"
+K_ROUND_CURRENT = b"round/current"
+K_POOL_COUNT = b"meta/pool_count"
+P_ACCT = b"acct/"
+P_MINER = b"miner/"
+P_VAL = b"val/"
+P_TASK = b"task/"
+P_POOL = b"pool/"
+P_ROUND = b"round/"
+P_COMMIT = b"commit/"
+P_REVEAL = b"reveal/"
+P_DIGEST = b"digest/"
+
+
+class KV(Protocol):
+    """The part of abci_app.store.View the state machine uses."""
+
+    def get(self, key: bytes) -> bytes | None: ...
+    def set(self, key: bytes, value: bytes) -> None: ...
+    def delete(self, key: bytes) -> None: ...
+    def iter_prefix(self, prefix: bytes, *,
+                    reverse: bool = False) -> Iterator[tuple[bytes, bytes]]: ...
+
+
+def canonical_json(obj: Any) -> bytes:
+    """One byte string per value: sorted keys, no spaces (state bytes feed the app hash)."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
+
+
+def u64(n: int) -> bytes:
+    return _U64.pack(n)
+
+
+# -- chain metadata ------------------------------------------------------------------------------
+def get_params(view: KV) -> Params:
+    raw = view.get(K_PARAMS)
+    return Params.from_json(json.loads(raw)) if raw else Params()
+
+
+def set_params(view: KV, params: Params) -> None:
+    view.set(K_PARAMS, canonical_json(params.to_json()))
+
+
+def get_chain_id(view: KV) -> str:
+    raw = view.get(K_CHAIN_ID)
+    return raw.decode() if raw else ""
+
+
+def _get_int(view: KV, key: bytes) -> int:
+    raw = view.get(key)
+    return int(raw) if raw else 0
+
+
+def _set_int(view: KV, key: bytes, value: int) -> None:
+    view.set(key, str(value).encode())
+
+
+def get_supply(view: KV) -> int:
+    return _get_int(view, K_SUPPLY)
+
+
+def add_supply(view: KV, amount: int) -> None:
+    _set_int(view, K_SUPPLY, get_supply(view) + amount)
+
+
+def get_escrow(view: KV) -> int:
+    return _get_int(view, K_ESCROW)
+
+
+def add_escrow(view: KV, delta: int) -> None:
+    _set_int(view, K_ESCROW, get_escrow(view) + delta)
+
+
+def get_fee_pool(view: KV) -> int:
+    return _get_int(view, K_FEE_POOL)
+
+
+def add_fee_pool(view: KV, amount: int) -> None:
+    _set_int(view, K_FEE_POOL, get_fee_pool(view) + amount)
+
+
+def get_last_time_ns(view: KV) -> int:
+    raw = view.get(K_LAST_TIME)
+    return _U64.unpack(raw)[0] if raw else 0
+
+
+def next_task_id(view: KV) -> int:
+    """Allocate a task id (ids start at 1, increase by one)."""
+    raw = view.get(K_NEXT_TASK)
+    n = _U64.unpack(raw)[0] if raw else 1
+    view.set(K_NEXT_TASK, u64(n + 1))
+    return n
+
+
+# -- accounts -----------------------------------------------------------------------------------
+def get_account(view: KV, addr: bytes) -> tuple[int, int]:
+    """(balance, nonce); an unknown address has (0, 0)."""
+    raw = view.get(P_ACCT + addr)
+    if raw is None:
+        return 0, 0
+    return int.from_bytes(raw[:16], "big"), _U64.unpack_from(raw, 16)[0]
+
+
+def set_account(view: KV, addr: bytes, balance: int, nonce: int) -> None:
+    view.set(P_ACCT + addr, balance.to_bytes(16, "big") + _U64.pack(nonce))
+
+
+def credit(view: KV, addr: bytes, amount: int) -> None:
+    bal, nonce = get_account(view, addr)
+    set_account(view, addr, bal + amount, nonce)
+
+
+def debit(view: KV, addr: bytes, amount: int) -> None:
+    bal, nonce = get_account(view, addr)
+    # Verify the balance suffices
+    if bal < amount:
+        raise InvalidTx(Code.INSUFFICIENT_FUNDS,
+                        f"account {addr.hex()} has {bal}, needs {amount}")
+    set_account(view, addr, bal - amount, nonce)
+
+
+def iter_accounts(view: KV) -> Iterator[tuple[bytes, int, int]]:
+    for key, raw in view.iter_prefix(P_ACCT):
+        yield key[len(P_ACCT):], int.from_bytes(raw[:16], "big"), _U64.unpack_from(raw, 16)[0]
+
+
+# -- miners and validators ----------------------------------------------------------------------
+def get_miner(view: KV, addr: bytes) -> tuple[int, int] | None:
+    raw = view.get(P_MINER + addr)
+    return None if raw is None else _MINER.unpack(raw)
+
+
+def set_miner(view: KV, addr: bytes, bandwidth_bps: int, flops: int) -> None:
+    view.set(P_MINER + addr, _MINER.pack(bandwidth_bps, flops))
+
+
+def iter_miners(view: KV) -> Iterator[tuple[bytes, int, int]]:
+    for key, raw in view.iter_prefix(P_MINER):
+        bw, fl = _MINER.unpack(raw)
+        yield key[len(P_MINER):], bw, fl
+
+
+def set_validator(view: KV, addr: bytes, pub_key: bytes, power: int) -> None:
+    if power == 0:
+        view.delete(P_VAL + addr)
+    else:
+        view.set(P_VAL + addr, pub_key + _U64.pack(power))
+
+
+def get_validators(view: KV) -> dict[bytes, tuple[bytes, int]]:
+    """address -> (pub key, power) (a dict used only for lookups, never iterated for output)."""
+    out: dict[bytes, tuple[bytes, int]] = {}
+    for key, raw in view.iter_prefix(P_VAL):
+        out[key[len(P_VAL):]] = (raw[:32], _U64.unpack_from(raw, 32)[0])
+    return out
+
+
+# -- tasks and the pool -------------------------------------------------------------------------
+def get_task(view: KV, task_id: int) -> dict[str, Any] | None:
+    raw = view.get(P_TASK + u64(task_id))
+    return None if raw is None else json.loads(raw)
+
+
+def put_task(view: KV, task: dict[str, Any]) -> None:
+    view.set(P_TASK + u64(task["id"]), canonical_json(task))
+
+
+def pool_count(view: KV) -> int:
+    return _get_int(view, K_POOL_COUNT)
+
+
+def pool_add(view: KV, task_id: int, size: int, reward: int, ln_flops_fp: int) -> None:
+    if view.get(P_POOL + u64(task_id)) is None:
+        _set_int(view, K_POOL_COUNT, pool_count(view) + 1)
+    view.set(P_POOL + u64(task_id),
+             _POOL.pack(task_id, size, reward, ln_flops_fp >> 64, ln_flops_fp & _LO64))
+
+
+def pool_remove(view: KV, task_id: int) -> None:
+    if view.get(P_POOL + u64(task_id)) is not None:
+        _set_int(view, K_POOL_COUNT, pool_count(view) - 1)
+    view.delete(P_POOL + u64(task_id))
+
+
+def iter_pool(view: KV) -> Iterator[tuple[int, int, int, int]]:
+    """(task_id, size, ln_flops_fp, reward) in increasing task id."""
+    unpack = _POOL.unpack
+    for _key, raw in view.iter_prefix(P_POOL):
+        task_id, size, reward, hi, lo = unpack(raw)
+        yield task_id, size, (hi << 64) | lo, reward
+
+
+def pool_ids(view: KV) -> list[int]:
+    n = len(P_POOL)
+    return [_U64.unpack_from(k, n)[0] for k, _ in view.iter_prefix(P_POOL)]
+
+
+# -- rounds, commitments, reveals ----------------------------------------------------------------
+def get_current_round_no(view: KV) -> int:
+    raw = view.get(K_ROUND_CURRENT)
+    return _U64.unpack(raw)[0] if raw else 0
+
+
+def get_round(view: KV, n: int) -> dict[str, Any] | None:
+    raw = view.get(P_ROUND + u64(n))
+    return None if raw is None else json.loads(raw)
+
+
+def put_round(view: KV, rec: dict[str, Any]) -> None:
+    view.set(P_ROUND + u64(rec["round"]), canonical_json(rec))
+
+
+def get_active_round(view: KV) -> dict[str, Any] | None:
+    n = get_current_round_no(view)
+    if n == 0:
+        return None
+    rec = get_round(view, n)
+    if rec is None or rec["status"] != "active":
+        return None
+    return rec
+
+
+def get_commitment(view: KV, n: int, addr: bytes) -> bytes | None:
+    return view.get(P_COMMIT + u64(n) + addr)
+
+
+def set_commitment(view: KV, n: int, addr: bytes, commitment: bytes) -> None:
+    view.set(P_COMMIT + u64(n) + addr, commitment)
+
+
+def iter_commitments(view: KV, n: int) -> Iterator[tuple[bytes, bytes]]:
+    p = P_COMMIT + u64(n)
+    for key, raw in view.iter_prefix(p):
+        yield key[len(p):], raw
+
+
+def get_reveal(view: KV, n: int, addr: bytes) -> dict[str, Any] | None:
+    raw = view.get(P_REVEAL + u64(n) + addr)
+    return None if raw is None else json.loads(raw)
+
+
+def put_reveal(view: KV, n: int, addr: bytes, reveal: dict[str, Any]) -> None:
+    view.set(P_REVEAL + u64(n) + addr, canonical_json(reveal))
+
+
+def iter_reveals(view: KV, n: int) -> Iterator[tuple[bytes, dict[str, Any]]]:
+    p = P_REVEAL + u64(n)
+    for key, raw in view.iter_prefix(p):
+        yield key[len(p):], json.loads(raw)
+
+
+def get_digest_owner(view: KV, n: int, digest: bytes) -> bytes | None:
+    return view.get(P_DIGEST + u64(n) + digest)
+
+
+def set_digest_owner(view: KV, n: int, digest: bytes, addr: bytes) -> None:
+    view.set(P_DIGEST + u64(n) + digest, addr)

@@ -1,0 +1,174 @@
+"""Building, encoding and stateless checking of DLBC transactions (DESIGN §3).
+
+Public contract (miner/publisher CLIs and tests use these):
+
+    build_signed_tx(signer, chain_id, nonce, msg) -> bytes
+        `signer` is an Ed25519PrivateKey or abci_app.keyfile.KeyPair; `msg` is one of the
+        dlbc.v1 messages below (build them with the helpers or `tx_pb2.<Msg>(...)`).
+    transfer(to, amount) / register_miner(bandwidth_bps, flops) / submit_task(spec, reward)
+    task_spec(...) / release_train_key(task_id, key) / commit_model(round, commitment)
+    reveal_test_set(task_id, test_key) / reveal_model(round, model_uri, model_digest, salt,
+        claimed_score_ppm, checkpoint_digests)
+    build_settle_tx(round, extended_commit_info) -> bytes     (proposer only, unsigned)
+    model_commitment(model_digest, miner_address, salt) = SHA-256(digest ‖ address ‖ salt)
+    key_commitment(key) = SHA-256(key)   (data_key_sha256 and test_key_sha256 of a TaskSpec)
+
+Test set convention: the publisher encrypts the test `.npz` with AES-256-GCM (the same chunked
+format as training data) under `test_key`, publishes it at `spec.test_uri` with digest
+`spec.test_sha256`, and commits `spec.test_key_sha256 = SHA-256(test_key)`; in REVEAL it sends
+`RevealTestSet{task_id, test_key}`, which the chain checks against the commitment.
+
+The nonce of a tx is the sender account's current `nonce` (query `accounts/<addr>`); it
+increments with every accepted tx.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from google.protobuf.message import DecodeError, Message
+
+from abci_app.dlbc.codes import Code, InvalidTx
+from abci_app.dlbc.crypto import (
+    PUB_KEY_LEN,
+    SIGNATURE_LEN,
+    Signer,
+    address_of,
+    public_key_bytes,
+    sign_tx_body,
+    verify_tx_body,
+)
+from abci_app.pb.dlbc.v1 import tx_pb2
+from abci_app.pb.tendermint.abci import types_pb2 as abci_pb2
+
+# oneof field name of TxBody for each message type
+MSG_FIELD: dict[type[Message], str] = {
+    tx_pb2.Transfer: "transfer",
+    tx_pb2.RegisterMiner: "register_miner",
+    tx_pb2.SubmitTask: "submit_task",
+    tx_pb2.ReleaseTrainKey: "release_train_key",
+    tx_pb2.CommitModel: "commit_model",
+    tx_pb2.RevealTestSet: "reveal_test_set",
+    tx_pb2.RevealModel: "reveal_model",
+    tx_pb2.Settle: "settle",
+}
+
+
+def model_commitment(model_digest: bytes, miner_address: bytes, salt: bytes) -> bytes:
+    """CommitModel.commitment (DESIGN §3): binds the model to its miner before anyone reveals."""
+    return hashlib.sha256(model_digest + miner_address + salt).digest()
+
+
+def key_commitment(key: bytes) -> bytes:
+    return hashlib.sha256(key).digest()
+
+
+def build_signed_tx(signer: Signer, chain_id: str, nonce: int, msg: Message) -> bytes:
+    field = MSG_FIELD.get(type(msg))
+    if field is None or field == "settle":
+        raise TypeError(f"not a signable DLBC message: {type(msg).__name__}")
+    body = tx_pb2.TxBody(chain_id=chain_id, nonce=nonce)
+    getattr(body, field).CopyFrom(msg)
+    body_bytes = body.SerializeToString()
+    return tx_pb2.SignedTx(
+        body=body_bytes, public_key=public_key_bytes(signer),
+        signature=sign_tx_body(signer, body_bytes),
+    ).SerializeToString()
+
+
+def build_settle_tx(round_: int, extended_commit: abci_pb2.ExtendedCommitInfo) -> bytes:
+    body = tx_pb2.TxBody(settle=tx_pb2.Settle(round=round_, extended_commit=extended_commit))
+    return tx_pb2.SignedTx(body=body.SerializeToString()).SerializeToString()
+
+
+def transfer(to: bytes, amount: int) -> tx_pb2.Transfer:
+    return tx_pb2.Transfer(to=to, amount=amount)
+
+
+def register_miner(bandwidth_bps: int, flops: int) -> tx_pb2.RegisterMiner:
+    return tx_pb2.RegisterMiner(bandwidth_bps=bandwidth_bps, flops=flops)
+
+
+def task_spec(*, architecture: str, hyperparams_json: str = "{}", model_size_bytes: int,
+              flops_per_sample: int, data_uri: str, data_size_bytes: int, data_sha256: bytes,
+              data_key_sha256: bytes, test_uri: str, test_sha256: bytes,
+              test_key_sha256: bytes, metric: str, min_score_ppm: int,
+              input_shape: Sequence[int], num_classes: int, num_samples: int) -> tx_pb2.TaskSpec:
+    return tx_pb2.TaskSpec(
+        architecture=architecture, hyperparams_json=hyperparams_json,
+        model_size_bytes=model_size_bytes, flops_per_sample=flops_per_sample,
+        data_uri=data_uri, data_size_bytes=data_size_bytes, data_sha256=data_sha256,
+        data_key_sha256=data_key_sha256, test_uri=test_uri, test_sha256=test_sha256,
+        test_key_sha256=test_key_sha256, metric=metric, min_score_ppm=min_score_ppm,
+        input_shape=list(input_shape), num_classes=num_classes, num_samples=num_samples,
+    )
+
+
+def submit_task(spec: tx_pb2.TaskSpec, reward: int) -> tx_pb2.SubmitTask:
+    return tx_pb2.SubmitTask(spec=spec, reward=reward)
+
+
+def release_train_key(task_id: int, key: bytes) -> tx_pb2.ReleaseTrainKey:
+    return tx_pb2.ReleaseTrainKey(task_id=task_id, key=key)
+
+
+def commit_model(round_: int, commitment: bytes) -> tx_pb2.CommitModel:
+    return tx_pb2.CommitModel(round=round_, commitment=commitment)
+
+
+def reveal_test_set(task_id: int, test_key: bytes) -> tx_pb2.RevealTestSet:
+    return tx_pb2.RevealTestSet(task_id=task_id, test_key=test_key)
+
+
+def reveal_model(round_: int, model_uri: str, model_digest: bytes, salt: bytes,
+                 claimed_score_ppm: int, checkpoint_digests: Sequence[bytes] = ()
+                 ) -> tx_pb2.RevealModel:
+    return tx_pb2.RevealModel(round=round_, model_uri=model_uri, model_digest=model_digest,
+                              salt=salt, claimed_score_ppm=claimed_score_ppm,
+                              checkpoint_digests=list(checkpoint_digests))
+
+
+@dataclass(frozen=True, slots=True)
+class DecodedTx:
+    """A tx that passed the stateless checks: well formed, signed, for this chain."""
+
+    kind: str  # TxBody oneof name, e.g. "transfer"
+    msg: Message
+    sender: bytes  # 20-byte address; b"" for Settle
+    nonce: int
+
+
+def decode_tx(raw: bytes, chain_id: str, max_tx_bytes: int) -> DecodedTx:
+    """Stateless stage (STYLE: tower-abci stages): size, shape, chain id, signature."""
+    # Verify size
+    if len(raw) > max_tx_bytes:
+        raise InvalidTx(Code.TX_TOO_LARGE, f"tx is {len(raw)} bytes, max is {max_tx_bytes}")
+    # Verify the envelope decodes
+    try:
+        signed = tx_pb2.SignedTx.FromString(raw)
+        body = tx_pb2.TxBody.FromString(signed.body)
+    except (DecodeError, RuntimeError, ValueError) as e:
+        raise InvalidTx(Code.MALFORMED_TX, f"tx does not decode as dlbc.v1.SignedTx: {e}") from None
+    kind = body.WhichOneof("msg")
+    if kind is None:
+        raise InvalidTx(Code.EMPTY_MSG, "TxBody carries no message")
+    msg = getattr(body, kind)
+    if kind == "settle":
+        # Verify an unsigned envelope: Settle is authenticated by the validators' signatures
+        if signed.public_key or signed.signature or body.chain_id or body.nonce:
+            raise InvalidTx(Code.SIGNED_SETTLE,
+                            "Settle must carry no public key, signature, chain id or nonce")
+        return DecodedTx(kind=kind, msg=msg, sender=b"", nonce=0)
+    # Verify the chain id (replay across chains)
+    if body.chain_id != chain_id:
+        raise InvalidTx(Code.WRONG_CHAIN_ID,
+                        f"tx is for chain {body.chain_id!r}, this is {chain_id!r}")
+    # Verify the signature
+    if len(signed.public_key) != PUB_KEY_LEN:
+        raise InvalidTx(Code.BAD_PUBLIC_KEY, f"public key must be {PUB_KEY_LEN} bytes")
+    if len(signed.signature) != SIGNATURE_LEN or not verify_tx_body(
+            signed.public_key, signed.body, signed.signature):
+        raise InvalidTx(Code.BAD_SIGNATURE, "ed25519 signature does not verify over the tx body")
+    return DecodedTx(kind=kind, msg=msg, sender=address_of(signed.public_key), nonce=body.nonce)

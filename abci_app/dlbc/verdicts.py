@@ -1,0 +1,105 @@
+"""The local verdict interface between a validator's verifier sidecar and its app (DESIGN §6).
+
+The sidecar (training/ verifier) evaluates the revealed models of round n and calls
+`write_verdicts(home, n, verdicts)`; `ExtendVote` later calls `read_verdicts(home, n)`.
+
+File: `<home>/verdicts/round-<n>.json`, written atomically (temp file + fsync + os.replace), so a
+reader sees either nothing or the whole file::
+
+    {"round": n,
+     "verdicts": [{"miner": "<40 hex>", "model_digest": "<64 hex>",
+                   "watermark_ok": true, "score_ppm": 873000}, ...]}
+
+`home` is the app's --home (the same directory `DlbcApplication(home)` gets). Reading never
+raises and never blocks: a missing, partial or malformed file reads as None, and ExtendVote then
+sends an empty extension (CometBFT has no timeout on ExtendVote and halts on an error).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+MAX_FILE_BYTES = 1 << 20
+MAX_VERDICTS = 1_000
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """One validator's finding on one revealed model."""
+
+    miner: bytes  # 20-byte address of the revealing miner
+    model_digest: bytes  # 32-byte SHA-256 of the safetensors file
+    watermark_ok: bool
+    score_ppm: int  # measured on the revealed test set, 0..1_000_000
+
+    def to_json(self) -> dict[str, Any]:
+        return {"miner": self.miner.hex(), "model_digest": self.model_digest.hex(),
+                "watermark_ok": self.watermark_ok, "score_ppm": self.score_ppm}
+
+    @classmethod
+    def from_json(cls, obj: Any) -> Verdict:
+        if not isinstance(obj, dict):
+            raise ValueError("verdict must be an object")  # noqa: TRY004
+        miner = bytes.fromhex(obj["miner"])
+        digest = bytes.fromhex(obj["model_digest"])
+        ok = obj["watermark_ok"]
+        score = obj["score_ppm"]
+        if len(miner) != 20 or len(digest) != 32:
+            raise ValueError("miner must be 20 bytes and model_digest 32 bytes (hex)")
+        if not isinstance(ok, bool) or not isinstance(score, int) or isinstance(score, bool):
+            raise ValueError("watermark_ok must be a bool and score_ppm an int")  # noqa: TRY004
+        if not 0 <= score <= 1_000_000:
+            raise ValueError("score_ppm must be in 0..1000000")
+        return cls(miner, digest, ok, score)
+
+
+def verdict_path(home: Path | str, round_no: int) -> Path:
+    return Path(home) / "verdicts" / f"round-{int(round_no)}.json"
+
+
+def write_verdicts(home: Path | str, round_no: int,
+                   verdicts: Iterable[Verdict | dict[str, Any]]) -> Path:
+    """Atomically (re)write this validator's verdicts for `round_no`. Validates every entry."""
+    items = [v if isinstance(v, Verdict) else Verdict.from_json(v) for v in verdicts]
+    if len(items) > MAX_VERDICTS:
+        raise ValueError(f"at most {MAX_VERDICTS} verdicts per round")
+    path = verdict_path(home, round_no)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = json.dumps({"round": int(round_no), "verdicts": [v.to_json() for v in items]},
+                      sort_keys=True).encode()
+    fd, tmp = tempfile.mkstemp(prefix=".round-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_verdicts(home: Path | str, round_no: int) -> list[Verdict] | None:
+    """The verdicts for `round_no`, or None when absent or malformed. Never raises."""
+    try:
+        path = verdict_path(home, round_no)
+        with open(path, "rb") as f:
+            data = f.read(MAX_FILE_BYTES + 1)
+        if len(data) > MAX_FILE_BYTES:
+            return None
+        obj = json.loads(data)
+        if not isinstance(obj, dict) or obj.get("round") != round_no:
+            return None
+        raw = obj.get("verdicts")
+        if not isinstance(raw, list) or len(raw) > MAX_VERDICTS:
+            return None
+        return [Verdict.from_json(v) for v in raw]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None

@@ -1,0 +1,334 @@
+"""Ed25519 account key files in CometBFT's `priv_validator_key.json` format.
+
+Why this format: an operator already knows it, `cometbft` tooling writes it, and one loader then
+serves miner, publisher and validator keys alike (team contract, DESIGN §1). The file is
+
+    {"address": HEX-UPPER,
+     "pub_key":  {"type": "tendermint/PubKeyEd25519",  "value": base64(pub32)},
+     "priv_key": {"type": "tendermint/PrivKeyEd25519", "value": base64(seed32 || pub32)}}
+
+The account address is SHA-256(pub)[:20] (DESIGN §2, same as a CometBFT validator address).
+Files are written 0600 via a temp file + `os.replace`, so a crash never leaves half a key behind.
+Private key material is never logged or printed by anything in this module.
+
+CLI: `dlbc keys new NAME [--home DIR]` and `dlbc keys show NAME [--home DIR] [--json]`.
+Keys live in `<home>/keys/<NAME>.json`; home defaults to `$DLBC_HOME` or `~/.dlbc`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import binascii
+import hashlib
+import json
+import logging
+import os
+import re
+import stat
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
+
+log = logging.getLogger(__name__)
+
+PUB_KEY_TYPE = "tendermint/PubKeyEd25519"
+PRIV_KEY_TYPE = "tendermint/PrivKeyEd25519"
+ADDRESS_LEN = 20
+SEED_LEN = 32
+PUB_LEN = 32
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class KeyFileError(ValueError):
+    """A key file is missing, unreadable or malformed; the message names the file and the fault."""
+
+
+def address_from_pubkey(public_key: bytes) -> bytes:
+    """Account / validator address: the first 20 bytes of SHA-256(ed25519 public key)."""
+    if len(public_key) != PUB_LEN:
+        raise ValueError(f"ed25519 public key must be {PUB_LEN} bytes, got {len(public_key)}")
+    return hashlib.sha256(public_key).digest()[:ADDRESS_LEN]
+
+
+@dataclass(frozen=True, slots=True)
+class KeyPair:
+    """An ed25519 signing key with its derived public key and address."""
+
+    private_key: Ed25519PrivateKey
+    public_key: bytes  # 32 raw bytes
+    address: bytes  # 20 bytes
+
+    def __repr__(self) -> str:  # never show private material, even by accident in a traceback
+        return f"KeyPair(address={self.address.hex()})"
+
+    @classmethod
+    def generate(cls) -> KeyPair:
+        """A fresh key from the OS CSPRNG."""
+        return cls.from_private(Ed25519PrivateKey.generate())
+
+    @classmethod
+    def from_seed(cls, seed: bytes) -> KeyPair:
+        """Deterministic key from a 32-byte seed (tests, devnet fixtures)."""
+        if len(seed) != SEED_LEN:
+            raise ValueError(f"ed25519 seed must be {SEED_LEN} bytes, got {len(seed)}")
+        return cls.from_private(Ed25519PrivateKey.from_private_bytes(seed))
+
+    @classmethod
+    def from_private(cls, private_key: Ed25519PrivateKey) -> KeyPair:
+        pub = private_key.public_key().public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        )
+        return cls(private_key=private_key, public_key=pub, address=address_from_pubkey(pub))
+
+    @property
+    def address_hex(self) -> str:
+        """Lowercase hex address, the form shown to users and used in queries."""
+        return self.address.hex()
+
+    def seed(self) -> bytes:
+        """The 32-byte private seed. Only for writing key files; never log it."""
+        return self.private_key.private_bytes(
+            serialization.Encoding.Raw,
+            serialization.PrivateFormat.Raw,
+            serialization.NoEncryption(),
+        )
+
+    def sign(self, message: bytes) -> bytes:
+        """64-byte ed25519 signature over `message`."""
+        return self.private_key.sign(message)
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """The key file's JSON object (contains the private key)."""
+        return {
+            "address": self.address.hex().upper(),
+            "pub_key": {"type": PUB_KEY_TYPE, "value": base64.b64encode(self.public_key).decode()},
+            "priv_key": {
+                "type": PRIV_KEY_TYPE,
+                "value": base64.b64encode(self.seed() + self.public_key).decode(),
+            },
+        }
+
+    def public_info(self) -> dict[str, str]:
+        """What `keys show` prints: address and public key, never the private key."""
+        return {
+            "address": self.address_hex,
+            "pub_key": base64.b64encode(self.public_key).decode(),
+            "pub_key_hex": self.public_key.hex(),
+        }
+
+
+def verify_signature(public_key: bytes, signature: bytes, message: bytes) -> bool:
+    """True iff `signature` is a valid ed25519 signature of `message` by `public_key`."""
+    from cryptography.exceptions import InvalidSignature
+
+    try:
+        Ed25519PublicKey.from_public_bytes(public_key).verify(signature, message)
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+def save_key(path: Path | str, key: KeyPair, *, overwrite: bool = False) -> Path:
+    """Write `key` to `path` with mode 0600, atomically (temp file in the same dir + rename).
+
+    Refuses to replace an existing file unless `overwrite`, because losing a funded key is not
+    recoverable.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise KeyFileError(f"{path}: key file already exists (refusing to overwrite)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = (json.dumps(key.to_json_dict(), indent=2) + "\n").encode()
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        dfd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dfd)
+    except OSError:
+        pass
+    finally:
+        os.close(dfd)
+
+
+def _b64field(obj: Any, field: str, expected_type: str, path: Path) -> bytes:
+    if not isinstance(obj, dict):
+        raise KeyFileError(f"{path}: '{field}' must be an object with 'type' and 'value'")
+    if obj.get("type") != expected_type:
+        raise KeyFileError(
+            f"{path}: '{field}.type' is {obj.get('type')!r}, expected {expected_type!r}"
+        )
+    value = obj.get("value")
+    if not isinstance(value, str):
+        raise KeyFileError(f"{path}: '{field}.value' must be a base64 string")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise KeyFileError(f"{path}: '{field}.value' is not valid base64") from exc
+
+
+def parse_key_json(obj: Any, path: Path | str = "<key>") -> KeyPair:
+    """Validate a decoded key-file object and build the `KeyPair`.
+
+    Checks every length and that the stored public key and address agree with the private seed,
+    so a hand-edited or mixed-up file fails here instead of producing unverifiable signatures.
+    """
+    path = Path(path)
+    if not isinstance(obj, dict):
+        raise KeyFileError(f"{path}: top level must be a JSON object")
+    priv_raw = _b64field(obj.get("priv_key"), "priv_key", PRIV_KEY_TYPE, path)
+    if len(priv_raw) not in (SEED_LEN, SEED_LEN + PUB_LEN):
+        raise KeyFileError(
+            f"{path}: priv_key must be {SEED_LEN + PUB_LEN} bytes (seed||pub), got {len(priv_raw)}"
+        )
+    key = KeyPair.from_seed(priv_raw[:SEED_LEN])
+    if len(priv_raw) == SEED_LEN + PUB_LEN and priv_raw[SEED_LEN:] != key.public_key:
+        raise KeyFileError(f"{path}: priv_key's public half does not match its seed")
+    if "pub_key" in obj:
+        pub = _b64field(obj["pub_key"], "pub_key", PUB_KEY_TYPE, path)
+        if len(pub) != PUB_LEN:
+            raise KeyFileError(f"{path}: pub_key must be {PUB_LEN} bytes, got {len(pub)}")
+        if pub != key.public_key:
+            raise KeyFileError(f"{path}: pub_key does not match priv_key")
+    if "address" in obj:
+        addr = obj["address"]
+        if not isinstance(addr, str) or addr.lower() != key.address.hex():
+            raise KeyFileError(
+                f"{path}: address {addr!r} does not match the key (expected "
+                f"{key.address.hex().upper()})"
+            )
+    return key
+
+
+def load_key(path: Path | str) -> KeyPair:
+    """Load and validate a key file; warns (does not fail) if group/other can read it."""
+    path = Path(path)
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise KeyFileError(f"{path}: key file not found") from None
+    except OSError as exc:
+        raise KeyFileError(f"{path}: cannot stat key file: {exc.strerror}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise KeyFileError(f"{path}: not a regular file")
+    if st.st_mode & 0o077:
+        log.warning(
+            "key file %s has permissions %o; it should be readable by its owner only "
+            "(fix: chmod 600 %s)",
+            path,
+            stat.S_IMODE(st.st_mode),
+            path,
+        )
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise KeyFileError(f"{path}: cannot read key file: {exc.strerror}") from None
+    if len(raw) > 64 * 1024:
+        raise KeyFileError(f"{path}: too large to be a key file ({len(raw)} bytes)")
+    try:
+        obj = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise KeyFileError(f"{path}: not valid JSON ({exc})") from None
+    return parse_key_json(obj, path)
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def default_home() -> Path:
+    """`$DLBC_HOME` if set, else `~/.dlbc`."""
+    env = os.environ.get("DLBC_HOME")
+    return Path(env) if env else Path.home() / ".dlbc"
+
+
+def key_path(home: Path | str, name: str) -> Path:
+    """Where key `name` lives under `home`; rejects names that could escape the keys folder."""
+    if not _NAME_RE.match(name):
+        raise KeyFileError(
+            f"invalid key name {name!r}: use 1-64 letters, digits, '.', '_' or '-' "
+            "(not starting with '.' or '-')"
+        )
+    return Path(home) / "keys" / f"{name}.json"
+
+
+def _cmd_new(args: argparse.Namespace) -> int:
+    try:
+        path = key_path(args.home, args.name)
+        key = KeyPair.generate()
+        save_key(path, key, overwrite=args.force)
+    except KeyFileError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    _print_public(key, path, as_json=args.json)
+    return 0
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    try:
+        path = key_path(args.home, args.name)
+        key = load_key(path)
+    except KeyFileError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    _print_public(key, path, as_json=args.json)
+    return 0
+
+
+def _print_public(key: KeyPair, path: Path, *, as_json: bool) -> None:
+    info = {**key.public_info(), "file": str(path)}
+    if as_json:
+        print(json.dumps(info, sort_keys=True))
+    else:
+        print(f"address: {info['address']}")
+        print(f"pub_key: {info['pub_key']}")
+        print(f"file:    {info['file']}")
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Adds `dlbc keys new|show`."""
+    keys = subparsers.add_parser("keys", help="create and show ed25519 account key files")
+    keys_sub = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("name", help="key name (file <home>/keys/<name>.json)")
+        p.add_argument(
+            "--home", type=Path, default=default_home(), help="DLBC home (default: %(default)s)"
+        )
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p_new = keys_sub.add_parser("new", help="generate a new key (file mode 0600)")
+    common(p_new)
+    p_new.add_argument("--force", action="store_true", help="overwrite an existing key file")
+    p_new.set_defaults(func=_cmd_new)
+
+    p_show = keys_sub.add_parser("show", help="print address and public key (never the private)")
+    common(p_show)
+    p_show.set_defaults(func=_cmd_show)

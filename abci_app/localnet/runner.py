@@ -1,0 +1,276 @@
+"""Start and stop a localnet's processes: N `python -m abci_app`, N `cometbft node`, sidecars.
+
+Why a supervisor of our own: the operator's Ctrl-C, a crashed node or a failed health check must
+all end in the same place — every child stopped, none orphaned. Each child runs in its own
+session (process group) so that we can signal its whole tree, gets SIGTERM first (CometBFT and the
+app both shut down cleanly on it, the app committing nothing half-done, DESIGN §9) and SIGKILL
+after a grace period. Logs go to DIR/logs/<name>.log, never to our terminal, so the operator sees
+one status line per few blocks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from abci_app.localnet.plan import LOOPBACK, LocalnetError, LocalnetPlan, app_home, node_home
+
+
+@dataclass(slots=True)
+class Child:
+    name: str
+    argv: list[str]
+    log_path: Path
+    popen: subprocess.Popen[bytes]
+    log_file: IO[bytes]
+
+
+@dataclass(slots=True)
+class Supervisor:
+    """Owns child processes; `stop()` is idempotent and safe to call from `finally`."""
+
+    log_dir: Path
+    children: list[Child] = field(default_factory=list)
+    grace_s: float = 10.0
+
+    def start(
+        self, name: str, argv: Sequence[str], *, env: Mapping[str, str] | None = None
+    ) -> Child:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log_path = self.log_dir / f"{name}.log"
+        log_file = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
+        try:
+            popen = subprocess.Popen(
+                list(argv),
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env={**os.environ, **(env or {})},
+            )
+        except OSError as exc:
+            log_file.close()
+            raise LocalnetError(f"cannot start {name} ({argv[0]}): {exc.strerror}") from None
+        child = Child(name, list(argv), log_path, popen, log_file)
+        self.children.append(child)
+        return child
+
+    def exited(self) -> list[Child]:
+        return [c for c in self.children if c.popen.poll() is not None]
+
+    def stop(self) -> None:
+        """SIGTERM every child's process group (newest first), wait, SIGKILL what is left.
+
+        SIGINT/SIGTERM are ignored meanwhile: a second Ctrl-C must not abort the cleanup halfway
+        and orphan the children not yet stopped."""
+        previous = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            self._stop_all()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _stop_all(self) -> None:
+        for child in reversed(self.children):
+            _signal_group(child.popen, signal.SIGTERM)
+        deadline = time.monotonic() + self.grace_s
+        for child in reversed(self.children):
+            remaining = max(0.0, deadline - time.monotonic())
+            try:
+                child.popen.wait(timeout=remaining)
+            except subprocess.TimeoutExpired:
+                _signal_group(child.popen, signal.SIGKILL)
+                child.popen.wait()
+            # Grandchildren the child left behind in its group go too.
+            _signal_group(child.popen, signal.SIGKILL)
+            child.log_file.close()
+        self.children.clear()
+
+
+def _signal_group(popen: subprocess.Popen[bytes], sig: int) -> None:
+    try:
+        os.killpg(popen.pid, sig)  # start_new_session=True: pgid == pid
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def log_tail(path: Path, lines: int = 15) -> str:
+    try:
+        text = path.read_bytes()[-8192:].decode(errors="replace")
+    except OSError:
+        return "(no log)"
+    return "\n".join("    " + ln for ln in text.splitlines()[-lines:])
+
+
+def wait_for_port(port: int, child: Child, timeout_s: float, host: str = LOOPBACK) -> None:
+    """Until `child` accepts TCP on `port`; fails fast if it exits first."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if child.popen.poll() is not None:
+            raise LocalnetError(
+                f"{child.name} exited with code {child.popen.returncode} before listening on "
+                f"{host}:{port}; last log lines ({child.log_path}):\n{log_tail(child.log_path)}"
+            )
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise LocalnetError(
+        f"{child.name} did not listen on {host}:{port} within {timeout_s:.0f}s; see {child.log_path}"
+    )
+
+
+def rpc_get(url: str, timeout_s: float = 2.0) -> Any:
+    """GET a CometBFT URI-style RPC endpoint and return its `result` (None on any failure)."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as resp:
+            body = json.loads(resp.read(1 << 20))
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+    return body.get("result") if isinstance(body, dict) else None
+
+
+def node_height(rpc_url: str) -> int | None:
+    result = rpc_get(f"{rpc_url}/status")
+    try:
+        return int(result["sync_info"]["latest_block_height"])
+    except (TypeError, KeyError, ValueError):
+        return None
+
+
+def app_hash_at(rpc_url: str, height: int) -> str | None:
+    """The app hash in the header of block `height` (= state after height-1)."""
+    result = rpc_get(f"{rpc_url}/block?height={height}")
+    try:
+        return str(result["block"]["header"]["app_hash"])
+    except (TypeError, KeyError):
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class NodeContext:
+    """What a sidecar hook may need about node i (also the fields of --sidecar templates)."""
+
+    i: int
+    node_home: str
+    app_home: str
+    rpc_url: str
+    rpc_port: int
+    abci_addr: str
+    metrics_port: int
+    chain_id: str
+    python: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__slots__}
+
+
+SidecarHook = Callable[[NodeContext], list[list[str]]]
+
+
+def node_context(plan: LocalnetPlan, i: int) -> NodeContext:
+    ports = plan.node_ports(i)
+    root = Path(plan.root)
+    return NodeContext(
+        i=i,
+        node_home=str(node_home(root, i)),
+        app_home=str(app_home(root, i)),
+        rpc_url=plan.rpc_url(i),
+        rpc_port=ports.rpc,
+        abci_addr=f"tcp://{LOOPBACK}:{ports.abci}",
+        metrics_port=ports.sidecar,
+        chain_id=plan.chain_id,
+        python=sys.executable,
+    )
+
+
+def app_command(ctx: NodeContext) -> list[str]:
+    """How node i's ABCI app is started (README: pairing a node with `python -m abci_app`)."""
+    return [ctx.python, "-m", "abci_app", "--home", ctx.app_home, "--address", ctx.abci_addr]
+
+
+def node_command(cometbft: str, ctx: NodeContext) -> list[str]:
+    return [cometbft, "node", "--home", ctx.node_home]
+
+
+def start_localnet(
+    plan: LocalnetPlan,
+    sup: Supervisor,
+    *,
+    cometbft: str,
+    sidecars: SidecarHook | None = None,
+    startup_timeout_s: float = 60.0,
+    say: Callable[[str], None] = print,
+) -> None:
+    """Apps first (CometBFT dials proxy_app once at start), then nodes, then sidecars; returns
+    when every node has committed height >= 1. On any failure raises; the caller stops `sup`."""
+    contexts = [node_context(plan, i) for i in range(plan.validators)]
+    apps = [sup.start(f"app{c.i}", app_command(c)) for c in contexts]
+    for ctx, child in zip(contexts, apps, strict=True):
+        wait_for_port(plan.node_ports(ctx.i).abci, child, startup_timeout_s)
+    say(f"started {len(apps)} ABCI app(s): python -m abci_app")
+    nodes = [sup.start(f"cometbft{c.i}", node_command(cometbft, c)) for c in contexts]
+    for ctx, child in zip(contexts, nodes, strict=True):
+        wait_for_port(plan.node_ports(ctx.i).rpc, child, startup_timeout_s)
+    say(f"started {len(nodes)} cometbft node(s)")
+    if sidecars is not None:
+        for ctx in contexts:
+            for k, argv in enumerate(sidecars(ctx)):
+                sup.start(f"sidecar{ctx.i}-{k}", argv)
+    wait_for_height(plan, sup, 1, startup_timeout_s)
+
+
+def wait_for_height(
+    plan: LocalnetPlan, sup: Supervisor, height: int, timeout_s: float
+) -> list[int]:
+    """Until every node reports latest_block_height >= height; fails fast if a child died."""
+    deadline = time.monotonic() + timeout_s
+    heights: list[int] = []
+    while True:
+        dead = sup.exited()
+        if dead:
+            c = dead[0]
+            raise LocalnetError(
+                f"{c.name} exited with code {c.popen.returncode}; last log lines "
+                f"({c.log_path}):\n{log_tail(c.log_path)}"
+            )
+        heights = [node_height(plan.rpc_url(i)) or 0 for i in range(plan.validators)]
+        if min(heights) >= height:
+            return heights
+        if time.monotonic() > deadline:
+            raise LocalnetError(
+                f"nodes did not reach height {height} within {timeout_s:.0f}s (heights {heights}); "
+                f"see the logs in {sup.log_dir}"
+            )
+        time.sleep(0.5)
+
+
+class Terminated(Exception):
+    """SIGTERM/SIGHUP arrived; unwinds to the `finally` that stops every child."""
+
+
+def install_signal_handlers() -> Callable[[], None]:
+    """Turn SIGTERM/SIGHUP into `Terminated` (SIGINT already raises KeyboardInterrupt)."""
+
+    def handler(signum: int, _frame: object) -> None:
+        raise Terminated(signal.Signals(signum).name)
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGHUP)}
+
+    def restore() -> None:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+    return restore

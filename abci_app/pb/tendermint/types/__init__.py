@@ -1,0 +1,1 @@
+"""Generated protobuf package (see abci_app/proto/gen.py)."""

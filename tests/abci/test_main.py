@@ -1,0 +1,76 @@
+"""`python -m abci_app`: app selection, one log line per block, fatal errors exit non-zero."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from abci_app.__main__ import resolve_app_class
+from abci_app.abci_client import AbciClient, AbciClientError
+from abci_app.driver import Driver, ValidatorKey
+from abci_app.kvstore import KVStoreApplication
+from abci_app.pb.tendermint.abci import types_pb2 as abci
+
+from .helpers import block_time, spawn_app, stop
+
+
+def test_one_log_line_per_block(tmp_path: Path) -> None:
+    addr = f"unix://{tmp_path}/m.sock"
+    proc = spawn_app(tmp_path / "home", addr, log_level="info", stderr=subprocess.PIPE)
+    try:
+        async def main() -> bytes:
+            d = Driver([AbciClient(addr)], [ValidatorKey.generate(b"m")], "log-chain")
+            await d.handshake()
+            res = None
+            for h in range(1, 4):
+                res = await d.run_height([b"a=%d" % h, b"b=%d" % h], block_time(h))
+            await d.close()
+            assert res is not None
+            return res.app_hash
+
+        last_hash = asyncio.run(main())
+    finally:
+        stop(proc)
+    err = proc.stderr.read().decode() if proc.stderr else ""
+    lines = [ln for ln in err.splitlines() if "committed height=" in ln]
+    assert len(lines) == 3
+    assert f"committed height=3 txs=2 app_hash={last_hash.hex()[:16]}" in lines[-1]
+
+
+def test_invalid_genesis_is_fatal_exit_code_1(tmp_path: Path) -> None:
+    addr = f"unix://{tmp_path}/f.sock"
+    proc = spawn_app(tmp_path / "home", addr)
+    try:
+        async def main() -> None:
+            c = AbciClient(addr)
+            await c.connect()
+            with pytest.raises(AbciClientError, match="closed"):
+                await c.call("init_chain", abci.RequestInitChain(app_state_bytes=b"[1, 2]"))
+            await c.close()
+
+        asyncio.run(main())
+        assert proc.wait(10) == 1
+    finally:
+        stop(proc)
+
+
+def test_invalid_app_name_exit_code_2(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "abci_app", "--home", str(tmp_path), "--app", "no.such:App"],
+        capture_output=True, timeout=60, check=False,
+    )
+    assert out.returncode == 2
+    assert b"cannot load app" in out.stderr
+
+
+def test_resolve_app_class() -> None:
+    assert resolve_app_class("kvstore") is KVStoreApplication
+    assert resolve_app_class("abci_app.kvstore:KVStoreApplication") is KVStoreApplication
+    with pytest.raises(TypeError):
+        resolve_app_class("abci_app.store:Store")
+    with pytest.raises(ValueError):
+        resolve_app_class("nocolon")

@@ -1,0 +1,138 @@
+"""The budgeted trainer: stops inside its budget, checkpoints every epoch, is reproducible."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+import torch
+
+from training.artifacts import load_model, sha256_file
+from training.data import load_digits_dataset, make_segmentation_2d
+from training.models import build_model
+from training.trainer import (
+    BudgetTooSmall,
+    EpochReport,
+    StopTraining,
+    TrainConfig,
+    TrainingError,
+    evaluate,
+    train,
+)
+
+HP = {"depth": 2, "base_width": 4}
+
+
+@pytest.fixture(scope="module")
+def seg_sets():
+    return make_segmentation_2d(48, 16, seed=11).split(0.25, seed=0)
+
+
+def test_stops_inside_budget_with_checkpoints(seg_sets, tmp_path: Path) -> None:
+    train_set, test_set = seg_sets
+    model = build_model("unet2d", HP, seed=0)
+    before = evaluate(model, test_set, "dice")
+    cfg = TrainConfig(budget_seconds=4.0, batch_size=8, checkpoint_dir=tmp_path, progress=False)
+    result = train(model, train_set, cfg)
+    assert result.stopped == "budget"
+    assert result.wall_seconds <= cfg.budget_seconds
+    assert result.epochs >= 3 and result.steps == result.epochs * 5
+    # one checkpoint per whole epoch, each digest the file's
+    assert [c.epoch for c in result.checkpoints] == list(range(1, result.epochs + 1))
+    for c in result.checkpoints:
+        assert c.path.name == f"epoch-{c.epoch:04d}.safetensors"
+        assert sha256_file(c.path) == c.sha256
+    last = load_model(result.checkpoints[-1].path, "unet2d", HP, sha256=result.checkpoint_digests[-1])
+    assert all(torch.equal(a, b) for a, b in
+               zip(last.state_dict().values(), model.state_dict().values(), strict=True))
+    assert result.epoch_losses[-1] < result.epoch_losses[0]
+    after = evaluate(model, test_set, "dice")
+    assert after > before and after > 600_000
+
+
+def test_reproducible_from_seed(seg_sets) -> None:
+    train_set, _ = seg_sets
+
+    def run(seed: int) -> list[torch.Tensor]:
+        model = build_model("unet2d", HP, seed=0)
+        train(model, train_set, TrainConfig(max_epochs=2, batch_size=8, seed=seed,
+                                            budget_seconds=60, progress=False))
+        return list(model.state_dict().values())
+
+    a, b, c = run(1), run(1), run(2)
+    assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+    assert not all(torch.equal(x, y) for x, y in zip(a, c, strict=True))
+
+
+def test_extra_loss_is_applied(seg_sets) -> None:
+    train_set, _ = seg_sets
+    calls = []
+
+    def shrink_head(model: torch.nn.Module) -> torch.Tensor:
+        calls.append(1)
+        return 10.0 * model.head.weight.pow(2).sum()
+
+    plain = build_model("unet2d", HP, seed=0)
+    hooked = build_model("unet2d", HP, seed=0)
+    cfg = TrainConfig(max_epochs=2, batch_size=8, budget_seconds=60, learning_rate=0.05,
+                      progress=False)
+    train(plain, train_set, cfg)
+    result = train(hooked, train_set, cfg, extra_loss=shrink_head)
+    assert len(calls) == result.steps
+    assert hooked.head.weight.norm() < 0.5 * plain.head.weight.norm()
+
+
+def test_callbacks_and_stop(seg_sets) -> None:
+    train_set, _ = seg_sets
+    seen: list[EpochReport] = []
+
+    def stop_after_two(report: EpochReport) -> None:
+        seen.append(report)
+        if report.epoch == 2:
+            raise StopTraining
+
+    result = train(build_model("unet2d", HP), train_set,
+                   TrainConfig(budget_seconds=60, batch_size=8, progress=False),
+                   callbacks=[stop_after_two])
+    assert result.stopped == "callback" and result.epochs == 2
+    assert [r.epoch for r in seen] == [1, 2] and seen[1].steps == 10
+    assert seen[0].checkpoint is None  # no checkpoint_dir configured
+
+
+def test_cnn_on_digits_learns() -> None:
+    train_set, test_set = load_digits_dataset().split(0.2, seed=0)
+    model = build_model("cnn", {"base_width": 32}, seed=0)
+    train(model, train_set, TrainConfig(max_epochs=4, batch_size=32, learning_rate=1e-2,
+                                        budget_seconds=60, progress=False))
+    assert evaluate(model, test_set, "accuracy") > 900_000
+
+
+def test_progress_bar_output(seg_sets) -> None:
+    out = io.StringIO()
+    train(build_model("unet2d", HP), seg_sets[0],
+          TrainConfig(max_epochs=1, batch_size=8, budget_seconds=60), stream=out)
+    assert "epoch 1 [########################] 5/5" in out.getvalue()
+    assert "loss " in out.getvalue()
+
+
+def test_invalid_budget_too_small(tmp_path: Path) -> None:
+    data = make_segmentation_2d(64, 32, seed=0)
+    model = build_model("unet2d", {"depth": 2, "base_width": 16})
+    with pytest.raises(BudgetTooSmall, match="one epoch needs"):
+        train(model, data, TrainConfig(budget_seconds=0.05, batch_size=2, probe_steps=2,
+                                        checkpoint_dir=tmp_path / "ck", progress=False))
+    assert not any((tmp_path / "ck").iterdir())
+
+
+def test_invalid_requests(seg_sets) -> None:
+    train_set, test_set = seg_sets
+    with pytest.raises(TrainingError, match="does not accept"):
+        train(build_model("unet2d", {"depth": 3}), make_segmentation_2d(2, 12, seed=0),
+              TrainConfig(progress=False))
+    with pytest.raises(TrainingError, match="does not fit"):
+        train(build_model("cnn", {}), train_set, TrainConfig(progress=False))
+    with pytest.raises(TrainingError, match="budget"):
+        train(build_model("unet2d", HP), train_set, TrainConfig(budget_seconds=0))
+    with pytest.raises(TrainingError, match="accuracy needs"):
+        evaluate(build_model("unet2d", HP), test_set, "accuracy")

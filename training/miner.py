@@ -1,0 +1,402 @@
+"""The miner sidecar: the useful work of DLBC (paper Sec. IV-B, DESIGN §3-§4, §7).
+
+Per round the miner
+1. waits in TRAIN for the publisher's `ReleaseTrainKey` (the key shows up in `tasks/<id>`),
+2. fetches the encrypted training set (size cap + SHA-256 from the spec, DESIGN §8) and decrypts
+   it with the released key,
+3. builds the spec's registry architecture (never publisher code), derives its watermark key
+   from the round seed and its own address (DESIGN §7) and trains with `λ·embed_loss` as the
+   trainer's `extra_loss`, under a budget that ends `commit_margin_seconds` before TRAIN ends
+   (paper Assumption 2: commit-in-P1),
+4. saves the model as safetensors plus per-epoch checkpoints into its artifact folder, which its
+   `ArtifactServer` hosts, and sends `CommitModel{SHA-256(digest ‖ address ‖ salt)}`,
+5. in REVEAL fetches the revealed test set, measures its score and sends `RevealModel` with
+   the claimed score and the checkpoint digests.
+
+Everything it needs to reveal (salt, digest, URI, claimed score) is written to
+`<workdir>/rounds/<n>/state.json` before the commit is sent, so a restarted miner can still reveal.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from abci_app.keyfile import KeyPair
+from training.artifact_server import ArtifactServer
+from training.metrics_server import Metrics
+from training.publisher import _atomic_write
+from training.rpc_client import RpcClient
+from training.sidecar import REVEAL, TRAIN, Sidecar, SidecarConfig, seconds_left
+
+
+class RoundSkipped(Exception):
+    """This round cannot be mined (bad data, no time left, ...); logged and counted."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        self.kind = kind
+        super().__init__(message)
+
+
+@dataclass
+class MinerConfig(SidecarConfig):
+    bandwidth_bps: int = 100_000_000
+    """Declared in RegisterMiner; feeds the median of paper Eq. 2."""
+    flops: int = 1_000_000_000_000
+    """Declared in RegisterMiner; feeds the median of paper Eq. 3."""
+    max_train_seconds: float | None = None
+    """This miner's compute budget per round (None: all of TRAIN less the commit margin)."""
+    commit_margin_seconds: float = 4.0
+    """Training stops this long before TRAIN ends, leaving time to save, commit and land a block."""
+    min_train_seconds: float = 1.0
+    """Below this budget the round is skipped instead of committing a barely trained model."""
+    watermark_lambda: float = 1.0
+    """λ of the Uchida regulariser (E0 + λ·E_R, paper Eq. 7)."""
+    watermark_bits: int = 256
+    seal_learning_rate: float = 1e-2
+    seal_max_steps: int = 2000
+    """Bound on the E_R-only steps that finish the embedding (see `seal_watermark`)."""
+    batch_size: int = 16
+    learning_rate: float = 3e-3
+    max_epochs: int | None = None
+    seed: int = 0
+    device: str = "auto"
+    max_data_bytes: int = 1 << 30
+    """Never download more training/test data than this, whatever the spec says."""
+    artifact_host: str = "127.0.0.1"
+    artifact_port: int = 0
+    """Where this miner serves its models; use a fixed port if it must survive a restart."""
+    progress: bool = True
+
+
+@dataclass
+class RoundWork:
+    """What the miner did in one round; persisted as rounds/<n>/state.json."""
+
+    round: int
+    task_id: int
+    model_path: str = ""
+    model_uri: str = ""
+    model_digest: str = ""
+    salt: str = ""
+    checkpoint_digests: list[str] = field(default_factory=list)
+    epochs: int = 0
+    train_seconds: float = 0.0
+    watermark_min_confidence: float = 0.0
+    committed: bool = False
+    revealed: bool = False
+    claimed_score_ppm: int | None = None
+
+    def save(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        _atomic_write(directory / "state.json",
+                      json.dumps(asdict(self), indent=2, sort_keys=True).encode(), 0o600)
+
+    @classmethod
+    def load(cls, directory: Path) -> RoundWork | None:
+        try:
+            return cls(**json.loads((directory / "state.json").read_text()))
+        except (OSError, ValueError, TypeError):
+            return None
+
+
+def seal_watermark(model: Any, key: Any, threshold: float, *, lr: float = 1e-2,
+                   max_steps: int = 2000, check_every: int = 10,
+                   margin: float = 0.5) -> tuple[Any, int]:
+    """Finish embedding: E_R-only Adam steps on the key's layer until `detect` passes.
+
+    Why: the trainer's λ·E_R term (paper Eq. 7) embeds the bits during training, but a short
+    TRAIN phase on a small set gives few optimizer steps, and DESIGN §7 asks every one of the
+    256 bits to clear 0.9999. A few dozen steps on that one layer (milliseconds; measured about
+    half a Dice point on the demo task) close the gap. The target is tightened by `margin`
+    of the remaining distance to 1 so that float rounding between the miner's torch and the
+    validator's numpy detection never flips the verdict. Returns (detection at the chain
+    threshold, steps taken).
+    """
+    import torch
+
+    from watermark import detect
+
+    target = threshold + (1.0 - threshold) * margin
+    det = detect(model, key, threshold=target)
+    steps = 0
+    if not det.ok:
+        from watermark import embed_loss
+
+        param = dict(model.named_parameters())[key.layer]
+        opt = torch.optim.Adam([param], lr=lr)
+        while steps < max_steps:
+            loss = embed_loss(model, key)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            steps += 1
+            if steps % check_every == 0 and detect(model, key, threshold=target).ok:
+                break
+        model.zero_grad(set_to_none=True)
+    return detect(model, key, threshold=threshold), steps
+
+
+def spec_hparams(spec: dict[str, Any]) -> dict[str, Any]:
+    hp = json.loads(spec.get("hyperparams_json") or "{}")
+    if not isinstance(hp, dict):
+        raise ValueError("hyperparams_json is not a JSON object")
+    return hp
+
+
+def fetch_dataset(uri: str, sha256_hex: str, size: int, key: bytes, dest: Path,
+                  max_bytes: int, num_classes: int | None) -> Any:
+    """Download (size-capped, digest-checked) and decrypt an encrypted `.npz` data set."""
+    from training.artifacts import fetch
+    from training.encryption import decrypt_dataset
+
+    cap = min(max_bytes, size) if size > 0 else max_bytes
+    fetch(uri, max_bytes=cap, sha256=sha256_hex, dest=dest)
+    return decrypt_dataset(key, dest.read_bytes(), num_classes=num_classes)
+
+
+class Miner(Sidecar):
+    role = "miner"
+
+    def __init__(self, cfg: MinerConfig, key: KeyPair, *, rpc: RpcClient | None = None,
+                 metrics: Metrics | None = None) -> None:
+        super().__init__(cfg, key=key, rpc=rpc, metrics=metrics)
+        self.mcfg = cfg
+        self.artifact_root = cfg.workdir / "artifacts"
+        self.artifact_root.mkdir(parents=True, exist_ok=True)
+        self.server: ArtifactServer | None = None
+        self.work: dict[int, RoundWork] = {}
+        self._waiting_logged: set[tuple[int, str]] = set()
+
+    # -- loop hooks
+
+    def setup(self) -> None:
+        from abci_app.dlbc import txs
+
+        if self.server is None:
+            self.server = ArtifactServer(self.artifact_root, host=self.mcfg.artifact_host,
+                                         port=self.mcfg.artifact_port).start()
+        assert self.key is not None
+        acct = self.chain.account(self.key.address)
+        if not acct.get("miner"):
+            self.chain.send(txs.register_miner(self.mcfg.bandwidth_bps, self.mcfg.flops),
+                            "RegisterMiner")
+            self.metrics.inc("txs_total", type="RegisterMiner")
+            self.log.info("registered as miner %s", self.key.address.hex())
+            self.emit("miner_registered", miner=self.key.address.hex())
+
+    def teardown(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+
+    def round_dir(self, n: int) -> Path:
+        return self.artifact_root / f"round-{n}"
+
+    def _work(self, rec: dict[str, Any]) -> RoundWork | None:
+        n = int(rec["round"])
+        if n not in self.work:
+            loaded = RoundWork.load(self.round_dir(n))
+            if loaded is not None:
+                self.work[n] = loaded
+        return self.work.get(n)
+
+    def _wait_note(self, n: int, what: str) -> None:
+        if (n, what) not in self._waiting_logged:
+            self._waiting_logged.add((n, what))
+            self.log.info("round %d: waiting for %s", n, what)
+
+    def on_round(self, rec: dict[str, Any]) -> None:
+        n = int(rec["round"])
+        phase = rec.get("phase")
+        work = self._work(rec)
+        if phase == TRAIN and (work is None or not work.committed):
+            if not rec.get("key_released"):
+                self._wait_note(n, "the publisher's data key")
+                return
+            if not self.once(n, "train"):
+                return
+            try:
+                self.train_and_commit(rec)
+            except RoundSkipped as exc:
+                self.count_error(exc.kind, "round %d skipped: %s", n, exc)
+                self.emit("round_skipped", round=n, reason=str(exc),
+                          miner=self.key.address.hex() if self.key else "")
+        elif phase == REVEAL and work is not None and work.committed and not work.revealed:
+            if not rec.get("test_key_revealed"):
+                self._wait_note(n, "the publisher's test key")
+                return
+            if not self.once(n, "reveal"):
+                return
+            try:
+                self.measure_and_reveal(rec, work)
+            except RoundSkipped as exc:
+                self.count_error(exc.kind, "round %d reveal failed: %s", n, exc)
+
+    def on_round_closed(self, rec: dict[str, Any]) -> None:
+        assert self.key is not None
+        n = int(rec["round"])
+        winner = rec.get("winner") or {}
+        won = winner.get("miner") == self.key.address.hex()
+        bal = int(self.chain.account(self.key.address).get("balance", 0))
+        self.metrics.set("balance", bal)
+        self.log.info("round %d closed (%s): %s; balance %d", n, rec.get("outcome"),
+                      "WON" if won else "not won", bal)
+
+    # -- TRAIN
+
+    def train_and_commit(self, rec: dict[str, Any]) -> RoundWork:
+        from abci_app.dlbc import txs
+        from training.artifacts import model_metadata, save_model, sha256_file
+        from training.models import build_model
+        from training.trainer import (
+            BudgetTooSmall,
+            StopTraining,
+            TrainConfig,
+            TrainingError,
+            train,
+        )
+        from watermark import default_layer, derive_key, embed_loss
+
+        assert self.key is not None and self.server is not None
+        n, tid = int(rec["round"]), int(rec["task_id"])
+        task = self.chain.task(tid)
+        if task is None or not task.get("train_key"):
+            raise RoundSkipped("chain", f"task {tid} has no released key yet")
+        spec = task["spec"]
+        key = bytes.fromhex(task["train_key"])
+        rdir = self.round_dir(n)
+        rdir.mkdir(parents=True, exist_ok=True)
+        t0 = time.monotonic()
+        try:
+            data = fetch_dataset(spec["data_uri"], spec["data_sha256"],
+                                 int(spec.get("data_size_bytes") or 0), key,
+                                 self.cfg.workdir / f"round-{n}-train.npz.enc",
+                                 self.mcfg.max_data_bytes, int(spec.get("num_classes") or 0) or None)
+        except (ValueError, OSError) as exc:  # ArtifactError, DecryptionError, DataError
+            raise RoundSkipped("data", f"training data unusable: {exc}") from exc
+        finally:
+            (self.cfg.workdir / f"round-{n}-train.npz.enc").unlink(missing_ok=True)
+        self.log.info("round %d: task %d data ready (%d samples) in %.1fs", n, tid, len(data),
+                      time.monotonic() - t0)
+        arch, hparams = spec["architecture"], spec_hparams(spec)
+        try:
+            model = build_model(arch, hparams, seed=self.mcfg.seed + n)
+        except ValueError as exc:
+            raise RoundSkipped("spec", f"cannot build {arch}: {exc}") from exc
+        layer = default_layer(model, n_bits=self.mcfg.watermark_bits)
+        wm_key = derive_key(bytes.fromhex(rec["seed"]), self.key.address, layer=layer,
+                            n_bits=self.mcfg.watermark_bits)
+        budget = seconds_left(rec, "train_end_ns") - self.mcfg.commit_margin_seconds
+        if self.mcfg.max_train_seconds is not None:
+            budget = min(budget, self.mcfg.max_train_seconds)
+        if budget < self.mcfg.min_train_seconds:
+            raise RoundSkipped("deadline", f"only {budget:.1f}s left to train")
+        ckpt_dir = rdir / "checkpoints"
+        if ckpt_dir.exists():
+            shutil.rmtree(ckpt_dir)
+        cfg = TrainConfig(
+            budget_seconds=budget, max_epochs=self.mcfg.max_epochs,
+            batch_size=self.mcfg.batch_size, learning_rate=self.mcfg.learning_rate,
+            seed=self.mcfg.seed + n, device=self.mcfg.device, checkpoint_dir=ckpt_dir,
+            checkpoint_metadata=model_metadata(arch, hparams), progress=self.mcfg.progress,
+        )
+        lam = self.mcfg.watermark_lambda
+        self.log.info("round %d: training %s for up to %.1fs (watermark layer %s, λ=%g)",
+                      n, arch, budget, layer, lam)
+        self.emit("training_started", round=n, task_id=tid, budget=budget,
+                  miner=self.key.address.hex())
+        t1 = time.monotonic()
+        def stop_when_asked(_report: Any) -> None:
+            if self.stop_event.is_set():  # Ctrl-C: finish the epoch, do not commit
+                raise StopTraining
+
+        try:
+            result = train(model, data, cfg, extra_loss=lambda m: lam * embed_loss(m, wm_key),
+                           callbacks=[stop_when_asked])
+        except BudgetTooSmall as exc:
+            raise RoundSkipped("deadline", str(exc)) from exc
+        except TrainingError as exc:
+            raise RoundSkipped("training", str(exc)) from exc
+        finally:
+            self.metrics.inc("training_seconds_total", time.monotonic() - t1)
+        if self.stop_event.is_set():
+            raise RoundSkipped("stopped", "sidecar stopping; the model is not committed")
+        model = model.to("cpu")
+        threshold = int(self.chain.params().get("watermark_threshold_ppm", 999_900)) / 1e6
+        det, steps = seal_watermark(model, wm_key, threshold, lr=self.mcfg.seal_learning_rate,
+                                    max_steps=self.mcfg.seal_max_steps)
+        if steps:
+            self.log.info("round %d: %d watermark sealing step(s)", n, steps)
+        model_path = rdir / "model.safetensors"
+        digest = save_model(model, model_path, metadata=model_metadata(arch, hparams))
+        assert sha256_file(model_path) == digest
+        work = RoundWork(
+            round=n, task_id=tid, model_path=str(model_path),
+            model_uri=self.server.url_for(model_path.relative_to(self.artifact_root)),
+            model_digest=digest, salt=os.urandom(32).hex(),
+            checkpoint_digests=result.checkpoint_digests, epochs=result.epochs,
+            train_seconds=result.wall_seconds, watermark_min_confidence=det.min_confidence,
+        )
+        work.save(rdir)
+        self.work[n] = work
+        self.log.info("round %d: %d epoch(s) in %.1fs, watermark min confidence %.6f%s",
+                      n, result.epochs, result.wall_seconds, det.min_confidence,
+                      "" if det.ok else " (BELOW threshold: validators will reject)")
+        commitment = txs.model_commitment(bytes.fromhex(digest), self.key.address,
+                                          bytes.fromhex(work.salt))
+        if seconds_left(rec, "train_end_ns") <= 0:
+            raise RoundSkipped("deadline", "TRAIN ended before the commit could be sent")
+        if self.send(txs.commit_model(n, commitment), "CommitModel") is None:
+            raise RoundSkipped("tx_rejected", "CommitModel was rejected")
+        work.committed = True
+        work.save(rdir)
+        self.metrics.inc("commits_total")
+        self.emit("committed", round=n, miner=self.key.address.hex(), epochs=result.epochs,
+                  digest=digest, watermark_confidence=det.min_confidence)
+        return work
+
+    # -- REVEAL
+
+    def measure_and_reveal(self, rec: dict[str, Any], work: RoundWork) -> None:
+        from abci_app.dlbc import txs
+        from training.artifacts import ArtifactError, load_model
+        from training.trainer import evaluate
+
+        assert self.key is not None
+        n = work.round
+        task = self.chain.task(work.task_id)
+        if task is None or not task.get("test_key"):
+            raise RoundSkipped("chain", f"task {work.task_id} has no revealed test key")
+        spec = task["spec"]
+        dest = self.cfg.workdir / f"round-{n}-test.npz.enc"
+        try:
+            test = fetch_dataset(spec["test_uri"], spec["test_sha256"], 0,
+                                 bytes.fromhex(task["test_key"]), dest, self.mcfg.max_data_bytes,
+                                 int(spec.get("num_classes") or 0) or None)
+            model = load_model(work.model_path, spec["architecture"], spec_hparams(spec),
+                               sha256=work.model_digest)
+        except (ValueError, OSError, ArtifactError) as exc:
+            raise RoundSkipped("data", f"cannot measure the model: {exc}") from exc
+        finally:
+            dest.unlink(missing_ok=True)
+        score = evaluate(model, test, spec["metric"], device="cpu")
+        work.claimed_score_ppm = score
+        msg = txs.reveal_model(n, work.model_uri, bytes.fromhex(work.model_digest),
+                               bytes.fromhex(work.salt), score,
+                               [bytes.fromhex(d) for d in work.checkpoint_digests])
+        if self.send(msg, "RevealModel") is None:
+            work.save(self.round_dir(n))
+            raise RoundSkipped("tx_rejected", "RevealModel was rejected")
+        work.revealed = True
+        work.save(self.round_dir(n))
+        self.metrics.inc("reveals_total")
+        self.log.info("round %d: revealed %s with claimed %s %.4f", n, work.model_uri,
+                      spec["metric"], score / 1e6)
+        self.emit("revealed", round=n, miner=self.key.address.hex(), score_ppm=score,
+                  uri=work.model_uri)

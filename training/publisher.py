@@ -1,0 +1,322 @@
+"""The publisher sidecar: post a paid training task, then release its keys at the right phases.
+
+Paper Sec. IV-A / DESIGN §3-§4: a publisher uploads its training set *encrypted*, commits to the
+data key (SHA-256) and to the test-set key in the `TaskSpec`, escrows the reward with
+`SubmitTask`, and — only once its task is selected for a round — releases the data key in TRAIN
+(`ReleaseTrainKey`) and the test key in REVEAL (`RevealTestSet`). Until then nobody, miners
+included, can train on or overfit to its data.
+
+Data preparation (`prepare_task`): split a data set into train/test, encrypt each with its own
+AES-256-GCM key (training/encryption.py), write both under the publisher's artifact folder, which
+an `ArtifactServer` hosts over HTTP, and fill the `TaskSpec` (model size and FLOPs measured with
+`model_stats` on the registry architecture, Eq. 2-3 inputs). The keys are written to a 0600 JSON
+file beside the data so a restarted publisher can still release them; they are never logged.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from abci_app.keyfile import KeyPair
+from training.artifact_server import ArtifactServer
+from training.metrics_server import Metrics
+from training.rpc_client import RpcClient
+from training.sidecar import REVEAL, TRAIN, Sidecar, SidecarConfig
+
+TASK_FILE = "task.json"
+KEYS_FILE = "keys.json"
+
+
+@dataclass
+class DemoDataConfig:
+    """The demo segmentation task (`dlbc task submit --demo`, `dlbc devnet`): small and CPU-fast."""
+
+    samples: int = 96
+    """Generated images in total (train + test)."""
+    image_size: int = 32
+    """Square side in pixels; must be divisible by 2**depth of the model."""
+    test_fraction: float = 0.25
+    seed: int = 7
+    """Seed of the synthetic generator and of the split (training/data.py)."""
+    architecture: str = "unet2d"
+    hparams: dict[str, Any] = field(default_factory=lambda: {"depth": 2, "base_width": 8})
+    metric: str = "dice"
+    min_score_ppm: int = 0
+
+
+@dataclass
+class PreparedTask:
+    """Everything a publisher needs to submit and later unlock one task."""
+
+    directory: Path
+    spec: Any  # dlbc.v1 TaskSpec
+    train_key: bytes
+    test_key: bytes
+    name: str
+
+    def save(self) -> None:
+        """spec (public) to task.json, keys (secret) to keys.json with mode 0600."""
+        from google.protobuf import json_format
+
+        spec_doc = json_format.MessageToDict(self.spec, preserving_proto_field_name=True)
+        _atomic_write(self.directory / TASK_FILE, json.dumps(
+            {"name": self.name, "spec": spec_doc}, indent=2, sort_keys=True).encode(), 0o644)
+        _atomic_write(self.directory / KEYS_FILE, json.dumps(
+            {"train_key": self.train_key.hex(), "test_key": self.test_key.hex()}).encode(), 0o600)
+
+    @classmethod
+    def load(cls, directory: Path) -> PreparedTask:
+        from google.protobuf import json_format
+
+        from abci_app.pb.dlbc.v1 import tx_pb2
+
+        doc = json.loads((directory / TASK_FILE).read_text())
+        keys = json.loads((directory / KEYS_FILE).read_text())
+        spec = json_format.ParseDict(doc["spec"], tx_pb2.TaskSpec())
+        return cls(directory, spec, bytes.fromhex(keys["train_key"]),
+                   bytes.fromhex(keys["test_key"]), str(doc.get("name", directory.name)))
+
+
+def _atomic_write(path: Path, data: bytes, mode: int) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def prepare_task(
+    dataset: Any,
+    *,
+    directory: Path,
+    base_url: str,
+    architecture: str,
+    hparams: dict[str, Any],
+    metric: str,
+    test_fraction: float,
+    seed: int,
+    min_score_ppm: int = 0,
+    name: str = "task",
+) -> PreparedTask:
+    """Split, encrypt and stage `dataset` under `directory`; URIs are `base_url/<name>/...`.
+
+    `directory` must be the artifact server's root joined with `name` so that the URIs resolve.
+    """
+    from abci_app.dlbc import txs
+    from training.artifacts import sha256_bytes
+    from training.encryption import encrypt_dataset, generate_key
+    from training.models import build_model, model_stats
+
+    model = build_model(architecture, hparams, seed=0)  # raises ValueError on a bad spec
+    stats = model_stats(model, dataset.sample_shape)
+    train, test = dataset.split(test_fraction, seed=seed)
+    train_key, test_key = generate_key(), generate_key()
+    train_blob = encrypt_dataset(train_key, train)
+    test_blob = encrypt_dataset(test_key, test)
+    directory.mkdir(parents=True, exist_ok=True)
+    _atomic_write(directory / "train.npz.enc", train_blob, 0o644)
+    _atomic_write(directory / "test.npz.enc", test_blob, 0o644)
+    base = base_url.rstrip("/")
+    spec = txs.task_spec(
+        architecture=architecture,
+        hyperparams_json=json.dumps(hparams, sort_keys=True),
+        model_size_bytes=stats.size_bytes,
+        flops_per_sample=stats.flops_per_sample,
+        data_uri=f"{base}/{name}/train.npz.enc",
+        data_size_bytes=len(train_blob),
+        data_sha256=bytes.fromhex(sha256_bytes(train_blob)),
+        data_key_sha256=txs.key_commitment(train_key),
+        test_uri=f"{base}/{name}/test.npz.enc",
+        test_sha256=bytes.fromhex(sha256_bytes(test_blob)),
+        test_key_sha256=txs.key_commitment(test_key),
+        metric=metric,
+        min_score_ppm=min_score_ppm,
+        input_shape=list(dataset.sample_shape),
+        num_classes=dataset.num_classes,
+        num_samples=len(train),
+    )
+    task = PreparedTask(directory, spec, train_key, test_key, name)
+    task.save()
+    return task
+
+
+def prepare_demo_task(directory: Path, base_url: str, cfg: DemoDataConfig | None = None,
+                      name: str = "demo") -> PreparedTask:
+    """The demo task: synthetic 2D shapes segmentation (training/data.py), binary Dice."""
+    from training.data import make_segmentation_2d
+
+    cfg = cfg or DemoDataConfig()
+    data = make_segmentation_2d(cfg.samples, cfg.image_size, seed=cfg.seed)
+    return prepare_task(
+        data, directory=directory, base_url=base_url, architecture=cfg.architecture,
+        hparams=dict(cfg.hparams), metric=cfg.metric, test_fraction=cfg.test_fraction,
+        seed=cfg.seed, min_score_ppm=cfg.min_score_ppm, name=name,
+    )
+
+
+def submitted_task_id(events: Any) -> int | None:
+    """The task id from SubmitTask's events (any event attribute named `task_id`)."""
+    for ev in events:
+        tid = ev.get("task_id")
+        if tid is not None and str(tid).isdigit():
+            return int(tid)
+    return None
+
+
+@dataclass
+class PublisherConfig(SidecarConfig):
+    reward: int = 1000
+    """Escrowed reward per task, paid to the winning miner (paper Eq. 6 context)."""
+    artifact_host: str = "127.0.0.1"
+    artifact_port: int = 0
+    """Port of the artifact server that hosts the encrypted data (0 = any free port; use a
+    fixed one when the publisher must survive restarts, because the URIs are on chain)."""
+    withhold_keys: bool = False
+    """Test hook for issue 6's bad input "publisher never releases the key"."""
+
+
+class Publisher(Sidecar):
+    """Submits its prepared tasks once, then unlocks each one when the chain selects it."""
+
+    role = "publisher"
+
+    def __init__(self, cfg: PublisherConfig, key: KeyPair, *, rpc: RpcClient | None = None,
+                 metrics: Metrics | None = None, server: ArtifactServer | None = None) -> None:
+        super().__init__(cfg, key=key, rpc=rpc, metrics=metrics)
+        self.pcfg = cfg
+        self.artifact_root = cfg.workdir / "artifacts"
+        self.artifact_root.mkdir(parents=True, exist_ok=True)
+        self.server = server
+        self._own_server = server is None
+        self.tasks: dict[int, PreparedTask] = {}  # task id -> prepared task
+        self._pending: list[PreparedTask] = []
+        self._attempts: dict[tuple[int, str], int] = {}
+        self.keep_pending = 0
+        """Top the pool up to this many pending tasks with fresh demo tasks (the devnet)."""
+        self.demo_config: DemoDataConfig | None = None
+        self._load_submitted()
+
+    # -- artifacts
+
+    def start_server(self) -> ArtifactServer:
+        if self.server is None:
+            self.server = ArtifactServer(self.artifact_root, host=self.pcfg.artifact_host,
+                                         port=self.pcfg.artifact_port)
+        self.server.start()
+        return self.server
+
+    @property
+    def base_url(self) -> str:
+        return self.start_server().base_url
+
+    def prepare_demo(self, cfg: DemoDataConfig | None = None, name: str = "demo") -> PreparedTask:
+        task = prepare_demo_task(self.artifact_root / name, self.base_url, cfg, name)
+        self._pending.append(task)
+        return task
+
+    def add_prepared(self, task: PreparedTask) -> None:
+        self._pending.append(task)
+
+    # -- persistence of which tasks are on chain (so a restart does not submit twice)
+
+    def _submitted_path(self) -> Path:
+        return self.cfg.workdir / "submitted.json"
+
+    def _load_submitted(self) -> None:
+        path = self._submitted_path()
+        if not path.exists():
+            return
+        for tid, name in json.loads(path.read_text()).items():
+            d = self.artifact_root / name
+            if (d / TASK_FILE).exists():
+                self.tasks[int(tid)] = PreparedTask.load(d)
+
+    def _save_submitted(self) -> None:
+        doc = {str(tid): t.name for tid, t in sorted(self.tasks.items())}
+        _atomic_write(self._submitted_path(), json.dumps(doc).encode(), 0o644)
+
+    # -- loop hooks
+
+    def setup(self) -> None:
+        self.start_server()
+        while self._pending:
+            task = self._pending[0]
+            if any(t.name == task.name for t in self.tasks.values()):
+                self._pending.pop(0)  # already on chain from an earlier run
+                continue
+            self.submit(task)
+            self._pending.pop(0)
+
+    def submit(self, task: PreparedTask) -> int:
+        from abci_app.dlbc import txs
+
+        res = self.chain.send(txs.submit_task(task.spec, self.pcfg.reward), "SubmitTask")
+        events = [e.as_dict() for e in res.tx_result.events]
+        tid = submitted_task_id(events)
+        if tid is None:
+            raise RuntimeError(f"SubmitTask accepted but no task_id in its events: {events}")
+        self.tasks[tid] = task
+        self._save_submitted()
+        self.metrics.inc("txs_total", type="SubmitTask")
+        self.log.info("task %d (%s) submitted with reward %d", tid, task.name, self.pcfg.reward)
+        self.emit("task_submitted", task_id=tid, reward=self.pcfg.reward, name=task.name)
+        return tid
+
+    def tick(self) -> None:
+        super().tick()
+        if self.keep_pending > 0:
+            self.top_up()
+
+    def top_up(self) -> None:
+        """Keep `keep_pending` demo tasks waiting so every round has work (devnet mode)."""
+        pending = self.chain.query("tasks/pending")
+        mine = [t for t in pending.get("tasks", []) if self.key is not None
+                and t.get("publisher") == self.key.address.hex()]
+        if len(mine) >= self.keep_pending:
+            return
+        k = len(self.tasks) + 1
+        cfg = self.demo_config or DemoDataConfig()
+        cfg = DemoDataConfig(**{**cfg.__dict__, "seed": cfg.seed + k})
+        self.submit(self.prepare_demo(cfg, name=f"demo-{k}"))
+        self._pending.clear()
+
+    def _try(self, rnd: int, step: str, limit: int = 3) -> bool:
+        n = self._attempts.get((rnd, step), 0)
+        if n >= limit:
+            return False
+        self._attempts[(rnd, step)] = n + 1
+        return True
+
+    def on_round(self, rec: dict[str, Any]) -> None:
+        from abci_app.dlbc import txs
+
+        tid = int(rec.get("task_id") or 0)
+        task = self.tasks.get(tid)
+        if task is None or self.pcfg.withhold_keys:
+            return
+        rnd = int(rec["round"])
+        phase = rec.get("phase")
+        if phase == TRAIN and not rec.get("key_released") and self._try(rnd, "train_key"):
+            if self.send(txs.release_train_key(tid, task.train_key), "ReleaseTrainKey"):
+                self.metrics.inc("reveals_total")
+                self.emit("train_key_released", round=rnd, task_id=tid)
+        elif phase == REVEAL and not rec.get("test_key_revealed") and self._try(rnd, "test_key"):
+            if self.send(txs.reveal_test_set(tid, task.test_key), "RevealTestSet"):
+                self.metrics.inc("reveals_total")
+                self.emit("test_key_revealed", round=rnd, task_id=tid)
+
+    def teardown(self) -> None:
+        if self._own_server and self.server is not None:
+            self.server.stop()
+            self.server = None

@@ -1,0 +1,364 @@
+"""Time-budgeted training and evaluation of registry models (the miner's useful work).
+
+Paper Assumption 2 and Sec. IV-B: a miner must finish training inside the TRAIN phase, so the
+trainer gets a wall-clock budget, times each epoch, and only starts another epoch when the last
+epoch's duration (times a safety factor) still fits before the deadline. An epoch once started is
+always finished, so every checkpoint is a whole-epoch model. After every epoch the model is
+written as safetensors and its SHA-256 recorded: these are the `checkpoint_digests` a miner
+reveals (DESIGN §3).
+
+The trainer knows nothing about watermarks or chains: the watermark enters as `extra_loss`
+(Uchida et al.'s regulariser, DESIGN §7), logging and chain work as callbacks.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal, TextIO
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from training.artifacts import save_model
+from training.data import ArrayDataset
+from training.metrics import make_accumulator
+from training.progress import ProgressBar
+
+LossName = Literal["auto", "bce_dice", "bce", "cross_entropy"]
+
+
+class TrainingError(ValueError):
+    """A training request that cannot be carried out as asked."""
+
+
+class BudgetTooSmall(TrainingError):
+    """Not even one whole epoch fits the budget; raised early, after a few timed steps."""
+
+
+class StopTraining(Exception):
+    """Raise from a callback to stop after the current (finished, checkpointed) epoch."""
+
+
+@dataclass
+class TrainConfig:
+    """How to train; defaults suit the tiny models of the tests and the devnet."""
+
+    budget_seconds: float = 60.0
+    """Wall-clock budget of the whole call, checkpoints included (paper Assumption 2)."""
+    max_epochs: int | None = None
+    """Stop after this many epochs even if time is left (None: only the budget limits)."""
+    batch_size: int = 16
+    """Samples per optimizer step; the last batch of an epoch may be smaller."""
+    learning_rate: float = 1e-3
+    """Adam learning rate."""
+    weight_decay: float = 0.0
+    """Adam (decoupled, AdamW) weight decay."""
+    seed: int = 0
+    """Seeds shuffling and torch's global RNG, so a run is reproducible (on the same device)."""
+    device: str = "auto"
+    """"auto" (CUDA if available, else CPU), "cpu", "cuda" or "cuda:N"."""
+    bf16: bool = True
+    """Autocast forward passes to bfloat16 on a CUDA device that supports it; ignored on CPU."""
+    loss: LossName = "auto"
+    """"auto": BCE + soft Dice for binary segmentation (1 output channel), cross-entropy for
+    multi-class segmentation and classification."""
+    checkpoint_dir: Path | None = None
+    """Where per-epoch safetensors checkpoints go (None: no checkpoints)."""
+    checkpoint_prefix: str = "epoch"
+    """Checkpoint file names are f"{prefix}-{epoch:04d}.safetensors"."""
+    checkpoint_metadata: dict[str, str] = field(default_factory=dict)
+    """Extra safetensors metadata for every checkpoint (e.g. `artifacts.model_metadata`)."""
+    safety_factor: float = 1.1
+    """Another epoch starts only if (slowest of the last 3 epochs) * safety_factor still fits."""
+    probe_steps: int = 5
+    """Steps timed at the start of epoch 1 to reject a budget too small for even one epoch."""
+    progress: bool = True
+    """Show a progress bar on stderr."""
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    epoch: int
+    path: Path
+    sha256: str
+
+
+@dataclass(frozen=True, slots=True)
+class EpochReport:
+    """Passed to every callback after an epoch (and its checkpoint) finished."""
+
+    epoch: int
+    steps: int
+    mean_loss: float
+    seconds: float
+    elapsed: float
+    checkpoint: Checkpoint | None
+
+
+@dataclass
+class TrainResult:
+    epochs: int
+    steps: int
+    epoch_losses: list[float]
+    checkpoints: list[Checkpoint]
+    wall_seconds: float
+    step_seconds: float
+    """Time inside the batch loops (batch gather, forward, backward, optimizer step)."""
+    stopped: Literal["budget", "max_epochs", "callback"]
+    device: str
+
+    @property
+    def checkpoint_digests(self) -> list[str]:
+        return [c.sha256 for c in self.checkpoints]
+
+
+Callback = Callable[[EpochReport], None]
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def select_device(name: str = "auto") -> torch.device:
+    """The device to train on; "auto" prefers CUDA."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise TrainingError(f"device {name!r} requested but CUDA is not available")
+    if device.type not in ("cpu", "cuda"):
+        raise TrainingError(f"unsupported device {name!r}")
+    return device
+
+
+def _use_bf16(cfg: TrainConfig, device: torch.device) -> bool:
+    return cfg.bf16 and device.type == "cuda" and torch.cuda.is_bf16_supported()
+
+
+def _soft_dice_loss(logits: Tensor, target: Tensor) -> Tensor:
+    """1 - soft Dice over the batch, on sigmoid probabilities (binary segmentation)."""
+    prob = torch.sigmoid(logits)  # (N, *S)
+    inter = (prob * target).sum()
+    return 1.0 - (2.0 * inter + 1.0) / (prob.sum() + target.sum() + 1.0)
+
+
+def compute_loss(logits: Tensor, target: Tensor, kind: str, loss: LossName) -> Tensor:
+    """The task loss in float32 (logits may come out of a bf16 autocast region)."""
+    logits = logits.float()
+    if kind == "classification":
+        if loss not in ("auto", "cross_entropy"):
+            raise TrainingError(f"loss {loss!r} does not apply to classification")
+        return F.cross_entropy(logits, target)  # logits (N, K), target (N,)
+    if logits.shape[1] == 1:
+        if loss == "cross_entropy":
+            raise TrainingError("cross_entropy needs >= 2 output channels")
+        x, y = logits[:, 0], target.float()  # (N, *S)
+        bce = F.binary_cross_entropy_with_logits(x, y)
+        return bce if loss == "bce" else bce + _soft_dice_loss(x, y)
+    if loss not in ("auto", "cross_entropy"):
+        raise TrainingError(f"loss {loss!r} needs a single output channel")
+    return F.cross_entropy(logits, target)  # logits (N, K, *S), target (N, *S)
+
+
+def _check_compat(model: nn.Module, data: ArrayDataset, device: torch.device) -> None:
+    """One forward pass on one sample, turning shape mistakes into a clear TrainingError."""
+    sample = torch.from_numpy(data.inputs[:1]).to(device)
+    try:
+        with torch.no_grad():
+            out = model(sample)
+    except (ValueError, RuntimeError) as exc:
+        raise TrainingError(f"model does not accept inputs of shape {data.sample_shape}: {exc}")
+    if data.kind == "classification":
+        ok = out.dim() == 2 and out.shape[1] == data.num_classes
+    else:
+        ok = out.shape[2:] == sample.shape[2:] and out.shape[1] in (1, data.num_classes)
+        ok = ok and (out.shape[1] != 1 or data.num_classes == 2)
+    if not ok:
+        raise TrainingError(
+            f"model output {tuple(out.shape)} does not fit a {data.kind} set with "
+            f"{data.num_classes} classes"
+        )
+
+
+def train(
+    model: nn.Module,
+    train_data: ArrayDataset,
+    cfg: TrainConfig,
+    *,
+    extra_loss: Callable[[nn.Module], Tensor] | None = None,
+    callbacks: Sequence[Callback] = (),
+    stream: TextIO | None = None,
+) -> TrainResult:
+    """Train `model` in place on `train_data` within `cfg.budget_seconds` of wall time.
+
+    Epoch planning (paper Sec. IV-B): epoch 1 always runs (after `probe_steps` timed steps show
+    it fits, else BudgetTooSmall); each further epoch starts only if the previous epoch's duration,
+    checkpoint included (the slowest of the last three), times `safety_factor` still fits before
+    the deadline. `extra_loss(model)`
+    is added to every step's loss (computed in float32 outside autocast). Returns a TrainResult
+    with per-epoch checkpoints and their SHA-256 digests.
+    """
+    start = time.monotonic()
+    if cfg.budget_seconds <= 0 or not math.isfinite(cfg.budget_seconds):
+        raise TrainingError(f"budget_seconds must be positive, got {cfg.budget_seconds}")
+    if cfg.batch_size < 1:
+        raise TrainingError(f"batch_size must be >= 1, got {cfg.batch_size}")
+    if cfg.max_epochs is not None and cfg.max_epochs < 1:
+        raise TrainingError(f"max_epochs must be >= 1, got {cfg.max_epochs}")
+    deadline = start + cfg.budget_seconds
+    device = select_device(cfg.device)
+    bf16 = _use_bf16(cfg, device)
+    torch.manual_seed(cfg.seed)
+    if device.type == "cuda":
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+    model.to(device)
+    _check_compat(model, train_data, device)
+    if cfg.checkpoint_dir is not None:
+        Path(cfg.checkpoint_dir).mkdir(parents=True, exist_ok=True)
+
+    inputs = torch.from_numpy(train_data.inputs)  # (N, C, *S) float32, CPU
+    targets = torch.from_numpy(train_data.targets)  # (N, *S) or (N,) int64, CPU
+    if device.type == "cuda":
+        inputs, targets = inputs.to(device), targets.to(device)  # small sets: keep resident
+    n = len(train_data)
+    steps_per_epoch = math.ceil(n / cfg.batch_size)
+    shuffle = torch.Generator().manual_seed(cfg.seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate,
+                                  weight_decay=cfg.weight_decay)
+
+    result = TrainResult(0, 0, [], [], 0.0, 0.0, "budget", str(device))
+    recent_epoch_seconds: list[float] = []
+    while True:
+        epoch = result.epochs + 1
+        if cfg.max_epochs is not None and epoch > cfg.max_epochs:
+            result.stopped = "max_epochs"
+            break
+        epoch_start = time.monotonic()
+        # The slowest of the last three epochs: one fast epoch on a shared box is no promise.
+        planned = max(recent_epoch_seconds[-3:], default=0.0) * cfg.safety_factor
+        if epoch > 1 and epoch_start + planned > deadline:
+            result.stopped = "budget"
+            break
+        bar = ProgressBar(steps_per_epoch, f"epoch {epoch}", stream=stream, enabled=cfg.progress)
+        model.train()
+        order = torch.randperm(n, generator=shuffle).to(inputs.device)
+        loss_sum = torch.zeros((), device=device)
+        loop_start = time.monotonic()
+        for i in range(steps_per_epoch):
+            idx = order[i * cfg.batch_size : (i + 1) * cfg.batch_size]
+            x, y = inputs[idx].to(device), targets[idx].to(device)  # (B, C, *S), (B, ...)
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16):
+                logits = model(x)
+            loss = compute_loss(logits, y, train_data.kind, cfg.loss)
+            if extra_loss is not None:
+                loss = loss + extra_loss(model)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.detach()
+            result.steps += 1
+            if epoch == 1 and i + 1 == min(cfg.probe_steps, steps_per_epoch):
+                _probe(device, loop_start, i + 1, steps_per_epoch, deadline)
+            bar.update(1)
+        mean_loss = float(loss_sum) / steps_per_epoch  # syncs the device once per epoch
+        if not math.isfinite(mean_loss):
+            raise TrainingError(f"loss diverged to {mean_loss} in epoch {epoch}")
+        result.step_seconds += time.monotonic() - loop_start
+        result.epochs = epoch
+        result.epoch_losses.append(mean_loss)
+        checkpoint = _checkpoint(model, cfg, epoch, result.steps)
+        if checkpoint is not None:
+            result.checkpoints.append(checkpoint)
+        bar.note = f"loss {mean_loss:.4f}  {max(0.0, deadline - time.monotonic()):.1f}s left"
+        bar.close()
+        report = EpochReport(epoch, result.steps, mean_loss, time.monotonic() - epoch_start,
+                             time.monotonic() - start, checkpoint)
+        try:
+            for callback in callbacks:
+                callback(report)
+        except StopTraining:
+            result.stopped = "callback"
+            break
+        finally:
+            recent_epoch_seconds.append(time.monotonic() - epoch_start)
+    result.wall_seconds = time.monotonic() - start
+    return result
+
+
+def _probe(device: torch.device, loop_start: float, steps: int, per_epoch: int,
+           deadline: float) -> None:
+    """Raise BudgetTooSmall if the first epoch, extrapolated from `steps` steps, overruns."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    now = time.monotonic()
+    projected = loop_start + (now - loop_start) * per_epoch / steps
+    if projected > deadline:
+        raise BudgetTooSmall(
+            f"one epoch needs about {(now - loop_start) * per_epoch / steps:.1f}s but the "
+            f"budget ends in {deadline - loop_start:.1f}s; use a smaller model, set or batch"
+        )
+
+
+def _checkpoint(model: nn.Module, cfg: TrainConfig, epoch: int, step: int) -> Checkpoint | None:
+    if cfg.checkpoint_dir is None:
+        return None
+    path = Path(cfg.checkpoint_dir) / f"{cfg.checkpoint_prefix}-{epoch:04d}.safetensors"
+    config = {k: str(v) for k, v in asdict(cfg).items() if k != "checkpoint_metadata"}
+    metadata = {**cfg.checkpoint_metadata, "dlbc.epoch": str(epoch), "dlbc.step": str(step),
+                "dlbc.train_config": repr(sorted(config.items()))}
+    return Checkpoint(epoch, path, save_model(model, path, metadata=metadata))
+
+
+# --------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def predict(model: nn.Module, inputs: Tensor) -> Tensor:
+    """Hard predictions: class indices (N,) for classifiers, masks (N, *S) for segmenters."""
+    logits = model(inputs).float()
+    if logits.dim() > 2 and logits.shape[1] == 1:
+        return (logits[:, 0] > 0).long()  # binary segmentation: sigmoid(x) > 0.5
+    return logits.argmax(dim=1)
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module, data: ArrayDataset, metric: str, *, batch_size: int = 64,
+    device: str | torch.device | None = None,
+) -> int:
+    """Score `model` on `data` with `metric` (`dice`, `dice_per_image`, `accuracy`) in ppm.
+
+    Always float32 (no autocast), batch by batch into exact integer accumulators, so a miner's
+    claim and a validator's measurement of the same weights agree (DESIGN §6).
+    """
+    if isinstance(device, str):
+        device = select_device(device)
+    if device is None:
+        first = next(iter(model.parameters()), None)
+        device = first.device if first is not None else torch.device("cpu")
+    if metric == "accuracy" and data.kind != "classification":
+        raise TrainingError("accuracy needs a classification set")
+    if metric != "accuracy" and data.kind != "segmentation":
+        raise TrainingError(f"{metric} needs a segmentation set")
+    acc = make_accumulator(metric, data.num_classes)
+    was_training = model.training
+    model.eval()
+    try:
+        for s in range(0, len(data), batch_size):
+            x = torch.from_numpy(data.inputs[s : s + batch_size]).to(device)
+            pred = predict(model, x).cpu().numpy()
+            acc.update(pred, data.targets[s : s + batch_size])
+    finally:
+        model.train(was_training)
+    return acc.ppm()
+
+
+__all__ = [
+    "BudgetTooSmall", "Checkpoint", "EpochReport", "StopTraining", "TrainConfig", "TrainResult",
+    "TrainingError", "compute_loss", "evaluate", "predict", "select_device", "train",
+]
