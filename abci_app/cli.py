@@ -22,6 +22,8 @@ _SUBCOMMAND_MODULES: tuple[str, ...] = (
     "abci_app.localnet.cli",
     "training.artifact_server",
     "abci_app.devnet_cmd",
+    "training.cli_sidecars",
+    "training.cli_query",
 )
 
 

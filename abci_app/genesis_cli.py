@@ -360,6 +360,10 @@ class _DlbcGenesis:
             except (ValueError, TypeError, KeyError) as exc:  # keep the state machine's message
                 raise GenesisError(f"invalid app_state: {exc}") from None
             return
+        raise GenesisError(
+            "abci_app.dlbc.genesis exposes no app_state validator "
+            f"(looked for {', '.join(self._VALIDATOR_NAMES)}); cannot check the genesis"
+        )
 
     def params_key(self, app_state: Mapping[str, Any]) -> str:
         for key in ("params", "parameters"):
@@ -443,7 +447,8 @@ def build_app_state(
             isinstance(default, int) and not isinstance(value, int)
         ):
             raise GenesisError(
-                f"--param {name}={value!r}: expected a {type(default).__name__} "
+                f"--param {name}={value!r}: expected "
+                f"{'true/false' if isinstance(default, bool) else 'an integer'} "
                 f"like the default {default!r}"
             )
         state_params[name] = value

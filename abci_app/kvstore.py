@@ -9,7 +9,7 @@ One validity path serves CheckTx, PrepareProposal, ProcessProposal and FinalizeB
 
 Test hook (never set in production): env ``ABCI_KVSTORE_HANG_AT=<phase>:<height>`` with phase in
 ``finalize`` | ``commit`` | ``commit_after`` makes the app sleep inside that call at that height
-so a test can SIGKILL it there.
+so a test can SIGKILL it there; it first creates ``<home>/HANGING`` so the test knows when.
 """
 
 from __future__ import annotations
@@ -96,6 +96,8 @@ class KVStoreApplication(StatefulApplication):
 
     def _maybe_hang(self, phase: str, height: int) -> None:
         if self._hang == (phase, height):
+            if self.home is not None:
+                (self.home / "HANGING").write_text(f"{phase}:{height}\n")
             time.sleep(3600)
 
     # state transition ----------------------------------------------------------------------

@@ -135,6 +135,9 @@ class AbciServer:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 2)
         self._worker.shutdown(wait=False, cancel_futures=True)
+        if self.address.scheme == "unix":
+            with contextlib.suppress(OSError):
+                Path(self.address.path).unlink()
 
     async def serve(self) -> int:
         """Run until stopped; return the process exit code (1 after a fatal app error)."""
@@ -211,6 +214,7 @@ class AbciServer:
             elif method == "commit" and self._last_block is not None:
                 height, ntx, app_hash = self._last_block
                 block_log.info("committed height=%d txs=%d app_hash=%s", height, ntx, app_hash.hex()[:16])
+                self._last_block = None
             body = resp.SerializeToString()
             out += encode_uvarint(len(body))
             out += body

@@ -100,8 +100,9 @@ for i in $(seq 0 "$last"); do
 done
 
 # 4. Sidecar hook: start each validator's verifier (and miners/publishers) here, e.g.
-#    "$PYTHON" -m abci_app.cli verify --home "$LOCALNET_HOME/node$i/app" \
-#        --rpc "http://127.0.0.1:$(port "$i" rpc)" >>"$LOCALNET_HOME/logs/verify$i.log" 2>&1 &
+#    "$PYTHON" -m abci_app.cli verify --app-home "$LOCALNET_HOME/node$i/app" \
+#        --rpc "http://127.0.0.1:$(port "$i" rpc)" --metrics-port "$(port "$i" sidecar)" \
+#        >>"$LOCALNET_HOME/logs/verify$i.log" 2>&1 &
 #    PIDS+=($!)
 
 for i in $(seq 0 "$last"); do echo "node$i: rpc http://127.0.0.1:$(port "$i" rpc)"; done

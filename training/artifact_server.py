@@ -143,7 +143,8 @@ class ArtifactServer:
             self._httpd.server_close()
 
     def __enter__(self) -> Self:
-        return self.start()
+        self.start()
+        return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop()

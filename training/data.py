@@ -60,7 +60,8 @@ class ArrayDataset:
         """Per-sample input shape (C, *spatial), as `models.model_stats` takes it."""
         return tuple(int(s) for s in self.inputs.shape[1:])
 
-    def subset(self, index: np.ndarray) -> ArrayDataset:
+    def subset(self, index: np.ndarray | slice) -> ArrayDataset:
+        """The samples at `index` (an index array, boolean mask or slice)."""
         return ArrayDataset(self.inputs[index], self.targets[index], self.kind, self.num_classes)
 
     def split(self, test_fraction: float, *, seed: int) -> tuple[ArrayDataset, ArrayDataset]:
@@ -75,8 +76,10 @@ class ArrayDataset:
     def to_npz_bytes(self) -> bytes:
         """Serialise in the documented `.npz` layout (uncompressed, deterministic bytes)."""
         buf = io.BytesIO()
-        key = "masks" if self.kind == "segmentation" else "labels"
-        np.savez(buf, images=self.inputs, **{key: self.targets})
+        if self.kind == "segmentation":
+            np.savez(buf, images=self.inputs, masks=self.targets)
+        else:
+            np.savez(buf, images=self.inputs, labels=self.targets)
         return buf.getvalue()
 
     def save_npz(self, path: str | Path) -> Path:

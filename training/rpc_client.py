@@ -651,7 +651,11 @@ class RpcClient:
                         ws_retry_at = time.monotonic() + 30.0
                 if ws is not None:
                     try:
-                        ws.next(timeout=max(poll_interval, 2.0))
+                        if ws.next(timeout=max(poll_interval, 2.0)) is not None:
+                            # drain what piled up while the caller was busy: heights are
+                            # fetched by number anyway, one wake-up is enough
+                            while ws.next(timeout=0) is not None:
+                                pass
                     except (OSError, RpcError, WebSocketProtocolError) as exc:
                         log.info("websocket dropped (%s); will resubscribe", exc)
                         ws.close()
@@ -767,13 +771,11 @@ class WebSocketClient:
                     return msg.text
             if self._sock is None:
                 raise WebSocketClosed("websocket not connected")
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                return None
-            self._sock.settimeout(remaining)
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            self._sock.settimeout(remaining)  # 0.0: one non-blocking read of what has arrived
             try:
                 chunk = self._sock.recv(65536)
-            except TimeoutError:
+            except (TimeoutError, BlockingIOError):
                 return None
             if not chunk:
                 self._shutdown()

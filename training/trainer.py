@@ -31,6 +31,9 @@ from training.progress import ProgressBar
 
 LossName = Literal["auto", "bce_dice", "bce", "cross_entropy"]
 
+# Training sets up to this size are copied to the GPU once; larger ones go batch by batch.
+_RESIDENT_BYTES = 2 << 30
+
 
 class TrainingError(ValueError):
     """A training request that cannot be carried out as asked."""
@@ -223,8 +226,10 @@ def train(
 
     inputs = torch.from_numpy(train_data.inputs)  # (N, C, *S) float32, CPU
     targets = torch.from_numpy(train_data.targets)  # (N, *S) or (N,) int64, CPU
-    if device.type == "cuda":
-        inputs, targets = inputs.to(device), targets.to(device)  # small sets: keep resident
+    if device.type == "cuda" and inputs.nbytes + targets.nbytes <= _RESIDENT_BYTES:
+        inputs, targets = inputs.to(device), targets.to(device)  # small set: keep it on the GPU
+    elif device.type == "cuda":
+        inputs, targets = inputs.pin_memory(), targets.pin_memory()  # copied batch by batch
     n = len(train_data)
     steps_per_epoch = math.ceil(n / cfg.batch_size)
     shuffle = torch.Generator().manual_seed(cfg.seed)
@@ -251,7 +256,8 @@ def train(
         loop_start = time.monotonic()
         for i in range(steps_per_epoch):
             idx = order[i * cfg.batch_size : (i + 1) * cfg.batch_size]
-            x, y = inputs[idx].to(device), targets[idx].to(device)  # (B, C, *S), (B, ...)
+            x = inputs[idx].to(device, non_blocking=True)  # (B, C, *S)
+            y = targets[idx].to(device, non_blocking=True)  # (B, *S) or (B,)
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16):
                 logits = model(x)
             loss = compute_loss(logits, y, train_data.kind, cfg.loss)

@@ -7,7 +7,8 @@ attacks, all on a stolen, watermarked model:
 
 - ``removal``   — the paper's attack: train on the task with the victim's regularizer negated
   (E0 − λ·E_R(victim)) while embedding the attacker's own key (+ λ·E_R(attacker)), since a stolen
-  model is only worth something if it then passes as the attacker's;
+  model is only worth something if it then passes as the attacker's; the negated term is dropped
+  while the victim's watermark is not detected;
 - ``overwrite`` — just embed the attacker's key on top (E0 + λ·E_R(attacker));
 - ``projection`` — no training at all: with X public, the smallest weight edit that zeroes the
   victim's projections and sets the attacker's is a least-squares solve (``forge``). This is the
@@ -91,15 +92,19 @@ def run_attack(
     if victim.layer != attacker.layer:
         raise WatermarkError("victim and attacker keys must name the same layer")
 
-    def extra(m: nn.Module) -> torch.Tensor:
-        own = lam * embed_loss(m, attacker, temperature=temperature)
-        if mode == "removal":
-            # The paper's negated regularizer, with the victim's (public) key and temperature.
-            return own - lam * embed_loss(m, victim, temperature=temperature)
-        return own
-
     trace: dict[str, list[float]] = {k: [] for k in ("vc", "ac", "vm", "am")}
     marks: dict[str, int | None] = {"removed": None, "detected": None, "success": None}
+    victim_present = [True]
+
+    def extra(m: nn.Module) -> torch.Tensor:
+        own = lam * embed_loss(m, attacker, temperature=temperature)
+        if mode == "removal" and victim_present[0]:
+            # The paper's negated regularizer, with the victim's (public) key and temperature.
+            # It is unbounded below, so a sensible attacker stops subtracting once the victim's
+            # watermark is gone; otherwise it keeps tearing at the shared coordinates and the
+            # attacker's own bits never settle.
+            return own - lam * embed_loss(m, victim, temperature=temperature)
+        return own
 
     def record(step: int) -> None:
         dv: Detection = detect(model, victim, threshold)
@@ -108,6 +113,7 @@ def run_attack(
         trace["ac"].append(da.min_confidence)
         trace["vm"].append(min_margin(model, victim))
         trace["am"].append(min_margin(model, attacker))
+        victim_present[0] = dv.ok
         if not dv.ok and marks["removed"] is None:
             marks["removed"] = step
         if da.ok and marks["detected"] is None:

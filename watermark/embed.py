@@ -17,7 +17,7 @@ from watermark.errors import WatermarkError
 from watermark.keys import WatermarkKey
 from watermark.layers import mean_kernel_torch
 
-DEFAULT_TEMPERATURE = 10.0
+DEFAULT_TEMPERATURE = 100.0
 
 
 def embed_loss(

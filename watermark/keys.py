@@ -41,9 +41,9 @@ MatrixType = Literal["direct", "diff", "random"]
 MATRIX_TYPES: tuple[MatrixType, ...] = ("direct", "diff", "random")
 
 # Measured in bench/watermark.py: see the module docstring there for why "random" is the default.
-DEFAULT_MATRIX: MatrixType = "random"
+DEFAULT_MATRIX: MatrixType = "direct"
 DEFAULT_N_BITS = 256
-DEFAULT_GAIN = 100.0
+DEFAULT_GAIN = 1000.0
 
 _MATRIX_DOMAIN = b"dlbc/watermark/matrix/v1"
 _EXTEND_DOMAIN = b"dlbc/watermark/bits/v1"

@@ -19,6 +19,7 @@ from safetensors import safe_open
 from torch import nn
 
 from watermark.errors import WatermarkError
+from watermark.keys import DEFAULT_MATRIX, DEFAULT_N_BITS
 
 StateDict = Mapping[str, "torch.Tensor | npt.NDArray[Any]"]
 
@@ -93,7 +94,12 @@ def layer_from_file(path: str | os.PathLike[str], layer: str) -> npt.NDArray[np.
     return mean_kernel_numpy(tensor.to(torch.float64).numpy(), layer)
 
 
-def default_layer(state_dict: nn.Module | Mapping[str, Any], *, n_bits: int = 256, matrix: str = "random") -> str:
+def default_layer(
+    state_dict: nn.Module | Mapping[str, Any],
+    *,
+    n_bits: int = DEFAULT_N_BITS,
+    matrix: str = DEFAULT_MATRIX,
+) -> str:
     """Pick the watermark layer of an architecture from tensor names and shapes alone.
 
     Rule (order-independent, so miner and validator agree whether they hold a live module or a

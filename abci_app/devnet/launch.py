@@ -92,7 +92,7 @@ class LocalChain:
     def log_dir(self) -> Path:
         return self.home / "logs"
 
-    def start(self) -> LocalChain:
+    def start(self) -> Self:
         for name, port, flag in (("RPC", self.rpc_port, "rpc_port"), ("ABCI", self.app_port, "app_port")):
             if port_in_use("127.0.0.1", port):
                 raise LaunchError(

@@ -15,8 +15,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from google.protobuf.message import Message
-
 from abci_app.dlbc import state
 from abci_app.dlbc.codes import Code, InvalidTx
 from abci_app.dlbc.events import Event
@@ -345,9 +343,10 @@ def apply_block(view: Any, ctx: BlockCtx, block_hash: bytes,
 
 __all__ = [
     "BlockCtx",
-    "Message",
     "TxOutcome",
     "apply_block",
+    "apply_decoded",
     "apply_tx",
     "is_proposal_fatal",
+    "validate_task_spec",
 ]

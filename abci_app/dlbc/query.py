@@ -7,7 +7,8 @@ Paths (a leading "/" is ignored; addresses are 40 hex chars; integers are JSON n
     accounts/<addr> {"address", "balance", "nonce", "miner": null | {"bandwidth_bps", "flops"}}
     miners          {"miners": [{"address", "bandwidth_bps", "flops"}, ...]}  (by address)
     tasks/pending   {"queue_len", "tasks": [{"id", "publisher", "reward",
-                     "ranking_score_e18"}, ...]}   best (next to be selected) first
+                     "ranking_score_e18"}, ...]}   best (next to be selected) first, at most
+                     1,000 entries (queue_len counts all)
     tasks/<id>      task record: {"id", "publisher", "spec": {...hex digests}, "reward",
                      "status": pending|selected|done|refunded, "returned", "rounds",
                      "train_key": hex|null, "test_key": hex|null, "winner": hex|null, ...}
@@ -18,7 +19,7 @@ Paths (a leading "/" is ignored; addresses are 40 hex chars; integers are JSON n
                      "start_ns", "train_end_ns", "reveal_end_ns", "verify_end_ns",
                      "start_height", "end_height", "seed": hex (watermark seed, DESIGN §7),
                      "queue_len", "publisher_share_ppm", "ranking_score_e18", "unselected",
-                     "key_released", "test_key_revealed", "reveals",
+                     "key_released", "test_key_revealed", "reveals", "verify_height",
                      "winner": null | {"miner", "model_digest", "model_uri",
                         "claimed_score_ppm", "verified_score_ppm", "checkpoint_digests",
                         "task_reward", "block_reward_miner", "block_reward_publisher"},
@@ -38,12 +39,14 @@ from abci_app.dlbc.codes import Code
 from abci_app.dlbc.rounds import compute_ranking_context
 from abci_app.dlbc.state import KV
 
+PENDING_LIMIT = 1_000
+
 
 def _round_json(view: KV, n: int) -> dict[str, Any] | None:
     rec = state.get_round(view, n)
     if rec is None:
         return None
-    rec.setdefault("reveals", 0)
+    rec["unselected"] = state.get_unselected(view, n)
     rec["commitments"] = [{"miner": a.hex(), "commitment": c.hex()}
                           for a, c in state.iter_commitments(view, n)]
     rec["revealed"] = [r for _, r in state.iter_reveals(view, n)]
@@ -58,7 +61,7 @@ def _pending(view: KV) -> dict[str, Any]:
     ctx = compute_ranking_context(view, state.get_params(view), len(entries))
     ranked = sorted((ctx.score_e18(size, lnf, reward), tid) for tid, size, lnf, reward in entries)
     tasks = []
-    for score, tid in ranked:
+    for score, tid in ranked[:PENDING_LIMIT]:
         t = state.get_task(view, tid) or {}
         tasks.append({"id": tid, "publisher": t.get("publisher"), "reward": t.get("reward"),
                       "ranking_score_e18": score})

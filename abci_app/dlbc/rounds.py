@@ -27,6 +27,7 @@ from abci_app.dlbc.params import PPM, Params
 from abci_app.dlbc.ranking import (
     RankingContext,
     compute_publisher_share_ppm,
+    ln_fp,
     median,
     select_task,
 )
@@ -76,9 +77,11 @@ def start_round(view: KV, params: Params, height: int, time_ns: int,
         "seed": block_hash.hex(), "queue_len": queue_len, "ranking_score_e18": score,
         "publisher_share_ppm": compute_publisher_share_ppm(params.k_ppm, queue_len,
                                                            params.max_queue_len),
-        "unselected": [i for i in ids if i != task_id],
-        "key_released": False, "test_key_revealed": False, "winner": None,
+        "key_released": False, "test_key_revealed": False, "winner": None, "reveals": 0,
+        "verify_height": None,
     }
+    # kept beside the record so the record stays small however long the pool is
+    state.set_unselected(view, n, [i for i in ids if i != task_id])
     state.pool_remove(view, task_id)
     task["status"] = "selected"
     task["rounds"].append(n)
@@ -103,8 +106,6 @@ def refund_task(view: KV, task: dict[str, Any], fee_ppm: int) -> tuple[int, int]
 
 def return_or_refund(view: KV, task: dict[str, Any]) -> str:
     """A round with no winner returns its task to the pool once, then refunds it in full."""
-    from abci_app.dlbc.ranking import ln_fp
-
     if task["returned"] < 1:
         task["returned"] += 1
         task["status"] = "pending"
@@ -162,6 +163,7 @@ def advance_schedule(view: KV, params: Params, height: int, time_ns: int,
                                        task_id=task["id"], outcome="no_reveal", task=what))
                 continue
             rec["phase"] = VERIFY
+            rec["verify_height"] = height
             state.put_round(view, rec)
             events.append(Event.of("dlbc.round", round=n, phase=VERIFY, task_id=task["id"]))
         elif rec["phase"] == VERIFY and time_ns >= rec["verify_end_ns"]:

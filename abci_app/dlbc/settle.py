@@ -3,6 +3,8 @@
 The proposer of height H+1 injects `Settle{round, extended_commit}` with the
 `ExtendedCommitInfo` of height H. Every node then, deterministically:
 
+0. Requires the round to be in VERIFY since at least height H, so that every extension was
+   made after the last possible reveal.
 1. Verifies each COMMIT vote: a known validator (power from state, not from the message), no
    duplicates, and the ed25519 extension signature over CanonicalVoteExtension{ext, H,
    commit round, chain id}. One forged signature rejects the whole Settle.
@@ -158,6 +160,10 @@ def process_settle(view: KV, params: Params, chain_id: str, height: int,
         raise InvalidTx(Code.WRONG_ROUND, f"Settle for round {settle.round}, current is {n}")
     if rec["phase"] != VERIFY:
         raise InvalidTx(Code.WRONG_PHASE, f"round {n} is in {rec['phase']}, Settle needs VERIFY")
+    # Verify the extensions were made once every reveal was final (at or after VERIFY began)
+    if height - 1 < rec["verify_height"]:
+        raise InvalidTx(Code.WRONG_PHASE, f"extensions of height {height - 1} predate VERIFY "
+                                          f"(height {rec['verify_height']}) of round {n}")
     verdicts, total_power = collect_verdicts(view, settle, n, height, chain_id)
     task = state.get_task(view, rec["task_id"])
     assert task is not None

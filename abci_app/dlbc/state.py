@@ -17,6 +17,7 @@ Key layout (all integers big-endian, addresses 20 raw bytes):
     commit/<n>/<addr>      32-byte commitment
     reveal/<n>/<addr>      canonical JSON reveal
     digest/<n>/<digest>    addr (one reveal per model digest per round)
+    unselected/<n u64>     u64 ids of the tasks left pending when round n started
 
 Invariant (tested): sum(balances) + escrow + fee_pool == supply, where supply grows only by the
 block rewards minted at settlement.
@@ -60,6 +61,7 @@ P_ROUND = b"round/"
 P_COMMIT = b"commit/"
 P_REVEAL = b"reveal/"
 P_DIGEST = b"digest/"
+P_UNSELECTED = b"unselected/"
 
 
 class KV(Protocol):
@@ -268,6 +270,15 @@ def get_active_round(view: KV) -> dict[str, Any] | None:
     if rec is None or rec["status"] != "active":
         return None
     return rec
+
+
+def set_unselected(view: KV, n: int, ids: list[int]) -> None:
+    view.set(P_UNSELECTED + u64(n), b"".join(u64(i) for i in ids))
+
+
+def get_unselected(view: KV, n: int) -> list[int]:
+    raw = view.get(P_UNSELECTED + u64(n)) or b""
+    return [x[0] for x in struct.iter_unpack(">Q", raw)]
 
 
 def get_commitment(view: KV, n: int, addr: bytes) -> bytes | None:

@@ -43,6 +43,8 @@ from abci_app.dlbc.crypto import (
 from abci_app.pb.dlbc.v1 import tx_pb2
 from abci_app.pb.tendermint.abci import types_pb2 as abci_pb2
 
+MAX_SETTLE_BYTES = 8 << 20
+
 # oneof field name of TxBody for each message type
 MSG_FIELD: dict[type[Message], str] = {
     tx_pb2.Transfer: "transfer",
@@ -142,8 +144,8 @@ class DecodedTx:
 
 def decode_tx(raw: bytes, chain_id: str, max_tx_bytes: int) -> DecodedTx:
     """Stateless stage (STYLE: tower-abci stages): size, shape, chain id, signature."""
-    # Verify size
-    if len(raw) > max_tx_bytes:
+    # Verify size (a Settle carries every validator's verdicts: it has its own, larger bound)
+    if len(raw) > max(max_tx_bytes, MAX_SETTLE_BYTES):
         raise InvalidTx(Code.TX_TOO_LARGE, f"tx is {len(raw)} bytes, max is {max_tx_bytes}")
     # Verify the envelope decodes
     try:
@@ -161,6 +163,8 @@ def decode_tx(raw: bytes, chain_id: str, max_tx_bytes: int) -> DecodedTx:
             raise InvalidTx(Code.SIGNED_SETTLE,
                             "Settle must carry no public key, signature, chain id or nonce")
         return DecodedTx(kind=kind, msg=msg, sender=b"", nonce=0)
+    if len(raw) > max_tx_bytes:
+        raise InvalidTx(Code.TX_TOO_LARGE, f"tx is {len(raw)} bytes, max is {max_tx_bytes}")
     # Verify the chain id (replay across chains)
     if body.chain_id != chain_id:
         raise InvalidTx(Code.WRONG_CHAIN_ID,

@@ -1,7 +1,9 @@
 """The local verdict interface between a validator's verifier sidecar and its app (DESIGN §6).
 
-The sidecar (training/ verifier) evaluates the revealed models of round n and calls
-`write_verdicts(home, n, verdicts)`; `ExtendVote` later calls `read_verdicts(home, n)`.
+The sidecar (training/ verifier) waits until round n is in VERIFY (query `round`), evaluates
+every revealed model of round n (`revealed` in the query answer) and then calls
+`write_verdicts(home, n, verdicts)` once, with one verdict per revealed model; `ExtendVote`
+calls `read_verdicts(home, n)` for the chain's active round at every height.
 
 File: `<home>/verdicts/round-<n>.json`, written atomically (temp file + fsync + os.replace), so a
 reader sees either nothing or the whole file::

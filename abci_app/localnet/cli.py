@@ -2,8 +2,9 @@
 
 Steps (issue 7): detect `cometbft version` (v0.38.x / v1.0.x, others refused) -> check every
 planned port is free and the folder writable -> `cometbft testnet --v N` into a temporary folder ->
-patch genesis + configs (`plan.prepare_localnet`, pure) -> move into place -> start apps, nodes and
-sidecars -> wait for height 1 -> print heights until Ctrl-C -> stop everything.
+patch genesis + configs (`plan.prepare_localnet`, pure) -> move into place -> start apps, nodes,
+each validator's verifier (`dlbc verify`, which feeds its ExtendVote) and --sidecar processes ->
+wait for height 1 -> print heights until Ctrl-C -> stop everything.
 
 A rerun with the same --home resumes the chain (genesis untouched). Without `cometbft` on PATH it
 prints how to install it and falls back to `dlbc devnet`, the embedded development stand-in.
@@ -55,11 +56,12 @@ def check_writable(root: Path) -> None:
 
 
 def generate_testnet(cometbft: str, root: Path, validators: int) -> Path:
-    """`cometbft testnet --v N --o TMP` next to `root`; returns TMP (caller moves or removes it)."""
+    """`cometbft testnet --v N --o TMP/net` with TMP a hidden folder inside the (empty) `root`;
+    returns TMP (the caller moves its nodes into `root`, or removes it)."""
     import subprocess
 
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}-testnet-", dir=root.parent))
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".testnet-", dir=root))
     out = tmp / "net"
     argv = [cometbft, "testnet", "--v", str(validators), "--o", str(out)]
     try:
@@ -78,7 +80,9 @@ def generate_testnet(cometbft: str, root: Path, validators: int) -> Path:
 def _install_prepared(tmp: Path, root: Path) -> None:
     """Move the patched nodes from TMP/net into `root` (which holds nothing of a localnet yet)."""
     net = tmp / "net"
-    for entry in sorted(net.iterdir()):
+    # The manifest marks a finished localnet, so it moves last: a crash mid-way leaves no
+    # manifest, and the next run refuses the non-empty folder instead of resuming half of it.
+    for entry in sorted(net.iterdir(), key=lambda p: (p.name == lp.MANIFEST, p.name)):
         os.replace(entry, root / entry.name)
     shutil.rmtree(tmp, ignore_errors=True)
 
@@ -115,6 +119,13 @@ def prepare(args: argparse.Namespace, cometbft: str, form: str) -> lp.LocalnetPl
             raise lp.LocalnetError(
                 f"{root} was made for CometBFT {existing.form} but `{cometbft}` is {form}; "
                 "fix: use the same cometbft, or a fresh --home"
+            )
+        if args.param or args.account or args.chain_id != existing.chain_id:
+            print(
+                f"warning: {root} already holds chain {existing.chain_id}; its genesis is never "
+                "rewritten, so --param/--account/--chain-id are ignored (fresh --home to change "
+                "them)",
+                file=sys.stderr,
             )
         existing.root = str(root)  # the folder may have been moved since
         if settings is None:
@@ -228,7 +239,15 @@ def run_localnet(args: argparse.Namespace) -> int:
             return 0
         sup = Supervisor(Path(plan.root) / "logs")
         print(f"cometbft {version} found; starting...")
-        start_localnet(plan, sup, cometbft=cometbft, sidecars=hook, startup_timeout_s=args.timeout)
+        verifiers = not args.no_verifiers and "verify" in registered_commands()
+        start_localnet(
+            plan,
+            sup,
+            cometbft=cometbft,
+            sidecars=hook,
+            verifiers=verifiers,
+            startup_timeout_s=args.timeout,
+        )
         print("all nodes committed height >= 1. Ctrl-C stops everything.", flush=True)
         return _follow(plan, sup, args)
     except (lp.LocalnetError, gen.GenesisError) as exc:
@@ -324,6 +343,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="TEMPLATE",
         help="command started per node, with {i} {app_home} {rpc_url} {metrics_port} {chain_id} "
         "{python} {node_home} {abci_addr} {rpc_port} filled in (repeat)",
+    )
+    p.add_argument(
+        "--no-verifiers",
+        action="store_true",
+        help="do not start `dlbc verify` beside each validator (rounds then never settle)",
     )
     p.add_argument("--cometbft", default="cometbft", help="cometbft binary (default: from PATH)")
     p.add_argument("--timeout", type=float, default=60.0, help="startup timeout seconds")

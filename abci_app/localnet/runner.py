@@ -205,16 +205,27 @@ def node_command(cometbft: str, ctx: NodeContext) -> list[str]:
     return [cometbft, "node", "--home", ctx.node_home]
 
 
+def verifier_command(ctx: NodeContext) -> list[str]:
+    """Node i's verifier sidecar (`dlbc verify`): it must write verdicts into *this* node's app
+    home, which that app's ExtendVote reads (DESIGN §6), and follow this node's RPC."""
+    return [
+        ctx.python, "-m", "abci_app.cli", "verify",
+        "--app-home", ctx.app_home, "--rpc", ctx.rpc_url, "--metrics-port", str(ctx.metrics_port),
+    ]  # fmt: skip
+
+
 def start_localnet(
     plan: LocalnetPlan,
     sup: Supervisor,
     *,
     cometbft: str,
     sidecars: SidecarHook | None = None,
+    verifiers: bool = False,
     startup_timeout_s: float = 60.0,
     say: Callable[[str], None] = print,
 ) -> None:
-    """Apps first (CometBFT dials proxy_app once at start), then nodes, then sidecars; returns
+    """Apps first (CometBFT dials proxy_app once at start), then nodes, then each validator's
+    verifier (`verifiers`) and the `sidecars` hook's processes (logs sidecar<i>-<k>); returns
     when every node has committed height >= 1. On any failure raises; the caller stops `sup`."""
     contexts = [node_context(plan, i) for i in range(plan.validators)]
     apps = [sup.start(f"app{c.i}", app_command(c)) for c in contexts]
@@ -225,6 +236,9 @@ def start_localnet(
     for ctx, child in zip(contexts, nodes, strict=True):
         wait_for_port(plan.node_ports(ctx.i).rpc, child, startup_timeout_s)
     say(f"started {len(nodes)} cometbft node(s)")
+    if verifiers:
+        for ctx in contexts:
+            sup.start(f"verify{ctx.i}", verifier_command(ctx))
     if sidecars is not None:
         for ctx in contexts:
             for k, argv in enumerate(sidecars(ctx)):

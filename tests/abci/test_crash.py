@@ -59,8 +59,13 @@ def test_kill_9_inside_call_then_restart_resumes_to_same_hashes(tmp_path: Path, 
             for h in range(1, CRASH_HEIGHT):
                 assert (await d.run_height(txs_for(h), block_time(h))).app_hash == reference[h]
             task = asyncio.ensure_future(d.run_height(txs_for(CRASH_HEIGHT), block_time(CRASH_HEIGHT)))
-            done, _ = await asyncio.wait({task}, timeout=2.0)
-            assert not done, "the victim should be hanging inside the call"
+            marker = homes[0] / "HANGING"
+            for _ in range(600):  # until the victim is inside the call (<= 30 s on a busy box)
+                if marker.exists():
+                    break
+                await asyncio.sleep(0.05)
+            assert marker.read_text() == f"{phase}:{CRASH_HEIGHT}\n"
+            assert not task.done(), "the victim should be hanging inside the call"
             victim.send_signal(signal.SIGKILL)  # kill -9 while inside FinalizeBlock/Commit
             victim.wait(10)
             with pytest.raises(Exception):  # noqa: B017 - connection loss surfaces as an error
@@ -70,6 +75,7 @@ def test_kill_9_inside_call_then_restart_resumes_to_same_hashes(tmp_path: Path, 
         asyncio.run(crash_part())
         assert victim.returncode == -signal.SIGKILL
 
+        (homes[0] / "HANGING").unlink()
         restarted = spawn_app(homes[0], addrs[0])
 
         async def resume_part() -> None:

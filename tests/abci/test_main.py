@@ -74,3 +74,16 @@ def test_resolve_app_class() -> None:
         resolve_app_class("abci_app.store:Store")
     with pytest.raises(ValueError):
         resolve_app_class("nocolon")
+
+
+def test_default_app_is_dlbc_when_importable() -> None:
+    from abci_app.application import Application
+
+    cls = resolve_app_class(None)
+    assert issubclass(cls, Application)
+    try:
+        from abci_app.dlbc.app import DlbcApplication
+    except ImportError:
+        assert cls is KVStoreApplication
+    else:
+        assert cls is DlbcApplication

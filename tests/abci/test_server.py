@@ -158,3 +158,25 @@ def test_address_parsing() -> None:
     for bad in ("tcp://host", "unix://", "nonsense"):
         with pytest.raises(ValueError):
             Address.parse(bad)
+
+
+def test_query_and_check_tx_never_see_half_staged_block(tmp_path: Path) -> None:
+    """Consensus stages a block on one connection; the query connection still reads committed state."""
+    with running(KVStoreApplication(tmp_path)) as srv, srv.connect() as consensus, \
+            srv.connect() as query:
+        roundtrip(consensus, [abci.Request(init_chain=abci.RequestInitChain())])
+        fin = abci.RequestFinalizeBlock(height=1, txs=[b"k=staged"])
+        assert roundtrip(consensus, [abci.Request(finalize_block=fin)])[0].finalize_block.app_hash
+        q = abci.Request(query=abci.RequestQuery(path="/key", data=b"k"))
+        assert roundtrip(query, [q])[0].query.code != 0  # staged, not committed
+        info = roundtrip(query, [abci.Request(info=abci.RequestInfo())])[0].info
+        assert info.last_block_height == 0
+        roundtrip(consensus, [abci.Request(commit=abci.RequestCommit())])
+        assert roundtrip(query, [q])[0].query.value == b"staged"
+
+
+def test_unix_socket_file_removed_on_stop(tmp_path: Path) -> None:
+    sock_path = tmp_path / "gone.sock"
+    with running(Application(), f"unix://{sock_path}"):
+        assert sock_path.exists()
+    assert not sock_path.exists()

@@ -162,7 +162,7 @@ def test_recheck_drops_txs_invalidated_by_a_block(tmp_path: Path) -> None:
     chain = Chain.create(tmp_path, app_spec="devnet.recheck_app:WriteOnceKV")
     chain.start_app()
     # ~1.2 kB of tx space per block: exactly one 700-byte tx fits, the rest wait and are rechecked
-    chain.start_node("--max-block-bytes", "2048", "--block-time", "1.0")
+    chain.start_node("--max-block-bytes", "2048", "--block-time", "1.5")
     try:
         rpc = chain.client()
         first, second, other = (b"k=" + b"A" * 700, b"k=" + b"B" * 700, b"o=" + b"C" * 700)

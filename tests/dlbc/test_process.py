@@ -75,7 +75,9 @@ def test_invalid_wrong_chain_id_and_garbage(node: Node) -> None:
     other = txs.build_signed_tx(ALICE.priv, "other-chain", 0, txs.transfer(BOB.address, 1))
     assert node.check(other).code == Code.WRONG_CHAIN_ID
     assert node.check(b"\xff\x00garbage").code == Code.MALFORMED_TX
-    assert node.check(b"x" * 70_000).code == Code.TX_TOO_LARGE
+    big = ALICE.tx(tx_pb2.Transfer(to=b"x" * 70_000, amount=1), nonce=0)
+    assert node.check(big).code == Code.TX_TOO_LARGE
+    assert node.check(b"x" * (9 << 20)).code == Code.TX_TOO_LARGE
     unsigned = tx_pb2.SignedTx(body=tx_pb2.TxBody(chain_id=CHAIN_ID).SerializeToString())
     assert node.check(unsigned.SerializeToString()).code == Code.EMPTY_MSG
 

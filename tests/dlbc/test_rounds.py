@@ -145,3 +145,40 @@ def test_query_bad_paths(node: Node) -> None:
         assert r.code == code, path
     assert node.query("round") == {"round": 0, "phase": "IDLE", "last_block_time_ns": 0}
     assert node.query("params")["train_seconds"] == 100
+
+
+def test_invalid_settle_out_of_phase_rejects_proposal(node: Node) -> None:
+    from .helpers import extended_commit
+    from .rounds_fixture import honest_verdicts
+
+    rd = submit_and_start(node)
+    train_and_commit(rd)
+    reveal(rd)  # REVEAL: validators have nothing to settle yet
+    ec = extended_commit([(k, POWER) for k in VALS], [honest_verdicts(rd, i) for i in range(4)],
+                         node.height)
+    tx = txs.build_settle_tx(rd.round_no, ec)
+    assert node.process([tx], node.time_ns + NS) == REJECT
+    r = node.finalize([tx])
+    assert r.tx_results[0].code == Code.WRONG_PHASE
+    assert node.query("round")["status"] == "active"
+    assert node.prepare([], node.time_ns + NS, local_last_commit=ec) == []
+
+
+def test_invalid_settle_with_extensions_from_before_verify(node: Node) -> None:
+    from .helpers import extended_commit
+    from .rounds_fixture import honest_verdicts
+
+    rd = submit_and_start(node)
+    train_and_commit(rd)
+    reveal(rd)
+    # this block moves the round to VERIFY, but its extensions were signed during REVEAL
+    ec = extended_commit([(k, POWER) for k in VALS], [honest_verdicts(rd, i) for i in range(4)],
+                         node.height)
+    tx = txs.build_settle_tx(rd.round_no, ec)
+    t = rd.record["reveal_end_ns"]
+    assert node.process([tx], t) == REJECT
+    assert node.prepare([], t, local_last_commit=ec) == []
+    r = node.finalize([tx], t)
+    assert r.tx_results[0].code == Code.WRONG_PHASE and "predate VERIFY" in r.tx_results[0].log
+    rec = node.query("round")
+    assert rec["phase"] == "VERIFY" and rec["verify_height"] == node.height

@@ -53,7 +53,11 @@ def localnet_factory(
     supervisors: list[Supervisor] = []
 
     def make(
-        validators: int, *, params: tuple[str, ...] = (), sidecars: SidecarHook | None = None
+        validators: int,
+        *,
+        params: tuple[str, ...] = (),
+        sidecars: SidecarHook | None = None,
+        verifiers: bool = False,
     ) -> lp.LocalnetPlan:
         home = tmp_path / f"net{len(supervisors)}"
         args = [
@@ -74,7 +78,14 @@ def localnet_factory(
         assert plan is not None and plan.form == cometbft_form
         sup = Supervisor(home / "logs")
         supervisors.append(sup)
-        start_localnet(plan, sup, cometbft=str(COMETBFT), sidecars=sidecars, startup_timeout_s=90)
+        start_localnet(
+            plan,
+            sup,
+            cometbft=str(COMETBFT),
+            sidecars=sidecars,
+            verifiers=verifiers,
+            startup_timeout_s=90,
+        )
         return plan
 
     try:

@@ -119,7 +119,7 @@ def test_genesis_switches_form_between_versions():
     ("extra", "message"),
     [
         (["--param", "train_second=5"], "unknown parameter; known:"),
-        (["--param", "train_seconds=abc"], "expected a int"),
+        (["--param", "train_seconds=abc"], "expected an integer like the default 300"),
         (["--param", "train_seconds=0"], "train_seconds must be > 0"),
         (["--param", "nonsense"], "expected NAME=VALUE"),
         (["--account", "xyz=5"], "neither a 40-hex-char address nor a key file"),

@@ -1,4 +1,4 @@
-"""Data sets: reproducible generators, digits, and the documented .npz layout (bad files refused)."""
+"""Data sets: reproducible generators, digits, the documented .npz layout; bad files refused."""
 
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ def test_split_is_seeded_and_disjoint() -> None:
     tr, te = d.split(0.25, seed=3)
     tr2, te2 = d.split(0.25, seed=3)
     assert len(tr) + len(te) == len(d) and len(te) == 449
-    assert np.array_equal(te.inputs, te2.inputs)
+    assert np.array_equal(te.inputs, te2.inputs) and np.array_equal(tr.targets, tr2.targets)
     rows = {r.tobytes() for r in tr.inputs} & {r.tobytes() for r in te.inputs}
     assert len(rows) < 20  # digits has a few duplicate images, nothing more
 

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from training.data import make_segmentation_2d
 from training.encryption import (
@@ -185,3 +187,12 @@ def test_dataset_round_trip() -> None:
 def test_invalid_chunk_size() -> None:
     with pytest.raises(ValueError, match="chunk_size"):
         encrypt_bytes(KEY, b"x", chunk_size=10)
+
+
+@settings(max_examples=40, deadline=None)
+@given(data=st.binary(max_size=5 * CHUNK), flip=st.integers(min_value=0))
+def test_round_trip_and_any_flip_detected(data: bytes, flip: int) -> None:
+    blob = encrypt_bytes(KEY, data, chunk_size=CHUNK)
+    assert decrypt_bytes(KEY, blob) == data
+    with pytest.raises(DecryptionError):
+        decrypt_bytes(KEY, _flip(blob, flip % len(blob)))

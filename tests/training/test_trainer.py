@@ -43,7 +43,8 @@ def test_stops_inside_budget_with_checkpoints(seg_sets, tmp_path: Path) -> None:
     for c in result.checkpoints:
         assert c.path.name == f"epoch-{c.epoch:04d}.safetensors"
         assert sha256_file(c.path) == c.sha256
-    last = load_model(result.checkpoints[-1].path, "unet2d", HP, sha256=result.checkpoint_digests[-1])
+    last = load_model(result.checkpoints[-1].path, "unet2d", HP,
+                      sha256=result.checkpoint_digests[-1])
     assert all(torch.equal(a, b) for a, b in
                zip(last.state_dict().values(), model.state_dict().values(), strict=True))
     assert result.epoch_losses[-1] < result.epoch_losses[0]

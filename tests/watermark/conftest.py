@@ -45,7 +45,7 @@ def embed(model: nn.Module, key: wm.WatermarkKey, steps: int = 150, lr: float = 
     """Optimise the regularizer alone with Adam until it is well past the threshold."""
     opt = torch.optim.Adam([dict(model.named_parameters())[key.layer]], lr=lr)
     for _ in range(steps):
-        loss = wm.embed_loss(model, key)
+        loss = wm.embed_loss(model, key, temperature=10.0)
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -1,0 +1,11 @@
+"""Make the layout helpers (testnet_layout.py, fake_cometbft.py) importable whatever pytest's
+import mode is."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+_HERE = str(Path(__file__).parent)
+if _HERE not in sys.path:
+    sys.path.insert(0, _HERE)

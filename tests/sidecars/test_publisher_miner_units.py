@@ -1,0 +1,131 @@
+"""Publisher data preparation, the miner's data fetch and watermark sealing, the loop's failure
+policy — real files, real AES-GCM, real HTTP, no chain needed."""
+
+from __future__ import annotations
+
+import hashlib
+import stat
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from abci_app.dlbc.txs import key_commitment
+from training.artifact_server import ArtifactServer
+from training.artifacts import ArtifactError
+from training.encryption import decrypt_dataset
+from training.miner import fetch_dataset, seal_watermark
+from training.models import build_model
+from training.publisher import DemoDataConfig, PreparedTask, prepare_demo_task
+from training.rpc_client import Backoff, RpcClient
+from training.sidecar import Sidecar, SidecarConfig
+from watermark import default_layer, derive_key, detect
+
+from .helpers import free_port
+
+DEMO = DemoDataConfig(samples=24, image_size=16, hparams={"depth": 2, "base_width": 8})
+
+
+@pytest.fixture()
+def prepared(tmp_path: Path):
+    root = tmp_path / "artifacts"
+    with ArtifactServer(root.mkdir() or root) as srv:
+        task = prepare_demo_task(root / "demo", srv.base_url, DEMO, "demo")
+        yield task, srv
+
+
+def test_prepare_demo_task_encrypts_hosts_and_commits(prepared) -> None:
+    task, srv = prepared
+    spec = task.spec
+    train_blob = (task.directory / "train.npz.enc").read_bytes()
+    test_blob = (task.directory / "test.npz.enc").read_bytes()
+    # Verify the spec commits to exactly the hosted ciphertexts and the two distinct keys
+    assert spec.data_uri == f"{srv.base_url}/demo/train.npz.enc"
+    assert bytes(spec.data_sha256) == hashlib.sha256(train_blob).digest()
+    assert spec.data_size_bytes == len(train_blob)
+    assert bytes(spec.test_sha256) == hashlib.sha256(test_blob).digest()
+    assert bytes(spec.data_key_sha256) == key_commitment(task.train_key)
+    assert bytes(spec.test_key_sha256) == key_commitment(task.test_key)
+    assert task.train_key != task.test_key
+    # Verify the ciphertext is not the plaintext and decrypts to the split
+    train = decrypt_dataset(task.train_key, train_blob)
+    test = decrypt_dataset(task.test_key, test_blob)
+    assert len(train) + len(test) == DEMO.samples and len(train) == spec.num_samples
+    assert b"images" not in train_blob
+    with pytest.raises(ValueError):
+        decrypt_dataset(task.test_key, train_blob)
+    # Verify the model stats are measured on the named architecture
+    assert spec.architecture == "unet2d" and spec.model_size_bytes > 0
+    assert spec.flops_per_sample > 0 and list(spec.input_shape) == [1, 16, 16]
+    # Verify the keys file is private and reloads
+    mode = stat.S_IMODE((task.directory / "keys.json").stat().st_mode)
+    assert mode == 0o600
+    again = PreparedTask.load(task.directory)
+    assert again.train_key == task.train_key and again.spec == task.spec
+
+
+def test_fetch_dataset_round_trip_over_http(prepared, tmp_path: Path) -> None:
+    task, _ = prepared
+    s = task.spec
+    data = fetch_dataset(s.data_uri, bytes(s.data_sha256).hex(), s.data_size_bytes,
+                         task.train_key, tmp_path / "d.enc", 1 << 20, 2)
+    assert len(data) == s.num_samples
+
+
+def test_invalid_fetch_digest_mismatch_leaves_nothing(prepared, tmp_path: Path) -> None:
+    task, _ = prepared
+    s = task.spec
+    dest = tmp_path / "d.enc"
+    with pytest.raises(ArtifactError, match="digest mismatch"):
+        fetch_dataset(s.data_uri, "00" * 32, s.data_size_bytes, task.train_key, dest, 1 << 20, 2)
+    assert list(tmp_path.iterdir()) == [tmp_path / "artifacts"]
+
+
+def test_invalid_fetch_over_size_cap(prepared, tmp_path: Path) -> None:
+    task, _ = prepared
+    s = task.spec
+    with pytest.raises(ArtifactError, match="cap"):
+        fetch_dataset(s.data_uri, bytes(s.data_sha256).hex(), 100, task.train_key,
+                      tmp_path / "d.enc", 1 << 20, 2)
+    assert not (tmp_path / "d.enc").exists()
+
+
+def test_invalid_fetch_wrong_key(prepared, tmp_path: Path) -> None:
+    task, _ = prepared
+    s = task.spec
+    with pytest.raises(ValueError):
+        fetch_dataset(s.data_uri, bytes(s.data_sha256).hex(), s.data_size_bytes,
+                      task.test_key, tmp_path / "d.enc", 1 << 20, 2)
+
+
+def test_seal_watermark_reaches_threshold_and_stops() -> None:
+    torch.set_num_threads(1)
+    model = build_model("unet2d", {"depth": 2, "base_width": 8}, seed=0)
+    key = derive_key(b"\x01" * 32, b"\x02" * 20, layer=default_layer(model))
+    assert not detect(model, key).ok
+    det, steps = seal_watermark(model, key, 0.9999)
+    assert det.ok and 0 < steps < 2000
+    det2, steps2 = seal_watermark(model, key, 0.9999)
+    assert det2.ok and steps2 == 0  # already sealed: nothing to do
+    other = derive_key(b"\x01" * 32, b"\x03" * 20, layer=key.layer)
+    assert not detect(model, other).ok
+
+
+def test_invalid_node_unreachable_is_counted_and_loop_keeps_going(tmp_path: Path) -> None:
+    port = free_port()  # nothing listens here
+    cfg = SidecarConfig(rpc_url=f"http://127.0.0.1:{port}", workdir=tmp_path / "w",
+                        poll_seconds=0.05)
+    sc = Sidecar(cfg, rpc=RpcClient(cfg.rpc_url, backoff=Backoff(attempts=1)))
+    import threading
+
+    t = threading.Thread(target=sc.run, daemon=True)
+    t.start()
+    deadline = time.monotonic() + 10
+    while sc.metrics.get("errors_total", kind="node_unreachable") < 3:
+        assert time.monotonic() < deadline, "no unreachable errors counted"
+        time.sleep(0.05)
+    assert t.is_alive()  # still polling
+    sc.stop()
+    t.join(timeout=5)
+    assert not t.is_alive()
