@@ -23,6 +23,15 @@ Run: ``.venv/bin/python bench/watermark.py [--out bench/out] [--epochs 12] [--qu
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+# Run as a script, this file's folder leads sys.path and its own name would shadow the
+# `watermark` package (and bench/training.py the `training` one): search the repo root instead.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+sys.path.insert(0, str(_HERE.parent))
+
 import argparse
 import copy
 import hashlib
@@ -32,7 +41,6 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -262,7 +270,11 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=12, help="honest training epochs")
     parser.add_argument("--attack-epochs", type=int, default=30, help="cap on attack epochs")
     parser.add_argument("--matrices", default=",".join(wm.MATRIX_TYPES))
-    parser.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE)
+    parser.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE,
+                        help="embedding temperature for direct and diff")
+    parser.add_argument("--random-temperature", type=float, default=10.0,
+                        help="random rows are not orthogonal: a near-linear loss (high "
+                             "temperature) lets cross-talk flip bits, so it gets its own")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="tiny run to check the script")
     args = parser.parse_args()
@@ -282,7 +294,8 @@ def main() -> int:
 
     results = []
     for matrix in args.matrices.split(","):
-        r = bench_matrix(matrix, loop, test_set, args.epochs, args.attack_epochs, args.temperature)
+        temp = args.random_temperature if matrix == "random" else args.temperature
+        r = bench_matrix(matrix, loop, test_set, args.epochs, args.attack_epochs, temp)
         results.append(r)
         print(f"[{matrix}] embed {r.embed_epochs} ep | Dice {r.honest_dice:.4f} "
               f"({100 * (r.honest_dice - base_dice):+.2f} pt) | final min margin "

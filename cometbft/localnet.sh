@@ -9,7 +9,8 @@
 # Environment: VALIDATORS (4), LOCALNET_HOME (~/.dlbc/localnet), BASE_PORT (26656; node i uses
 # BASE+10i: p2p +0, rpc +1, abci +2, prometheus +4, sidecar metrics +5), COMETBFT (cometbft),
 # PYTHON (the repo's .venv/bin/python if present, else python3), UNTIL_HEIGHT (0 = run until
-# Ctrl-C; N = exit 0 once every node has height N). Extra arguments go to the genesis builder
+# Ctrl-C; N = exit 0 once every node has height N), VERIFIERS (1 = start `dlbc verify` beside
+# each validator; 0 = don't, and rounds never settle). Extra arguments go to the genesis builder
 # (--param NAME=VALUE, --account ADDR=AMOUNT, --chain-id ID, --max-tx-bytes N).
 # A second run with the same LOCALNET_HOME resumes the chain. Logs: $LOCALNET_HOME/logs/.
 set -euo pipefail
@@ -18,6 +19,7 @@ VALIDATORS=${VALIDATORS:-4}
 LOCALNET_HOME=${LOCALNET_HOME:-${DLBC_HOME:-$HOME/.dlbc}/localnet}
 BASE_PORT=${BASE_PORT:-26656}
 UNTIL_HEIGHT=${UNTIL_HEIGHT:-0}
+VERIFIERS=${VERIFIERS:-1}
 COMETBFT=${COMETBFT:-cometbft}
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 if [[ -z "${PYTHON:-}" ]]; then
@@ -99,11 +101,16 @@ for i in $(seq 0 "$last"); do
   wait_port "$(port "$i" rpc)" "${PIDS[VALIDATORS + i]}" "cometbft$i"
 done
 
-# 4. Sidecar hook: start each validator's verifier (and miners/publishers) here, e.g.
-#    "$PYTHON" -m abci_app.cli verify --app-home "$LOCALNET_HOME/node$i/app" \
-#        --rpc "http://127.0.0.1:$(port "$i" rpc)" --metrics-port "$(port "$i" sidecar)" \
-#        >>"$LOCALNET_HOME/logs/verify$i.log" 2>&1 &
-#    PIDS+=($!)
+# 4. Sidecars: each validator's verifier writes the verdicts its own app's ExtendVote reads
+#    (DESIGN §6), so it gets that node's app home and RPC. Add other per-node sidecars here.
+if [[ "$VERIFIERS" != 0 ]] && "$PYTHON" -m abci_app.cli verify --help >/dev/null 2>&1; then
+  for i in $(seq 0 "$last"); do
+    "$PYTHON" -m abci_app.cli verify --app-home "$LOCALNET_HOME/node$i/app" \
+      --rpc "http://127.0.0.1:$(port "$i" rpc)" --metrics-port "$(port "$i" sidecar)" \
+      >>"$LOCALNET_HOME/logs/verify$i.log" 2>&1 &
+    PIDS+=($!)
+  done
+fi
 
 for i in $(seq 0 "$last"); do echo "node$i: rpc http://127.0.0.1:$(port "$i" rpc)"; done
 echo "logs in $LOCALNET_HOME/logs; Ctrl-C stops everything."

@@ -87,15 +87,19 @@ def _check_digest_arg(sha256: str) -> str:
 
 
 @contextmanager
-def _atomic_writer(dest: Path) -> Iterator[IO[bytes]]:
-    """Yield a temp file beside `dest`; rename onto `dest` on success, delete it on any error."""
+def _atomic_writer(dest: Path, *, durable: bool = True) -> Iterator[IO[bytes]]:
+    """Yield a temp file beside `dest`; rename onto `dest` on success, delete it on any error.
+
+    `durable` fsyncs before the rename, so a crash never leaves a renamed but empty file.
+    """
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             yield f
-            f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, dest)
     except BaseException:
         with _suppress_oserror():
@@ -130,14 +134,16 @@ def save_model(
     path: str | Path,
     *,
     metadata: Mapping[str, str] | None = None,
+    durable: bool = True,
 ) -> str:
     """Write safetensors to `path` atomically and return the SHA-256 hex digest of the file.
 
     The digest is taken over the very bytes written, in memory, so no second read is needed.
+    `durable=False` skips the fsync (per-epoch checkpoints: a crash means retraining anyway).
     """
     data = state_dict_bytes(model_or_state, metadata)
     digest = sha256_bytes(data)
-    with _atomic_writer(Path(path)) as f:
+    with _atomic_writer(Path(path), durable=durable) as f:
         f.write(data)
     return digest
 

@@ -314,7 +314,7 @@ def resolve_hparams(arch: str, hparams: HParams) -> dict[str, int]:
         # bool is an int subclass; `depth=True` is a mistake, not 1.
         if isinstance(value, bool) or not isinstance(value, int):
             msg = f"hyper-parameter {key} must be an integer, got {value!r}"
-            raise ValueError(msg)  # a ValueError like every other bad-spec error
+            raise ValueError(msg)  # noqa: TRY004 - one error type for every bad spec
         resolved[key] = value
     return resolved
 

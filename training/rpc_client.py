@@ -608,7 +608,7 @@ class RpcClient:
         Returns when `stop` is set.
         """
         stop = stop or threading.Event()
-        next_h = from_height
+        next_h = None if from_height is None else max(1, from_height)  # heights start at 1
         ws: Subscription | None = None
         ws_retry_at = 0.0
         down_since: float | None = None

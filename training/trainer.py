@@ -317,7 +317,8 @@ def _checkpoint(model: nn.Module, cfg: TrainConfig, epoch: int, step: int) -> Ch
     config = {k: str(v) for k, v in asdict(cfg).items() if k != "checkpoint_metadata"}
     metadata = {**cfg.checkpoint_metadata, "dlbc.epoch": str(epoch), "dlbc.step": str(step),
                 "dlbc.train_config": repr(sorted(config.items()))}
-    return Checkpoint(epoch, path, save_model(model, path, metadata=metadata))
+    # No fsync per epoch: it can stall for long on a busy disk and steal the training budget.
+    return Checkpoint(epoch, path, save_model(model, path, metadata=metadata, durable=False))
 
 
 # --------------------------------------------------------------------------------------------

@@ -36,9 +36,7 @@ def embed_loss(
     """
     if not temperature > 0:
         raise WatermarkError(f"temperature must be positive, got {temperature!r}")
-    weight = dict(model.named_parameters()).get(key.layer)
-    if weight is None:
-        raise WatermarkError(f"layer {key.layer!r} is not a parameter of the model")
+    weight = _parameter(model, key.layer)
     logits = watermark_logits(weight, key) / temperature  # (T,)
     bits = _bits_tensor(key, str(weight.device))  # (T,)
     return temperature * F.binary_cross_entropy_with_logits(logits, bits)
@@ -49,6 +47,14 @@ def watermark_logits(weight: torch.Tensor, key: WatermarkKey) -> torch.Tensor:
     w = mean_kernel_torch(weight, key.layer)  # (m,)
     x = _projection_tensor(key, w.numel(), str(w.device))  # (T, m)
     return x @ w  # (T,)
+
+
+def _parameter(model: nn.Module, name: str) -> torch.Tensor:
+    # get_parameter walks the dotted path: O(depth), not a dict of every parameter per step.
+    try:
+        return model.get_parameter(name)
+    except AttributeError:
+        raise WatermarkError(f"layer {name!r} is not a parameter of the model") from None
 
 
 @functools.lru_cache(maxsize=64)

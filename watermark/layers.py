@@ -38,7 +38,9 @@ def mean_kernel_numpy(weight: npt.NDArray[Any], name: str) -> npt.NDArray[np.flo
 def mean_kernel_torch(weight: torch.Tensor, name: str) -> torch.Tensor:
     """w (m,) as a differentiable float32 tensor, for the embedding loss."""
     check_weight_shape(tuple(weight.shape), name)
-    return weight.float().mean(dim=0).reshape(-1)  # (O, ...) -> (m,)
+    if weight.dtype != torch.float32:
+        weight = weight.float()
+    return weight.mean(dim=0).reshape(-1)  # (O, ...) -> (m,)
 
 
 def check_weight_shape(shape: tuple[int, ...], name: str) -> None:

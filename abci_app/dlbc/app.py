@@ -71,6 +71,7 @@ class DlbcApplication(StatefulApplication):
     def genesis(self, view: View, req: abci.RequestInitChain) -> abci.ResponseInitChain | None:
         """InitChain: params, balances and validators from genesis (empty app_state → defaults)."""
         gen = parse_app_state(req.app_state_bytes)
+        self._check_view = None  # a CheckTx before InitChain saw no chain
         state.set_params(view, gen.params)
         view.set(state.K_CHAIN_ID, req.chain_id.encode())
         total = 0

@@ -101,6 +101,8 @@ def sidecar_hook_from_templates(templates: list[str]) -> SidecarHook | None:
                 f"--sidecar template error ({exc}); fields: {', '.join(sorted(fields))}"
             ) from None
 
+    # Fail on a bad template now, before anything starts, not after the nodes are up.
+    hook(NodeContext(0, "/h", "/a", "http://x:1", 1, "tcp://x:2", 5, 7, 8, 9, "c", "python"))
     return hook
 
 
@@ -223,9 +225,15 @@ def run_localnet(args: argparse.Namespace) -> int:
         form = gen.check_supported(version)
         ports = lp.plan_ports(args.validators, args.base_port)
         root: Path = args.home.resolve()
+        hook = sidecar_hook_from_templates(args.sidecar)
+        if lp.load_plan(root) is None:  # a fresh chain: check its genesis inputs up front
+            gen.build_app_state(
+                None,
+                accounts=[gen.parse_account(a) for a in args.account],
+                params=[gen.parse_param(p) for p in args.param],
+            )
         require_free(ports, args.base_port)
         check_writable(root)
-        hook = sidecar_hook_from_templates(args.sidecar)
         plan = prepare(args, cometbft, form)
         _print_plan(plan, cometbft)
         if args.prepare_only:
@@ -342,7 +350,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=[],
         metavar="TEMPLATE",
         help="command started per node, with {i} {app_home} {rpc_url} {metrics_port} {chain_id} "
-        "{python} {node_home} {abci_addr} {rpc_port} filled in (repeat)",
+        "{python} {node_home} {abci_addr} {rpc_port} {extra_port1..3} filled in (repeat)",
     )
     p.add_argument(
         "--no-verifiers",

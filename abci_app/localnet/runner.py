@@ -170,6 +170,9 @@ class NodeContext:
     rpc_port: int
     abci_addr: str
     metrics_port: int
+    extra_port1: int
+    extra_port2: int
+    extra_port3: int
     chain_id: str
     python: str
 
@@ -191,6 +194,10 @@ def node_context(plan: LocalnetPlan, i: int) -> NodeContext:
         rpc_port=ports.rpc,
         abci_addr=f"tcp://{LOOPBACK}:{ports.abci}",
         metrics_port=ports.sidecar,
+        # +7..+9 of the node's block of 10: free for extra sidecars (artifact server, metrics)
+        extra_port1=ports.p2p + 7,
+        extra_port2=ports.p2p + 8,
+        extra_port3=ports.p2p + 9,
         chain_id=plan.chain_id,
         python=sys.executable,
     )

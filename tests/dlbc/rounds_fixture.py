@@ -13,7 +13,7 @@ from typing import Any
 
 from abci_app.dlbc import txs
 
-from .helpers import NS, TEST_PARAMS, Key, Node, spec_for, verdict_set
+from .helpers import NS, Key, Node, spec_for, verdict_set
 
 VALS = [Key(f"val{i}") for i in range(4)]
 POWER = 10
@@ -121,5 +121,3 @@ def full_round_to_verify(node: Node) -> Round:
     to_verify(rd)
     return rd
 
-
-__all__ = ["TEST_PARAMS"]

@@ -182,3 +182,20 @@ def test_invalid_settle_with_extensions_from_before_verify(node: Node) -> None:
     assert r.tx_results[0].code == Code.WRONG_PHASE and "predate VERIFY" in r.tx_results[0].log
     rec = node.query("round")
     assert rec["phase"] == "VERIFY" and rec["verify_height"] == node.height
+
+
+def test_tx_events_carry_indexable_round_attributes(node: Node) -> None:
+    rd = submit_and_start(node)
+    r = node.finalize([HONEST.tx(txs.commit_model(rd.round_no, b"\x07" * 32))])
+    ev = r.tx_results[0].events[0]
+    attrs = {a.key: a.value for a in ev.attributes}
+    assert ev.type == "dlbc" and all(a.index for a in ev.attributes)
+    assert attrs == {"action": "commit_model", "sender": HONEST.address.hex(),
+                     "miner": HONEST.address.hex(), "round": str(rd.round_no),
+                     "task_id": str(rd.task_id), "phase": "TRAIN"}
+    r = node.finalize([], rd.record["train_end_ns"])  # TRAIN ends without the key
+    block_events = [{a.key: a.value for a in e.attributes} for e in r.events]
+    assert {"round": str(rd.round_no), "phase": "DONE", "task_id": str(rd.task_id),
+            "outcome": "key_withheld", "amount": "4500"} in block_events
+    assert any(e.get("action") == "start" and e["round"] == str(rd.round_no + 1)
+               for e in block_events)

@@ -128,7 +128,7 @@ def test_invalid_genesis_param_leaves_home_empty(tmp_path: Path, capsys):
     )
     assert rc == 1
     assert "reveal_seconds must be > 0" in capsys.readouterr().err
-    assert list(home.iterdir()) == []
+    assert not home.exists()  # checked before anything is created
 
 
 def test_prepare_only_then_resume_checks(tmp_path: Path, capsys):
@@ -196,10 +196,12 @@ def test_localnet_runs_and_tears_down(tmp_path: Path):
             "--base-port",
             str(base),
             "--until-height",
-            "3",
+            "5",
             "--sidecar",
-            "{python} -c 'import sys, time; print(sys.argv[1:], flush=True); time.sleep(600)' "
-            "{app_home} {rpc_url} {metrics_port}",
+            (
+                "{python} -c 'import sys, time; print(sys.argv[1:], flush=True); time.sleep(600)' "
+                "{app_home} {rpc_url} {metrics_port} {extra_port1}"
+            ),
             "--timeout",
             "60",
         ],
@@ -209,14 +211,16 @@ def test_localnet_runs_and_tears_down(tmp_path: Path):
         timeout=110,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "reached height 3 on every node" in proc.stdout
+    assert "reached height 5 on every node" in proc.stdout
     assert (home / "logs" / "app0.log").exists() and (home / "logs" / "cometbft0.log").exists()
     # The verifier ran beside the validator (it would have failed the run had it exited).
-    assert (home / "logs" / "verify0.log").exists()
+    verify_log = (home / "logs" / "verify0.log").read_text()
+    assert f"metrics on http://127.0.0.1:{base + 5}/metrics" in verify_log, verify_log[-2000:]
     # The sidecar hook got node0's own app home, RPC URL and metrics port.
     sidecar_log = (home / "logs" / "sidecar0-0.log").read_text()
     assert f"{home / 'node0' / 'app'}" in sidecar_log
     assert f"http://127.0.0.1:{base + 1}" in sidecar_log and f"'{base + 5}'" in sidecar_log
+    assert f"'{base + 7}'" in sidecar_log
     assert _processes_mentioning(str(home)) == []
     assert busy_ports(lp.plan_ports(1, base)) == []
 
@@ -275,6 +279,7 @@ def test_localnet_sh_runs_and_tears_down(tmp_path: Path):
         "LOCALNET_HOME": str(home),
         "BASE_PORT": str(_free_base(1)),
         "UNTIL_HEIGHT": "2",
+        "VERIFIERS": "0",
         "PYTHON": sys.executable,
     }
     script = HERE.parent.parent / "cometbft" / "localnet.sh"
@@ -346,3 +351,26 @@ def test_invalid_node_crash_at_start_stops_everything(tmp_path: Path):
     assert "cometbft0 exited with code 3" in proc.stderr
     assert "a node that fails at start" in proc.stderr  # the log tail is shown
     assert _processes_mentioning(str(home)) == []
+
+
+def test_invalid_sidecar_template_rejected_before_start(tmp_path: Path, capsys):
+    exe = _fake_cometbft(tmp_path, "0.38.17")
+    home = tmp_path / "net"
+    rc = cli.main(
+        [
+            "localnet",
+            "--validators",
+            "1",
+            "--cometbft",
+            str(exe),
+            "--home",
+            str(home),
+            "--base-port",
+            str(_free_base(1)),
+            "--sidecar",
+            "run {no_such_field}",
+        ]
+    )
+    assert rc == 1
+    assert "--sidecar template error" in capsys.readouterr().err
+    assert not home.exists()

@@ -166,3 +166,18 @@ def test_invalid_websocket_input(rpc: RpcClient, chain: Chain) -> None:
     with pytest.raises(WebSocketClosed, match="1002"):
         bad.recv(timeout=5)
     assert rpc.health()
+
+
+def test_follow_blocks_with_slow_consumer_misses_nothing(rpc: RpcClient) -> None:
+    import time
+
+    start = max(1, rpc.latest_height())
+    stop = threading.Event()
+    heights = []
+    for block in rpc.follow_blocks(start, stop=stop):
+        heights.append(block.height)
+        if len(heights) == 2:
+            time.sleep(1.0)  # ~5 blocks and their NewBlock events pile up meanwhile
+        if len(heights) >= 9:
+            stop.set()
+    assert heights == list(range(start, start + 9))

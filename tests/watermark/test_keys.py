@@ -48,7 +48,8 @@ GOLDEN = {
 
 @pytest.mark.parametrize("matrix", wm.MATRIX_TYPES)
 def test_projection_is_pinned(matrix: str) -> None:
-    key = wm.derive_key(bytes(range(32)), bytes(range(100, 120)), layer="l", matrix=matrix, n_bits=64)
+    key = wm.derive_key(bytes(range(32)), bytes(range(100, 120)), layer="l", matrix=matrix,
+                        n_bits=64, gain=100.0)
     x = key.projection(300)
     assert x.shape == (64, 300) and x.dtype == np.float64
     assert hashlib.sha256(np.round(x, 9).tobytes()).hexdigest() == GOLDEN[matrix]

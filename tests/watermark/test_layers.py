@@ -17,7 +17,7 @@ from training.models import build_model
 
 
 def test_default_layer_takes_the_largest_conv() -> None:
-    assert wm.default_layer(tiny_net()) == "body.2.weight"  # 16*3*3 = 144 > 8*3*3 = 72
+    assert wm.default_layer(tiny_net(), n_bits=64) == "body.2.weight"  # 144 > 72 coordinates
 
 
 def test_default_layer_registry_unet_is_a_middle_block() -> None:

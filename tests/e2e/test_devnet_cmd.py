@@ -1,0 +1,97 @@
+"""`dlbc devnet` (issue 7 main job): one full round as a subprocess, checked against the chain.
+
+After the devnet exits, the test restarts the same chain from the saved state (app LMDB + node
+block store, i.e. what a second `dlbc devnet` run resumes from) and asks the app, through the
+node's RPC, who won round 1: it must be the winner the devnet printed.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from abci_app.cli import main as dlbc
+from abci_app.devnet_cmd import LocalChain
+
+pytestmark = pytest.mark.slow
+
+
+def _free_base() -> int:
+    rng = random.Random()
+    for _ in range(50):
+        base = rng.randrange(30000, 60000)
+        ports = [base, base + 1, base + 10, base + 11, base + 12]
+        socks = []
+        try:
+            for p in ports:
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", p))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError("no free port block")
+
+
+def test_devnet_one_round(tmp_path: Path) -> None:
+    out = tmp_path / "devnet"
+    base = _free_base()
+    proc = subprocess.run(
+        [sys.executable, "-m", "abci_app.cli", "devnet", "--rounds", "1", "--out", str(out),
+         "--base-port", str(base), "--block-time", "0.5", "--train-seconds", "16",
+         "--reveal-seconds", "6", "--verify-seconds", "10", "--samples", "48",
+         "--small-budget", "3"],
+        capture_output=True, text=True, timeout=150)
+    text = proc.stdout
+    assert proc.returncode == 0, text + proc.stderr
+    assert "DEVELOPMENT STAND-IN for CometBFT" in text
+    for needle in ("phase TRAIN", "phase REVEAL", "phase VERIFY", "committed its model",
+                   "revealed, claims dice", "verdict on miner-1", "balances:"):
+        assert needle in text, f"{needle!r} missing from:\n{text}"
+    m = re.search(r"round 1: winner: ([0-9a-f]{40}) \((miner-\d)\)", text)
+    assert m, text
+    printed_winner = m.group(1)
+    for png in ("dice.png", "watermark.png"):
+        data = (out / "plots" / png).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+    assert list((out / "models").glob("round-1-winner-*.safetensors"))
+
+    chain = LocalChain(out, rpc_port=base, app_port=base + 1, block_time=0.5)
+    try:
+        chain.start_app()
+        rpc = chain.start_node()
+        rec = rpc.query_json("rounds/1")
+    finally:
+        chain.stop()
+    assert rec["status"] == "closed" and rec["winner"]["miner"] == printed_winner
+
+
+def test_invalid_devnet_port_in_use(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    base = _free_base()
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", base + 1))
+        busy.listen(1)
+        code = dlbc(["devnet", "--rounds", "1", "--out", str(tmp_path / "d"),
+                     "--base-port", str(base)])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert f"app (ABCI) port {base + 1} already in use" in err and "--base-port" in err
+    assert not (tmp_path / "d" / "logs").exists()  # nothing was started
+
+
+def test_invalid_devnet_unwritable_out(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    code = dlbc(["devnet", "--rounds", "1", "--out", str(blocker / "sub"),
+                 "--base-port", str(_free_base())])
+    err = capsys.readouterr().err
+    assert code == 1 and "not writable" in err and "--out" in err

@@ -1,0 +1,96 @@
+"""Sidecars against a real chain when the publisher never releases its key (issue 6 bad input),
+and `dlbc query` on that chain's answers."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import pytest
+
+from abci_app.cli import main as dlbc
+from training.miner import Miner, MinerConfig
+from training.publisher import DemoDataConfig, Publisher, PublisherConfig
+
+from .helpers import TINY_TASK, key, local_chain, wait_for
+
+PARAMS = {"train_seconds": 3, "reveal_seconds": 2, "verify_seconds": 2,
+          "withhold_fee_ppm": 100_000}
+REWARD = 1_000
+START = 50_000
+
+
+@pytest.fixture(scope="module")
+def withheld(tmp_path_factory: pytest.TempPathFactory):
+    """Run one round whose publisher withholds the key; yields (chain, publisher, miner, rec)."""
+    tmp = tmp_path_factory.mktemp("withheld")
+    pub_key, miner_key = key(11), key(12)
+    with local_chain(tmp / "chain", params=PARAMS,
+                     balances={pub_key.address.hex(): START}) as chain:
+        miner = Miner(MinerConfig(rpc_url=chain.rpc_url, workdir=tmp / "miner",
+                                  poll_seconds=0.2, progress=False), miner_key)
+        pub = Publisher(PublisherConfig(rpc_url=chain.rpc_url, workdir=tmp / "pub",
+                                        poll_seconds=0.2, reward=REWARD, withhold_keys=True),
+                        pub_key)
+        pub.add_prepared(pub.prepare_demo(DemoDataConfig(**TINY_TASK), "demo"))
+        threads = [threading.Thread(target=s.run, daemon=True) for s in (miner, pub)]
+        for t in threads:
+            t.start()
+        try:
+            rpc = chain.rpc
+            rec = wait_for(lambda: rpc.abci_query("rounds/1").ok
+                           and (r := rpc.query_json("rounds/1"))["status"] == "closed" and r,
+                           40, "round 1 to close")
+            wait_for(lambda: miner.rounds_closed >= 1, 10, "the miner to see the close")
+            alive = all(t.is_alive() for t in threads)
+        finally:
+            for s in (miner, pub):
+                s.stop()
+            for t in threads:
+                t.join(timeout=15)
+        yield {"chain": chain, "pub": pub_key, "miner": miner_key, "rec": rec,
+               "miner_sc": miner, "alive": alive, "rpc_url": chain.rpc_url,
+               "balances": {k: rpc.query_json(f"accounts/{k.address.hex()}")["balance"]
+                            for k in (pub_key, miner_key)}}
+
+
+def test_invalid_publisher_never_releases_key(withheld: dict) -> None:
+    rec, m = withheld["rec"], withheld["miner_sc"]
+    assert rec["outcome"] == "key_withheld" and not rec["key_released"]
+    # Verify the miner waited (no commit, nothing trained) and kept running
+    assert withheld["alive"]
+    assert m.metrics.get("commits_total") == 0 and m.metrics.get("training_seconds_total") == 0
+    assert m.metrics.get("rounds_seen_total") >= 1
+    assert not (m.artifact_root / "round-1").exists()
+    # Verify the escrow came back less the withhold fee
+    fee = REWARD * PARAMS["withhold_fee_ppm"] // 1_000_000
+    assert withheld["balances"][withheld["pub"]] == START - fee
+    assert withheld["balances"][withheld["miner"]] == 0
+
+
+def test_query_round_json_matches_chain(withheld: dict, capsys: pytest.CaptureFixture[str]) -> None:
+    assert dlbc(["query", "round", "1", "--json", "--rpc", withheld["rpc_url"]]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["round"] == 1 and doc["outcome"] == "key_withheld"
+
+
+def test_query_tables(withheld: dict, capsys: pytest.CaptureFixture[str]) -> None:
+    url = withheld["rpc_url"]
+    addr = withheld["pub"].address.hex()
+    assert dlbc(["query", "account", addr, "--rpc", url]) == 0
+    out = capsys.readouterr().out
+    assert addr in out and str(withheld["balances"][withheld["pub"]]) in out
+    assert dlbc(["query", "winners", "--rpc", url]) == 0
+    out = capsys.readouterr().out
+    assert "key_withheld" in out.splitlines()[2]
+    assert dlbc(["query", "params", "--rpc", url]) == 0
+    assert "train_seconds" in capsys.readouterr().out
+
+
+def test_invalid_query_bad_input(withheld: dict, capsys: pytest.CaptureFixture[str]) -> None:
+    url = withheld["rpc_url"]
+    assert dlbc(["query", "account", "xyz", "--rpc", url]) == 2
+    assert "40 hex" in capsys.readouterr().err
+    assert dlbc(["query", "task", "999", "--rpc", url]) == 2
+    assert "nothing at" in capsys.readouterr().err
