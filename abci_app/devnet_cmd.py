@@ -71,7 +71,7 @@ class DevnetConfig:
     reward: int = 10_000
     publisher_balance: int = 10_000_000
     miners: list[MinerSpec] = field(default_factory=lambda: [
-        MinerSpec("miner-1", None), MinerSpec("miner-2", 8.0, max_epochs=1)])
+        MinerSpec("miner-1", None), MinerSpec("miner-2", 5.0)])
     samples: int = 96
     image_size: int = 32
     hparams: dict[str, Any] = field(default_factory=lambda: {"depth": 2, "base_width": 8})
@@ -650,7 +650,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--reveal-seconds", type=int, default=12, help="REVEAL phase length")
     p.add_argument("--verify-seconds", type=int, default=30, help="VERIFY phase length")
     p.add_argument("--samples", type=int, default=96, help="demo images per task")
-    p.add_argument("--small-budget", type=float, default=8.0,
+    p.add_argument("--small-budget", type=float, default=5.0,
                    help="miner-2's training seconds per round (miner-1 uses all of TRAIN)")
     p.add_argument("--log-level", default="info",
                    choices=("debug", "info", "warning", "error", "critical"))
@@ -667,7 +667,7 @@ def _main(args: argparse.Namespace) -> int:
         train_seconds=args.train_seconds, reveal_seconds=args.reveal_seconds,
         verify_seconds=args.verify_seconds, samples=args.samples, log_level=args.log_level,
         plots=not args.no_plots,
-        miners=[MinerSpec("miner-1", None), MinerSpec("miner-2", args.small_budget, max_epochs=1)],
+        miners=[MinerSpec("miner-1", None), MinerSpec("miner-2", args.small_budget)],
     )
     net = Devnet(cfg)
     try:

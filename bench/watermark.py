@@ -39,7 +39,6 @@ import json
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -167,10 +166,14 @@ def bench_matrix(matrix: str, loop: Loop, test: ArrayDataset, epochs: int, attac
         pass
 
     def until_recovered(i: int) -> None:
-        if (i + 1) % max(1, spe // 4) == 0 and evaluate(stolen, test) >= honest_dice - 0.01:
-            if not wm.detect(stolen, victim).ok and wm.detect(stolen, thief).ok:
-                recovered.append(i + 1)
-                raise _Done
+        if (
+            (i + 1) % max(1, spe // 4) == 0
+            and evaluate(stolen, test) >= honest_dice - 0.01
+            and not wm.detect(stolen, victim).ok
+            and wm.detect(stolen, thief).ok
+        ):
+            recovered.append(i + 1)
+            raise _Done
 
     if forged_dice >= honest_dice - 0.01 and forged_ok:
         recovered.append(0)
@@ -201,8 +204,9 @@ def step_overhead(loop: Loop, matrix: str, temperature: float, blocks: int) -> t
     """Median seconds per step without and with the regularizer, interleaved blocks of 10 steps."""
     model = build_model("unet2d", HPARAMS, seed=0)
     key = wm.derive_key(SEED_R, HONEST, layer=wm.default_layer(model, matrix=matrix), matrix=matrix)
-    reg: Callable[[nn.Module], torch.Tensor] = lambda m: LAM * wm.embed_loss(  # noqa: E731
-        m, key, temperature=temperature)
+    def reg(m: nn.Module) -> torch.Tensor:
+        return LAM * wm.embed_loss(m, key, temperature=temperature)
+
     plain_t, reg_t = [], []
     loop(model, reg, 5, lambda i: None)  # warm-up (allocator, caches)
     for b in range(blocks):

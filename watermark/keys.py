@@ -107,7 +107,7 @@ def derive_key(
         raise WatermarkError(f"matrix must be one of {MATRIX_TYPES}, got {matrix!r}")
     if not np.isfinite(gain) or gain <= 0:
         raise WatermarkError(f"gain must be a positive finite number, got {gain!r}")
-    matrix_t: MatrixType = matrix  # type: ignore[assignment]  # narrowed by the check above
+    matrix_t: MatrixType = matrix  # type: ignore[assignment,unused-ignore]  # checked above
     return WatermarkKey(seed_r, miner_address, layer, n_bits, matrix_t, float(gain))
 
 

@@ -29,7 +29,7 @@ def mean_kernel_numpy(weight: npt.NDArray[Any], name: str) -> npt.NDArray[np.flo
     check_weight_shape(tuple(weight.shape), name)
     if not np.issubdtype(weight.dtype, np.floating):
         raise WatermarkError(f"layer {name!r} has non-float dtype {weight.dtype}")
-    w = np.asarray(weight, dtype=np.float64).mean(axis=0).reshape(-1)  # (m,)
+    w: npt.NDArray[np.float64] = np.asarray(weight, dtype=np.float64).mean(axis=0).reshape(-1)
     if not np.all(np.isfinite(w)):
         raise WatermarkError(f"layer {name!r} contains NaN or infinite weights")
     return w
@@ -83,8 +83,8 @@ def layer_from_file(path: str | os.PathLike[str], layer: str) -> npt.NDArray[np.
     bytes, not the whole file. The torch framework is used so bf16/fp16 files also load.
     """
     try:
-        with safe_open(os.fspath(path), framework="pt", device="cpu") as f:  # type: ignore[no-untyped-call]
-            if layer not in f.keys():
+        with safe_open(os.fspath(path), framework="pt", device="cpu") as f:
+            if layer not in f.keys():  # noqa: SIM118 (safe_open has no __contains__)
                 raise WatermarkError(f"layer {layer!r} not found in {os.fspath(path)!r}")
             tensor = f.get_tensor(layer)
     except WatermarkError:

@@ -49,7 +49,9 @@ class DlbcApplication(StatefulApplication):
 
     def __init__(self, home: Path) -> None:
         super().__init__(home)
-        self._check_view: View | None = None
+        # Mempool state: a view accumulating admitted txs (nonces) and the context they are
+        # checked in; both are fixed until the next Commit, so they are built once, not per tx.
+        self._check: tuple[View, BlockCtx] | None = None
 
     # -- helpers -----------------------------------------------------------------------------
     def _base_view(self) -> View:
@@ -71,7 +73,7 @@ class DlbcApplication(StatefulApplication):
     def genesis(self, view: View, req: abci.RequestInitChain) -> abci.ResponseInitChain | None:
         """InitChain: params, balances and validators from genesis (empty app_state → defaults)."""
         gen = parse_app_state(req.app_state_bytes)
-        self._check_view = None  # a CheckTx before InitChain saw no chain
+        self._check = None  # a CheckTx before InitChain saw no chain
         state.set_params(view, gen.params)
         view.set(state.K_CHAIN_ID, req.chain_id.encode())
         total = 0
@@ -94,7 +96,7 @@ class DlbcApplication(StatefulApplication):
 
     def commit(self, req: abci.RequestCommit) -> abci.ResponseCommit:
         resp = super().commit(req)
-        self._check_view = None  # CometBFT rechecks the remaining mempool txs on fresh state
+        self._check = None  # CometBFT rechecks the remaining mempool txs on fresh state
         return resp
 
     def prepare_proposal(self, req: abci.RequestPrepareProposal) -> abci.ResponsePrepareProposal:
@@ -176,17 +178,19 @@ class DlbcApplication(StatefulApplication):
     # -- mempool connection ----------------------------------------------------------------------
     def check_tx(self, req: abci.RequestCheckTx) -> abci.ResponseCheckTx:
         """Mempool admission on a check view that accumulates until the next Commit (nonces)."""
-        if self._check_view is None:
-            self._check_view = self._base_view()
-        view = self._check_view
-        ctx = self._ctx(view, self.store.last_height + 1, state.get_last_time_ns(view),
-                        in_block=False)
+        if self._check is None:
+            view = self._base_view()
+            self._check = (view, self._ctx(view, self.store.last_height + 1,
+                                           state.get_last_time_ns(view), in_block=False))
+        view, ctx = self._check
         if not ctx.chain_id:
+            self._check = None  # InitChain may come next; look again then
             return abci.ResponseCheckTx(code=int(Code.WRONG_CHAIN_ID),
                                         log="chain not initialised (no InitChain yet)")
         o: TxOutcome = apply_tx(view, ctx, bytes(req.tx), 0)
-        return abci.ResponseCheckTx(code=o.code, log=o.log, gas_wanted=1,
-                                    events=to_abci_events(o.events))
+        if o.code:
+            return abci.ResponseCheckTx(code=o.code, log=o.log, gas_wanted=1)
+        return abci.ResponseCheckTx(gas_wanted=1, events=to_abci_events(o.events))
 
     # -- query connection ------------------------------------------------------------------------
     def query(self, req: abci.RequestQuery) -> abci.ResponseQuery:

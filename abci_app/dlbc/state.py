@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import struct
 from collections.abc import Iterator
+from functools import lru_cache
 from typing import Any, NewType, Protocol
 
 from abci_app.dlbc.codes import Code, InvalidTx
@@ -86,7 +87,15 @@ def u64(n: int) -> bytes:
 # -- chain metadata ------------------------------------------------------------------------------
 def get_params(view: KV) -> Params:
     raw = view.get(K_PARAMS)
-    return Params.from_json(json.loads(raw)) if raw else Params()
+    return params_from_bytes(bytes(raw)) if raw else Params()
+
+
+@lru_cache(maxsize=16)
+def params_from_bytes(raw: bytes) -> Params:
+    """Parse stored params once per distinct byte string: every CheckTx and block reads them,
+    and JSON parsing + validation cost more than the rest of a transfer (issue 8 profile).
+    Params is frozen, so sharing one instance is safe; a bad value still raises every time."""
+    return Params.from_json(json.loads(raw))
 
 
 def set_params(view: KV, params: Params) -> None:

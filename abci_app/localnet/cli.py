@@ -29,9 +29,14 @@ from abci_app.localnet.runner import (
     SidecarHook,
     Supervisor,
     Terminated,
+    app_command,
     install_signal_handlers,
+    log_tail,
+    node_command,
+    node_context,
     node_height,
     start_localnet,
+    verifier_command,
     wait_for_height,
 )
 
@@ -239,11 +244,10 @@ def run_localnet(args: argparse.Namespace) -> int:
         if args.prepare_only:
             print("prepared only (--prepare-only); start each node with:")
             for i in range(plan.validators):
-                from abci_app.localnet.runner import app_command, node_command, node_context
-
                 ctx = node_context(plan, i)
                 print(f"  {shlex.join(app_command(ctx))} &")
                 print(f"  {shlex.join(node_command(cometbft, ctx))} &")
+                print(f"  {shlex.join(verifier_command(ctx))} &")
             return 0
         sup = Supervisor(Path(plan.root) / "logs")
         print(f"cometbft {version} found; starting...")
@@ -282,8 +286,6 @@ def _follow(plan: lp.LocalnetPlan, sup: Supervisor, args: argparse.Namespace) ->
             return 0
         dead = sup.exited()
         if dead:
-            from abci_app.localnet.runner import log_tail
-
             c = dead[0]
             print(
                 f"error: {c.name} exited with code {c.popen.returncode}; stopping the localnet. "

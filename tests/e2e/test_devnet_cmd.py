@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from abci_app.cli import main as dlbc
-from abci_app.devnet_cmd import LocalChain
+from abci_app.devnet_cmd import LocalChain, port_free
 
 pytestmark = pytest.mark.slow
 
@@ -95,3 +95,42 @@ def test_invalid_devnet_unwritable_out(tmp_path: Path, capsys: pytest.CaptureFix
                  "--base-port", str(_free_base())])
     err = capsys.readouterr().err
     assert code == 1 and "not writable" in err and "--out" in err
+
+
+def test_devnet_ctrl_c_stops_everything(tmp_path: Path) -> None:
+    """SIGINT mid-round: exit code 130, and the app's and node's ports are free again."""
+    import queue
+    import signal
+    import threading
+    import time
+
+    base = _free_base()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "abci_app.cli", "devnet", "--out", str(tmp_path / "d"),
+         "--base-port", str(base), "--block-time", "0.5", "--train-seconds", "30",
+         "--samples", "48", "--no-plots"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(ln) for ln in proc.stdout], daemon=True).start()
+    seen = []
+    try:
+        deadline = time.monotonic() + 60
+        while not any("training, budget" in ln for ln in seen):
+            assert time.monotonic() < deadline, "".join(seen)
+            try:
+                seen.append(lines.get(timeout=1))
+            except queue.Empty:
+                assert proc.poll() is None, "".join(seen)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    time.sleep(0.5)
+    while not lines.empty():
+        seen.append(lines.get())
+    assert any("Ctrl-C: stopping" in ln for ln in seen), "".join(seen)
+    # SO_REUSEADDR (in port_free) ignores TIME_WAIT leftovers but not a live listener
+    busy = [p for p in (base, base + 1, base + 10, base + 11) if not port_free(p)]
+    assert not busy, f"still listening after Ctrl-C: {busy}"

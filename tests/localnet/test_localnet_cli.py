@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -226,7 +227,9 @@ def test_localnet_runs_and_tears_down(tmp_path: Path):
 
 
 @pytest.mark.timeout(120)
-def test_localnet_sigterm_stops_every_child(tmp_path: Path):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_localnet_signal_stops_every_child(tmp_path: Path, sig: signal.Signals):
+    """SIGTERM, or Ctrl-C (SIGINT to dlbc alone: the children run in their own sessions)."""
     exe = _fake_cometbft(tmp_path, "0.38.17")
     home = tmp_path / "net"
     base = _free_base(1)
@@ -259,7 +262,7 @@ def test_localnet_sigterm_stops_every_child(tmp_path: Path):
             if "Ctrl-C stops everything" in line or time.monotonic() > deadline:
                 break
         assert len(_processes_mentioning(str(home))) >= 2  # app + node running
-        proc.terminate()
+        proc.send_signal(sig)
         assert proc.wait(timeout=30) == 0
     finally:
         if proc.poll() is None:

@@ -94,3 +94,30 @@ def test_invalid_query_bad_input(withheld: dict, capsys: pytest.CaptureFixture[s
     assert "40 hex" in capsys.readouterr().err
     assert dlbc(["query", "task", "999", "--rpc", url]) == 2
     assert "nothing at" in capsys.readouterr().err
+
+
+def test_task_submit_cli_lands_a_task(withheld: dict, tmp_path: Path,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    from abci_app.keyfile import save_key
+    from training.rpc_client import RpcClient
+
+    keyfile = save_key(tmp_path / "pub.json", withheld["pub"])
+    code = dlbc(["task", "submit", "--key", str(keyfile), "--demo", "--samples", "24",
+                 "--hparams", '{"depth": 2, "base_width": 8}', "--reward", "500",
+                 "--artifact-port", "0", "--workdir", str(tmp_path / "w"), "--no-wait",
+                 "--rpc", withheld["rpc_url"], "--log-level", "warning"])
+    assert code == 0, capsys.readouterr()
+    with RpcClient(withheld["rpc_url"]) as rpc:
+        task = rpc.query_json("tasks/2")
+    assert task["publisher"] == withheld["pub"].address.hex() and task["reward"] == 500
+    assert task["spec"]["architecture"] == "unet2d"
+    assert (tmp_path / "w" / "submitted.json").exists()
+
+
+def test_invalid_sidecar_cli_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert dlbc(["verify", "--app-home", str(tmp_path / "nope"), "--log-level", "error"]) == 2
+    assert "is not a directory" in capsys.readouterr().err
+    assert dlbc(["mine", "--key", str(tmp_path / "missing.json"), "--log-level", "error"]) == 2
+    assert "key file not found" in capsys.readouterr().err
+    keyless = ["task", "submit", "--key", str(tmp_path / "missing.json"), "--demo"]
+    assert dlbc([*keyless, "--log-level", "error"]) == 2

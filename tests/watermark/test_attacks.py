@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 import watermark as wm
-from tests.watermark.conftest import OTHER_MINER, SEED
+from tests.watermark.helpers import OTHER_MINER, SEED
 from watermark.attacks import ExtraLoss, StepCallback, forge, run_attack
 
 

@@ -13,7 +13,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 import watermark as wm
-from tests.watermark.conftest import MINER, OTHER_MINER, OTHER_SEED, SEED, tiny_net
+from tests.watermark.helpers import MINER, OTHER_MINER, OTHER_SEED, SEED, tiny_net
 
 
 def test_detect_honest_embedding(marked: nn.Module, key: wm.WatermarkKey) -> None:

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import watermark as wm
-from tests.watermark.conftest import MINER, SEED, tiny_net
+from tests.watermark.helpers import MINER, SEED, tiny_net
 from training.data import make_segmentation_2d
 from training.models import build_model
 from training.trainer import TrainConfig, train

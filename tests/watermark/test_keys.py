@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import watermark as wm
-from tests.watermark.conftest import MINER, OTHER_MINER, OTHER_SEED, SEED
+from tests.watermark.helpers import MINER, OTHER_MINER, OTHER_SEED, SEED
 
 
 def test_derive_key_bits_are_the_hash_bits() -> None:

@@ -12,7 +12,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 import watermark as wm
-from tests.watermark.conftest import tiny_net
+from tests.watermark.helpers import tiny_net
 from training.models import build_model
 
 
@@ -30,8 +30,8 @@ def test_default_layer_same_from_module_file_and_reordered_dict(tmp_path: Path) 
     model = build_model("unet2d", {"depth": 2, "base_width": 8}, seed=0)
     path = tmp_path / "m.safetensors"
     save_file(model.state_dict(), str(path))
-    with safe_open(str(path), framework="pt") as f:  # type: ignore[no-untyped-call]
-        from_file = {k: f.get_tensor(k) for k in f.keys()}
+    with safe_open(str(path), framework="pt") as f:
+        from_file = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
     reordered = dict(reversed(list(model.state_dict().items())))
     assert wm.default_layer(model) == wm.default_layer(from_file) == wm.default_layer(reordered)
 

@@ -1,0 +1,120 @@
+"""The one-round DLBC flow shared by the devnet e2e test and the real-CometBFT variant.
+
+Given a running chain (RPC URL + the validator app's --home), start two miners with different
+budgets and the verifier, wait until both miners are registered, start one publisher with one
+tiny demo task, wait for round 1 to close, stop everything, then check the outcome: the better
+miner is paid through verdicts -> ExtendVote -> Settle, and no key was ever logged.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from training.artifacts import sha256_file
+from training.miner import Miner, MinerConfig
+from training.publisher import DemoDataConfig, Publisher, PublisherConfig
+from training.rpc_client import RpcClient
+from training.verifier import Verifier, VerifierConfig
+
+from tests.sidecars.helpers import TINY_TASK, key, wait_for
+
+PARAMS = {"train_seconds": 14, "reveal_seconds": 6, "verify_seconds": 10}
+REWARD = 5_000
+START = 1_000_000
+PUB, STRONG, WEAK = key(1), key(2), key(3)
+
+
+def run_round(url: str, app_home: Path, tmp_path: Path, timeout: float = 90) -> dict[str, Any]:
+    torch.set_num_threads(1)
+    strong = Miner(MinerConfig(rpc_url=url, workdir=tmp_path / "strong", poll_seconds=0.2,
+                               commit_margin_seconds=3.0, progress=False), STRONG)
+    weak = Miner(MinerConfig(rpc_url=url, workdir=tmp_path / "weak", poll_seconds=0.2,
+                             max_train_seconds=3.0, max_epochs=1, progress=False), WEAK)
+    verifier = Verifier(VerifierConfig(rpc_url=url, workdir=tmp_path / "verifier",
+                                       app_home=app_home, poll_seconds=0.2,
+                                       per_model_seconds=5.0))
+    publisher = Publisher(PublisherConfig(rpc_url=url, workdir=tmp_path / "publisher",
+                                          poll_seconds=0.2, reward=REWARD), PUB)
+    publisher.add_prepared(publisher.prepare_demo(DemoDataConfig(**TINY_TASK), "demo"))
+    sidecars: list[Any] = [strong, weak, verifier]
+    threads = [threading.Thread(target=s.run, daemon=True) for s in sidecars]
+    rpc = RpcClient(url)
+    try:
+        for t in threads:
+            t.start()
+        wait_for(lambda: all(rpc.query_json(f"accounts/{k.address.hex()}")["miner"]
+                             for k in (STRONG, WEAK)), 30, "miner registrations")
+        sidecars.append(publisher)
+        threads.append(threading.Thread(target=publisher.run, daemon=True))
+        threads[-1].start()
+        rec = wait_for(lambda: rpc.abci_query("rounds/1").ok
+                       and (r := rpc.query_json("rounds/1"))["status"] == "closed" and r,
+                       timeout, "round 1 to close")
+        balances = {k: rpc.query_json(f"accounts/{k.address.hex()}")["balance"]
+                    for k in (PUB, STRONG, WEAK)}
+        escrow = rpc.query_json("supply")["escrow"]
+    finally:
+        for s in sidecars:
+            s.stop()
+        for t in threads:
+            t.join(timeout=30)
+        rpc.close()
+    return {"rec": rec, "balances": balances, "escrow": escrow, "strong": strong, "weak": weak,
+            "verifier": verifier, "publisher": publisher, "app_home": app_home,
+            "tmp_path": tmp_path}
+
+
+def check_round(r: dict[str, Any], caplog: pytest.LogCaptureFixture) -> None:
+    rec, strong, weak, verifier = r["rec"], r["strong"], r["weak"], r["verifier"]
+    # Verify the round settled with the strong miner as the winner
+    assert rec["outcome"] == "settled", rec
+    assert len(rec["commitments"]) == 2 and len(rec["revealed"]) == 2
+    winner = rec["winner"]
+    assert winner["miner"] == STRONG.address.hex()
+    checks = {c.miner: c for c in verifier.checks[1]}
+    assert all(c.verdict and c.watermark_ok for c in checks.values())
+    s_chk, w_chk = checks[STRONG.address.hex()], checks[WEAK.address.hex()]
+    assert s_chk.score_ppm > w_chk.score_ppm
+    assert winner["verified_score_ppm"] == s_chk.score_ppm == winner["claimed_score_ppm"]
+
+    # Verify the verdict file that ExtendVote read holds both verdicts
+    doc = json.loads((r["app_home"] / "verdicts" / "round-1.json").read_text())
+    assert sorted(v["miner"] for v in doc["verdicts"]) == sorted(checks)
+
+    # Verify the money: escrow to the winner, block reward split, nothing to the loser
+    bal = r["balances"]
+    assert bal[STRONG] == REWARD + winner["block_reward_miner"]
+    assert bal[WEAK] == 0
+    assert bal[PUB] == START - REWARD + winner["block_reward_publisher"]
+    assert r["escrow"] == 0
+
+    # Verify the served model and checkpoints are the ones revealed on chain
+    work = strong.work[1]
+    assert sha256_file(work.model_path) == winner["model_digest"]
+    ckpts = sorted((r["tmp_path"] / "strong" / "artifacts" / "round-1" / "checkpoints").iterdir())
+    assert [sha256_file(p) for p in ckpts] == winner["checkpoint_digests"]
+    assert len(ckpts) == work.epochs >= 2
+
+    # Verify the operator metrics saw it all
+    assert strong.metrics.get("commits_total") == 1 == strong.metrics.get("reveals_total")
+    assert strong.metrics.get("wins_total") == 1 and weak.metrics.get("wins_total") == 0
+    assert verifier.metrics.get("verdicts_total") == 2
+    assert r["publisher"].metrics.get("reveals_total") == 2  # data key + test key
+    assert strong.metrics.get("training_seconds_total") > 0
+
+    # Verify no sidecar ever logged a data or test key
+    task = r["publisher"].tasks[1]
+    logged = "\n".join(rec.getMessage() for rec in caplog.records)
+    assert "round 1" in logged
+    assert task.train_key.hex() not in logged and task.test_key.hex() not in logged
+
+
+def capture_logs(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
