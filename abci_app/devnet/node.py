@@ -321,7 +321,8 @@ class DevNode:
             [ValidatorKey(self.key.private_key, VALIDATOR_POWER)],
             self.chain_id,
             app_state=app_state_bytes(self.genesis),
-            initial_height=int(self.genesis.get("initial_height") or 1),
+            # CometBFT reads initial_height "0" (what `cometbft testnet` writes) as 1.
+            initial_height=max(1, int(self.genesis.get("initial_height") or 1)),
             vote_extensions_enable_height=1,
             block_store_dir=self.cfg.home / "data" / "blocks",
             genesis_time_ns=parse_time(str(self.genesis.get("genesis_time") or "")),
