@@ -515,7 +515,7 @@ class Devnet:
         self.rounds_closed.append(rec)
         for h in self.history:
             if h["round"] == n:
-                h["winner"] = bool(w) and self.name_of(w["miner"]) == h["miner"]
+                h["winner"] = w is not None and self.name_of(w["miner"]) == h["miner"]
         self._save_history()
         if self.cfg.plots:
             try:
@@ -609,9 +609,9 @@ def write_plots(history: list[dict[str, Any]], out: Path) -> list[Path]:
     fig, ax = plt.subplots(figsize=(6, 4))
     for m in miners:
         rows = sorted((h for h in history if h["miner"] == m), key=lambda h: h["round"])
-        key = "verifier_confidence"
-        pts = [(h["round"], h.get(key, h.get("watermark_confidence"))) for h in rows]
-        pts = [(r, c) for r, c in pts if c is not None]
+        # the validator's measurement when there is one, else the miner's own
+        pts = [(int(h["round"]), float(c)) for h in rows
+               if (c := h.get("verifier_confidence", h.get("watermark_confidence"))) is not None]
         ax.plot([r for r, _ in pts], [c for _, c in pts], "o-", label=m)
     ax.axhline(0.9999, color="grey", linestyle=":", label="threshold 0.9999")
     ax.set_xlabel("round")

@@ -50,7 +50,7 @@ from training.data import ArrayDataset, make_segmentation_2d
 from training.metrics import dice
 from training.models import build_model
 from training.trainer import compute_loss
-from watermark.attacks import AttackTrace, ExtraLoss, StepCallback, forge, run_attack
+from watermark.attacks import AttackTrace, ExtraLoss, StepCallback, forge, min_margin, run_attack
 from watermark.embed import DEFAULT_TEMPERATURE
 
 HPARAMS = {"depth": 2, "base_width": 16}
@@ -71,8 +71,9 @@ class Loop:
         self.seed = seed
         self.steps_per_epoch = len(data) // BATCH
 
-    def __call__(self, model: nn.Module, extra: ExtraLoss | None, n: int,
-                 after_step: StepCallback) -> None:
+    def __call__(
+        self, model: nn.Module, extra: ExtraLoss | None, n: int, after_step: StepCallback
+    ) -> None:
         opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=0.0)
         shuffle = torch.Generator().manual_seed(self.seed)
         model.train()
@@ -111,6 +112,9 @@ class MatrixResult:
     overwrite: dict[str, float | None]
     forge: dict[str, float | None]
     honest_curve: list[float] = field(repr=False)
+    honest_margin_curve: list[float] = field(repr=False)
+    removal_victim_margin_curve: list[float] = field(repr=False)
+    overwrite_victim_margin_curve: list[float] = field(repr=False)
     removal_curve: list[float] = field(repr=False)
     overwrite_curve: list[float] = field(repr=False)
     removal_victim_curve: list[float] = field(repr=False)
@@ -125,8 +129,9 @@ def summarize(trace: AttackTrace, dice_after: float) -> dict[str, float | None]:
     }
 
 
-def bench_matrix(matrix: str, loop: Loop, test: ArrayDataset, epochs: int, attack_epochs: int,
-                 temperature: float) -> MatrixResult:
+def bench_matrix(
+    matrix: str, loop: Loop, test: ArrayDataset, epochs: int, attack_epochs: int, temperature: float
+) -> MatrixResult:
     spe = loop.steps_per_epoch
     model = build_model("unet2d", HPARAMS, seed=0)
     layer = wm.default_layer(model, matrix=matrix)
@@ -134,25 +139,39 @@ def bench_matrix(matrix: str, loop: Loop, test: ArrayDataset, epochs: int, attac
     thief = wm.derive_key(SEED_R, THIEF, layer=layer, matrix=matrix)
 
     honest_conf = [wm.detect(model, victim).min_confidence]
+    honest_margin = [min_margin(model, victim)]
     first: list[int] = []
 
     def watch(i: int) -> None:
         det = wm.detect(model, victim)
         honest_conf.append(det.min_confidence)
+        honest_margin.append(min_margin(model, victim))
         if det.ok and not first:
             first.append(i + 1)
 
-    loop(model, lambda m: LAM * wm.embed_loss(m, victim, temperature=temperature),
-         epochs * spe, watch)
+    loop(
+        model,
+        lambda m: LAM * wm.embed_loss(m, victim, temperature=temperature),
+        epochs * spe,
+        watch,
+    )
     honest_dice = evaluate(model, test)
     final_margin = float(wm.signed_margins(wm.layers.layer_from(model, layer), victim).min())
 
     traces = {}
     for mode in ("removal", "overwrite"):
         stolen = copy.deepcopy(model)
-        traces[mode] = run_attack(stolen, victim, thief, loop, mode=mode,  # type: ignore[arg-type]
-                                  lam=LAM, max_steps=attack_epochs * spe, steps_per_epoch=spe,
-                                  temperature=temperature)
+        traces[mode] = run_attack(
+            stolen,
+            victim,
+            thief,
+            loop,
+            mode=mode,  # type: ignore[arg-type]
+            lam=LAM,
+            max_steps=attack_epochs * spe,
+            steps_per_epoch=spe,
+            temperature=temperature,
+        )
         traces[mode + "_dice"] = evaluate(stolen, test)  # type: ignore[assignment]
 
     # Strongest attacker: solve for the weights, then fine-tune its own key until Dice recovers.
@@ -179,8 +198,12 @@ def bench_matrix(matrix: str, loop: Loop, test: ArrayDataset, epochs: int, attac
         recovered.append(0)
     else:
         try:
-            loop(stolen, lambda m: LAM * wm.embed_loss(m, thief, temperature=temperature),
-                 attack_epochs * spe, until_recovered)
+            loop(
+                stolen,
+                lambda m: LAM * wm.embed_loss(m, thief, temperature=temperature),
+                attack_epochs * spe,
+                until_recovered,
+            )
         except _Done:
             pass
     return MatrixResult(
@@ -190,10 +213,16 @@ def bench_matrix(matrix: str, loop: Loop, test: ArrayDataset, epochs: int, attac
         honest_final_min_margin=final_margin,
         removal=summarize(traces["removal"], traces["removal_dice"]),  # type: ignore[arg-type]
         overwrite=summarize(traces["overwrite"], traces["overwrite_dice"]),  # type: ignore[arg-type]
-        forge={"delta_norm": norm, "dice_right_after": forged_dice,
-               "owner_swapped_at_0_epochs": float(forged_ok),
-               "epochs_to_recover_dice": recovered[0] / spe if recovered else None},
+        forge={
+            "delta_norm": norm,
+            "dice_right_after": forged_dice,
+            "owner_swapped_at_0_epochs": float(forged_ok),
+            "epochs_to_recover_dice": recovered[0] / spe if recovered else None,
+        },
         honest_curve=honest_conf,
+        honest_margin_curve=honest_margin,
+        removal_victim_margin_curve=list(traces["removal"].victim_min_margin),  # type: ignore[union-attr]
+        overwrite_victim_margin_curve=list(traces["overwrite"].victim_min_margin),  # type: ignore[union-attr]
         removal_curve=list(traces["removal"].attacker_min_conf),  # type: ignore[union-attr]
         overwrite_curve=list(traces["overwrite"].attacker_min_conf),  # type: ignore[union-attr]
         removal_victim_curve=list(traces["removal"].victim_min_conf),  # type: ignore[union-attr]
@@ -204,13 +233,16 @@ def step_overhead(loop: Loop, matrix: str, temperature: float, blocks: int) -> t
     """Median seconds per step without and with the regularizer, interleaved blocks of 10 steps."""
     model = build_model("unet2d", HPARAMS, seed=0)
     key = wm.derive_key(SEED_R, HONEST, layer=wm.default_layer(model, matrix=matrix), matrix=matrix)
+
     def reg(m: nn.Module) -> torch.Tensor:
         return LAM * wm.embed_loss(m, key, temperature=temperature)
 
     plain_t, reg_t = [], []
     loop(model, reg, 5, lambda i: None)  # warm-up (allocator, caches)
     for b in range(blocks):
-        for extra, sink in ((None, plain_t), (reg, reg_t)) if b % 2 else ((reg, reg_t), (None, plain_t)):
+        for extra, sink in (
+            ((None, plain_t), (reg, reg_t)) if b % 2 else ((reg, reg_t), (None, plain_t))
+        ):
             t0 = time.perf_counter()
             loop(model, extra, 10, lambda i: None)
             sink.append((time.perf_counter() - t0) / 10)
@@ -248,7 +280,7 @@ def plot(results: list[MatrixResult], spe: int, out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 4), squeeze=False)
+    fig, axes = plt.subplots(2, len(results), figsize=(5 * len(results), 7.5), squeeze=False)
     for ax, r in zip(axes[0], results, strict=True):
         for curve, label, style in (
             (r.honest_curve, "honest miner (own key, from scratch)", "-"),
@@ -262,7 +294,21 @@ def plot(results: list[MatrixResult], spe: int, out: Path) -> None:
         ax.set_xlabel("epochs of training")
         ax.set_ylabel("min bit confidence")
         ax.set_ylim(-0.02, 1.02)
+    # Second row: why removal is slow — the honest miner's margins keep growing for the whole
+    # run, and the attacker must walk every bit's margin back below logit(0.9999).
+    for ax, r in zip(axes[1], results, strict=True):
+        for curve, label, style in (
+            (r.honest_margin_curve, "honest miner, own key", "-"),
+            (r.removal_victim_margin_curve, "victim key under removal", "-."),
+            (r.overwrite_victim_margin_curve, "victim key under overwrite", ":"),
+        ):
+            ax.plot(np.arange(len(curve)) / spe, curve, style, label=label)
+        ax.axhline(wm.threshold_margin(0.9999), color="grey", lw=0.8)
+        ax.set_yscale("symlog", linthresh=10.0)
+        ax.set_xlabel("epochs of training")
+        ax.set_ylabel("min signed logit (threshold 9.21)")
     axes[0][0].legend(fontsize=7, loc="lower right")
+    axes[1][0].legend(fontsize=7, loc="lower left")
     fig.suptitle("Watermark confidence: honest vs attacking miner (cf. paper Fig. 14)")
     fig.tight_layout()
     fig.savefig(out, dpi=110)
@@ -274,11 +320,19 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=12, help="honest training epochs")
     parser.add_argument("--attack-epochs", type=int, default=30, help="cap on attack epochs")
     parser.add_argument("--matrices", default=",".join(wm.MATRIX_TYPES))
-    parser.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE,
-                        help="embedding temperature for direct and diff")
-    parser.add_argument("--random-temperature", type=float, default=10.0,
-                        help="random rows are not orthogonal: a near-linear loss (high "
-                             "temperature) lets cross-talk flip bits, so it gets its own")
+    parser.add_argument(
+        "--temperature",
+        type=float,
+        default=DEFAULT_TEMPERATURE,
+        help="embedding temperature for direct and diff",
+    )
+    parser.add_argument(
+        "--random-temperature",
+        type=float,
+        default=10.0,
+        help="random rows are not orthogonal: a near-linear loss (high "
+        "temperature) lets cross-talk flip bits, so it gets its own",
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="tiny run to check the script")
     args = parser.parse_args()
@@ -301,10 +355,13 @@ def main() -> int:
         temp = args.random_temperature if matrix == "random" else args.temperature
         r = bench_matrix(matrix, loop, test_set, args.epochs, args.attack_epochs, temp)
         results.append(r)
-        print(f"[{matrix}] embed {r.embed_epochs} ep | Dice {r.honest_dice:.4f} "
-              f"({100 * (r.honest_dice - base_dice):+.2f} pt) | final min margin "
-              f"{r.honest_final_min_margin:.1f} | removal {r.removal} | overwrite {r.overwrite} "
-              f"| forge {r.forge}", flush=True)
+        print(
+            f"[{matrix}] embed {r.embed_epochs} ep | Dice {r.honest_dice:.4f} "
+            f"({100 * (r.honest_dice - base_dice):+.2f} pt) | final min margin "
+            f"{r.honest_final_min_margin:.1f} | removal {r.removal} | overwrite {r.overwrite} "
+            f"| forge {r.forge}",
+            flush=True,
+        )
 
     default = wm.DEFAULT_MATRIX
     plain, with_reg = step_overhead(loop, default, args.temperature, 6 if args.quick else 16)
@@ -313,9 +370,11 @@ def main() -> int:
     plot(results, spe, args.out / "watermark.png")
 
     print()
-    print(f"{'matrix':8} {'embed ep':>9} {'Dice Δpt':>9} {'removal ep':>11} {'(x embed)':>9} "
-          f"{'overwrite ep':>13} {'(x embed)':>9} {'victim gone':>12} {'forge Dice':>11} "
-          f"{'forge+ft ep':>12}")
+    print(
+        f"{'matrix':8} {'embed ep':>9} {'Dice Δpt':>9} {'removal ep':>11} {'(x embed)':>9} "
+        f"{'overwrite ep':>13} {'(x embed)':>9} {'victim gone':>12} {'forge Dice':>11} "
+        f"{'forge+ft ep':>12}"
+    )
 
     def fmt(v: float | None) -> str:
         return "never" if v is None else f"{v:.2f}"
@@ -325,23 +384,39 @@ def main() -> int:
 
     for r in results:
         rm, ow = r.removal, r.overwrite
-        print(f"{r.matrix:8} {fmt(r.embed_epochs):>9} {100 * (r.honest_dice - base_dice):>+9.2f} "
-              f"{fmt(rm['success_epochs']):>11} {ratio(rm['success_epochs'], r.embed_epochs):>9} "
-              f"{fmt(ow['success_epochs']):>13} {ratio(ow['success_epochs'], r.embed_epochs):>9} "
-              f"{fmt(ow['victim_removed_epochs']):>12} {r.forge['dice_right_after']:>11.4f} "
-              f"{fmt(r.forge['epochs_to_recover_dice']):>12}")
-    print(f"step time: {1e3 * plain:.2f} ms plain, {1e3 * with_reg:.2f} ms with regularizer "
-          f"({default}): overhead {100 * (with_reg / plain - 1):+.2f}%")
-    print(f"detect_file on {size / 1e6:.0f} MB safetensors: {1e3 * det_s:.1f} ms; SHA-256 of the "
-          f"file {1e3 * hash_s:.1f} ms; ratio detect/hash {det_s / hash_s:.3f}")
-    print(f"total bench time {time.perf_counter() - t_start:.0f} s; plot: {args.out / 'watermark.png'}")
+        print(
+            f"{r.matrix:8} {fmt(r.embed_epochs):>9} {100 * (r.honest_dice - base_dice):>+9.2f} "
+            f"{fmt(rm['success_epochs']):>11} {ratio(rm['success_epochs'], r.embed_epochs):>9} "
+            f"{fmt(ow['success_epochs']):>13} {ratio(ow['success_epochs'], r.embed_epochs):>9} "
+            f"{fmt(ow['victim_removed_epochs']):>12} {r.forge['dice_right_after']:>11.4f} "
+            f"{fmt(r.forge['epochs_to_recover_dice']):>12}"
+        )
+    print(
+        f"step time: {1e3 * plain:.2f} ms plain, {1e3 * with_reg:.2f} ms with regularizer "
+        f"({default}): overhead {100 * (with_reg / plain - 1):+.2f}%"
+    )
+    print(
+        f"detect_file on {size / 1e6:.0f} MB safetensors: {1e3 * det_s:.1f} ms; SHA-256 of the "
+        f"file {1e3 * hash_s:.1f} ms; ratio detect/hash {det_s / hash_s:.3f}"
+    )
+    print(
+        f"total bench time {time.perf_counter() - t_start:.0f} s; plot: {args.out / 'watermark.png'}"
+    )
     summary = {
-        "baseline_dice": base_dice, "epochs": args.epochs, "steps_per_epoch": spe,
-        "temperature": args.temperature, "lambda": LAM, "gain": wm.DEFAULT_GAIN,
-        "step_seconds_plain": plain, "step_seconds_with_regularizer": with_reg,
-        "detect_file_seconds": det_s, "sha256_file_seconds": hash_s, "file_bytes": size,
-        "results": [{k: v for k, v in asdict(r).items() if not k.endswith("curve")}
-                    for r in results],
+        "baseline_dice": base_dice,
+        "epochs": args.epochs,
+        "steps_per_epoch": spe,
+        "temperature": args.temperature,
+        "lambda": LAM,
+        "gain": wm.DEFAULT_GAIN,
+        "step_seconds_plain": plain,
+        "step_seconds_with_regularizer": with_reg,
+        "detect_file_seconds": det_s,
+        "sha256_file_seconds": hash_s,
+        "file_bytes": size,
+        "results": [
+            {k: v for k, v in asdict(r).items() if not k.endswith("curve")} for r in results
+        ],
     }
     (args.out / "watermark.json").write_text(json.dumps(summary, indent=2))
     return 0

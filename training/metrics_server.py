@@ -175,6 +175,7 @@ class MetricsServer:
     @property
     def url(self) -> str:
         host = self._httpd.server_address[0]
+        host = host.decode() if isinstance(host, bytes) else str(host)
         return f"http://{host}:{self.port}/metrics"
 
     def start(self) -> MetricsServer:
@@ -186,7 +187,7 @@ class MetricsServer:
         self._httpd.server_close()
         self._thread.join(timeout=5)
 
-    def __enter__(self) -> MetricsServer:
+    def __enter__(self) -> MetricsServer:  # noqa: PYI034 - start() returns self
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -145,7 +145,7 @@ def seal_watermark(model: Any, key: Any, threshold: float, *, lr: float = 1e-2,
 def spec_hparams(spec: dict[str, Any]) -> dict[str, Any]:
     hp = json.loads(spec.get("hyperparams_json") or "{}")
     if not isinstance(hp, dict):
-        raise ValueError("hyperparams_json is not a JSON object")
+        raise ValueError("hyperparams_json is not a JSON object")  # noqa: TRY004 - bad input
     return hp
 
 

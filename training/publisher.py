@@ -308,13 +308,16 @@ class Publisher(Sidecar):
         rnd = int(rec["round"])
         phase = rec.get("phase")
         if phase == TRAIN and not rec.get("key_released") and self._try(rnd, "train_key"):
-            if self.send(txs.release_train_key(tid, task.train_key), "ReleaseTrainKey"):
-                self.metrics.inc("reveals_total")
-                self.emit("train_key_released", round=rnd, task_id=tid)
+            sent = self.send(txs.release_train_key(tid, task.train_key), "ReleaseTrainKey")
+            event = "train_key_released"
         elif phase == REVEAL and not rec.get("test_key_revealed") and self._try(rnd, "test_key"):
-            if self.send(txs.reveal_test_set(tid, task.test_key), "RevealTestSet"):
-                self.metrics.inc("reveals_total")
-                self.emit("test_key_revealed", round=rnd, task_id=tid)
+            sent = self.send(txs.reveal_test_set(tid, task.test_key), "RevealTestSet")
+            event = "test_key_revealed"
+        else:
+            return
+        if sent is not None:
+            self.metrics.inc("reveals_total")
+            self.emit(event, round=rnd, task_id=tid)
 
     def teardown(self) -> None:
         if self._own_server and self.server is not None:

@@ -138,7 +138,7 @@ class ChainClient:
             raise RuntimeError("this sidecar has no key to sign with")
         what = what or type(msg).__name__
         nonce = int(self.account(self.key.address).get("nonce", 0))
-        tx = build_signed_tx(self.key, self.chain_id, nonce, msg)
+        tx = build_signed_tx(self.key.private_key, self.chain_id, nonce, msg)
         res = self.rpc.broadcast_tx_commit(tx)
         if not res.check_tx.ok:
             raise TxRejected(what, res.check_tx.code, res.check_tx.log)
@@ -312,7 +312,7 @@ class Sidecar:
         n = int(rec["round"])
         self._closed_rounds.add(n)
         winner = rec.get("winner")
-        if self.key is not None and isinstance(winner, dict):
-            if str(winner.get("miner", winner.get("address", ""))).lower() == self.key.address.hex():
-                self.metrics.inc("wins_total")
+        if (self.key is not None and isinstance(winner, dict)
+                and str(winner.get("miner", "")).lower() == self.key.address.hex()):
+            self.metrics.inc("wins_total")
         self.on_round_closed(rec)

@@ -1,9 +1,19 @@
 """White-box model watermarks keyed by round and miner (paper §IV-C, DESIGN §7; Uchida et al. 2017).
 
-A miner embeds the bits of ``derive_key(seed_r, address)`` into one conv layer by adding
-``λ·embed_loss(model, key)`` to its training loss; a validator checks them with ``detect`` (or
-``detect_file`` on the revealed safetensors) and accepts only if every bit's confidence exceeds
-0.9999.
+Miner (training/miner.py)::
+
+    layer = default_layer(model)                       # same rule on every node
+    key = derive_key(seed_r, miner_address, layer=layer)
+    train(model, data, cfg, extra_loss=lambda m: lam * embed_loss(m, key))
+
+Validator (training/verifier.py), from the revealed safetensors alone::
+
+    det = detect_file(path, key)      # or detect(state_dict_or_module, key)
+    det.ok                            # every bit's confidence > 0.9999
+
+Keys are public, so the watermark binds a model to a miner only as far as undoing it costs
+training time: see watermark/attacks.py and bench/watermark.py for what it costs, including the
+zero-epoch least-squares forgery that a white-box attacker can always do.
 """
 
 from watermark.detect import (
@@ -15,7 +25,7 @@ from watermark.detect import (
     signed_margins,
     threshold_margin,
 )
-from watermark.embed import embed_loss
+from watermark.embed import DEFAULT_TEMPERATURE, embed_loss
 from watermark.errors import WatermarkError
 from watermark.keys import DEFAULT_GAIN, DEFAULT_MATRIX, MATRIX_TYPES, WatermarkKey, derive_key
 from watermark.layers import default_layer
@@ -23,6 +33,7 @@ from watermark.layers import default_layer
 __all__ = [
     "DEFAULT_GAIN",
     "DEFAULT_MATRIX",
+    "DEFAULT_TEMPERATURE",
     "DEFAULT_THRESHOLD",
     "MATRIX_TYPES",
     "Detection",

@@ -29,7 +29,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from watermark.detect import DEFAULT_THRESHOLD, Detection, detect, threshold_margin
+from watermark.detect import (
+    DEFAULT_THRESHOLD,
+    Detection,
+    detect,
+    signed_margins,
+    threshold_margin,
+)
 from watermark.embed import DEFAULT_TEMPERATURE, embed_loss
 from watermark.errors import WatermarkError
 from watermark.keys import WatermarkKey
@@ -62,13 +68,12 @@ class AttackTrace:
     """First step with both at once: a stolen model passing as the attacker's own."""
 
     def epochs(self, step: int | None) -> float | None:
+        """A step index as (fractional) epochs; None stays None."""
         return None if step is None else step / self.steps_per_epoch
 
 
 def min_margin(model: nn.Module, key: WatermarkKey) -> float:
     """The weakest bit's signed logit; the verdict needs it above logit(threshold)."""
-    from watermark.detect import signed_margins
-
     return float(signed_margins(layer_from(model, key.layer), key).min())
 
 

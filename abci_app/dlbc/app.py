@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 from abci_app.application import (
     BlockResult,
@@ -39,9 +40,25 @@ def time_ns_of(ts: object) -> int:
     return int(ts.seconds) * 1_000_000_000 + int(ts.nanos)  # type: ignore[attr-defined]
 
 
+def add_abci_events(target: Any, events: tuple[Event, ...] | list[Event]) -> None:
+    """Append `events` to a repeated `abci.Event` field, building them in place: upb copies a
+    message passed to a constructor or `extend`, so this is ~2x cheaper per tx in a block."""
+    for e in events:
+        add = target.add(type=e.type).attributes.add
+        for k, v in e.attributes:
+            add(key=k, value=v, index=True)
+
+
 def to_abci_events(events: tuple[Event, ...] | list[Event]) -> list[abci.Event]:
-    return [abci.Event(type=e.type, attributes=[abci.EventAttribute(key=k, value=v, index=True)
-                                                for k, v in e.attributes]) for e in events]
+    holder = abci.ExecTxResult()
+    add_abci_events(holder.events, events)
+    return list(holder.events)
+
+
+def exec_tx_result(outcome: TxOutcome) -> abci.ExecTxResult:
+    result = abci.ExecTxResult(code=outcome.code, log=outcome.log)
+    add_abci_events(result.events, outcome.events)
+    return result
 
 
 class DlbcApplication(StatefulApplication):
@@ -90,8 +107,7 @@ class DlbcApplication(StatefulApplication):
         """FinalizeBlock: schedule, then every tx; one ExecTxResult per tx (DESIGN §2)."""
         ctx = self._ctx(view, req.height, time_ns_of(req.time), in_block=True)
         outcomes, block_events = apply_block(view, ctx, bytes(req.hash), list(req.txs))
-        results = [abci.ExecTxResult(code=o.code, log=o.log, events=to_abci_events(o.events))
-                   for o in outcomes]
+        results = [exec_tx_result(o) for o in outcomes]
         return BlockResult(tx_results=results, events=to_abci_events(block_events))
 
     def commit(self, req: abci.RequestCommit) -> abci.ResponseCommit:
@@ -188,9 +204,9 @@ class DlbcApplication(StatefulApplication):
             return abci.ResponseCheckTx(code=int(Code.WRONG_CHAIN_ID),
                                         log="chain not initialised (no InitChain yet)")
         o: TxOutcome = apply_tx(view, ctx, bytes(req.tx), 0)
-        if o.code:
-            return abci.ResponseCheckTx(code=o.code, log=o.log, gas_wanted=1)
-        return abci.ResponseCheckTx(gas_wanted=1, events=to_abci_events(o.events))
+        # No events: CometBFT neither indexes nor publishes CheckTx events (FinalizeBlock's
+        # ExecTxResult carries them), and building them cost ~5 us of a ~25 us non-crypto budget.
+        return abci.ResponseCheckTx(code=o.code, log=o.log, gas_wanted=1)
 
     # -- query connection ------------------------------------------------------------------------
     def query(self, req: abci.RequestQuery) -> abci.ResponseQuery:

@@ -16,14 +16,13 @@ from typing import Any
 
 import pytest
 import torch
+from sidecars.helpers import TINY_TASK, key, wait_for
 
 from training.artifacts import sha256_file
 from training.miner import Miner, MinerConfig
 from training.publisher import DemoDataConfig, Publisher, PublisherConfig
 from training.rpc_client import RpcClient
 from training.verifier import Verifier, VerifierConfig
-
-from tests.sidecars.helpers import TINY_TASK, key, wait_for
 
 PARAMS = {"train_seconds": 14, "reveal_seconds": 6, "verify_seconds": 10}
 REWARD = 5_000

@@ -14,11 +14,10 @@ import time
 from pathlib import Path
 
 import pytest
+from sidecars.helpers import free_port
 
 from abci_app.cli import main as dlbc
 from training.rpc_client import RpcClient
-
-from tests.sidecars.helpers import free_port
 
 from .flow import PARAMS, PUB, START, capture_logs, check_round, run_round
 
@@ -53,7 +52,17 @@ def test_round_pays_the_better_miner_on_cometbft(tmp_path: Path,
                                 stdout=logs, stderr=logs)
         url = f"http://127.0.0.1:{rpc_port}"
         with RpcClient(url) as rpc:
-            rpc.wait_for_height(2, timeout=60)
+            deadline = time.monotonic() + 60
+            last: Exception | None = None
+            while True:  # the node may still be starting: keep asking until height 2
+                try:
+                    if rpc.latest_height() >= 2:
+                        break
+                except Exception as exc:  # noqa: BLE001 - NodeUnreachable while it boots
+                    last = exc
+                assert time.monotonic() < deadline, (
+                    f"{last}\n" + (tmp_path / "procs.log").read_text()[-3000:])
+                time.sleep(0.5)
         result = run_round(url, app_home, tmp_path, timeout=150)
     finally:
         for p in (node, app):

@@ -12,8 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from tests.sidecars.helpers import local_chain
+from sidecars.helpers import local_chain
 
 from .flow import PARAMS, PUB, START, capture_logs, check_round, run_round
 

@@ -57,6 +57,6 @@ def test_scrape_over_http() -> None:
 
 
 def test_invalid_port_in_use_is_a_clear_error() -> None:
-    with MetricsServer(sidecar_metrics("miner"), port=0) as srv:
-        with pytest.raises(OSError, match="--metrics-port"):
-            MetricsServer(sidecar_metrics("miner"), port=srv.port)
+    with MetricsServer(sidecar_metrics("miner"), port=0) as srv, \
+            pytest.raises(OSError, match="--metrics-port"):
+        MetricsServer(sidecar_metrics("miner"), port=srv.port)

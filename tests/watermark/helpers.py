@@ -47,5 +47,3 @@ def embed(model: nn.Module, key: wm.WatermarkKey, steps: int = 150, lr: float = 
         opt.zero_grad()
         loss.backward()
         opt.step()
-
-

@@ -25,8 +25,9 @@ def _steps(model: nn.Module, extra: ExtraLoss, n: int, after_step: StepCallback)
 
 
 def _attacker(key: wm.WatermarkKey) -> wm.WatermarkKey:
-    return wm.derive_key(SEED, OTHER_MINER, layer=key.layer, n_bits=key.n_bits,
-                         matrix=key.matrix, gain=key.gain)
+    return wm.derive_key(
+        SEED, OTHER_MINER, layer=key.layer, n_bits=key.n_bits, matrix=key.matrix, gain=key.gain
+    )
 
 
 def test_forge_swaps_the_owner_without_training(marked: nn.Module, key: wm.WatermarkKey) -> None:
@@ -53,8 +54,17 @@ def test_run_attack_records_when_the_owner_changes(
     marked: nn.Module, key: wm.WatermarkKey, mode: str
 ) -> None:
     attacker = _attacker(key)
-    trace = run_attack(copy.deepcopy(marked), key, attacker, _steps, mode=mode,  # type: ignore[arg-type]
-                       lam=1.0, max_steps=400, steps_per_epoch=10, temperature=10.0)
+    trace = run_attack(
+        copy.deepcopy(marked),
+        key,
+        attacker,
+        _steps,
+        mode=mode,  # type: ignore[arg-type]
+        lam=1.0,
+        max_steps=400,
+        steps_per_epoch=10,
+        temperature=10.0,
+    )
     assert trace.victim_min_conf[0] > 0.9999  # the stolen model starts out as the victim's
     assert trace.attacker_min_conf[0] < 0.9999
     assert trace.step_success is not None
@@ -69,17 +79,41 @@ def test_run_attack_records_when_the_owner_changes(
 
 
 def test_run_attack_no_steps_reports_nothing(marked: nn.Module, key: wm.WatermarkKey) -> None:
-    trace = run_attack(copy.deepcopy(marked), key, _attacker(key), _steps, mode="overwrite",
-                       lam=1.0, max_steps=0, steps_per_epoch=10)
+    trace = run_attack(
+        copy.deepcopy(marked),
+        key,
+        _attacker(key),
+        _steps,
+        mode="overwrite",
+        lam=1.0,
+        max_steps=0,
+        steps_per_epoch=10,
+    )
     assert trace.step_success is None and trace.step_victim_removed is None
     assert trace.epochs(None) is None
 
 
 def test_invalid_run_attack(marked: nn.Module, key: wm.WatermarkKey) -> None:
     with pytest.raises(wm.WatermarkError, match="mode"):
-        run_attack(marked, key, _attacker(key), _steps, mode="steal",  # type: ignore[arg-type]
-                   lam=1.0, max_steps=1, steps_per_epoch=1)
+        run_attack(
+            marked,
+            key,
+            _attacker(key),
+            _steps,
+            mode="steal",  # type: ignore[arg-type]
+            lam=1.0,
+            max_steps=1,
+            steps_per_epoch=1,
+        )
     other_layer = wm.derive_key(SEED, OTHER_MINER, layer="body.1.weight", n_bits=16)
     with pytest.raises(wm.WatermarkError, match="same layer"):
-        run_attack(marked, key, other_layer, _steps, mode="overwrite", lam=1.0, max_steps=1,
-                   steps_per_epoch=1)
+        run_attack(
+            marked,
+            key,
+            other_layer,
+            _steps,
+            mode="overwrite",
+            lam=1.0,
+            max_steps=1,
+            steps_per_epoch=1,
+        )

@@ -33,8 +33,9 @@ def test_detect_unmarked_model_fails(key: wm.WatermarkKey) -> None:
 
 def test_detect_other_miner_and_round_not_detected(marked: nn.Module, key: wm.WatermarkKey) -> None:
     for seed, miner in ((SEED, OTHER_MINER), (OTHER_SEED, MINER)):
-        other = wm.derive_key(seed, miner, layer=key.layer, n_bits=key.n_bits, matrix=key.matrix,
-                              gain=key.gain)
+        other = wm.derive_key(
+            seed, miner, layer=key.layer, n_bits=key.n_bits, matrix=key.matrix, gain=key.gain
+        )
         det = wm.detect(marked, other)
         assert not det.ok
         assert det.bit_error_rate > 0.2
@@ -47,8 +48,9 @@ def test_detect_no_false_positives_over_1000_keys(marked: nn.Module, key: wm.Wat
     hits = 0
     for _ in range(1000):
         miner = rng.bytes(20)
-        other = wm.derive_key(SEED, miner, layer=key.layer, n_bits=key.n_bits,
-                              matrix=key.matrix, gain=key.gain)
+        other = wm.derive_key(
+            SEED, miner, layer=key.layer, n_bits=key.n_bits, matrix=key.matrix, gain=key.gain
+        )
         hits += wm.detect_vector(w, other).ok
     assert hits == 0
     assert wm.detect_vector(w, key).ok  # the same vector does carry the true key
@@ -64,15 +66,18 @@ def test_detect_state_dict_torch_and_numpy(marked: nn.Module, key: wm.WatermarkK
     assert np.array_equal(a.confidences, c.confidences)
 
 
-def test_detect_file_reads_safetensors(tmp_path: Path, marked: nn.Module, key: wm.WatermarkKey) -> None:
+def test_detect_file_reads_safetensors(
+    tmp_path: Path, marked: nn.Module, key: wm.WatermarkKey
+) -> None:
     path = tmp_path / "model.safetensors"
     save_file(marked.state_dict(), str(path))
     det = wm.detect_file(path, key)
     assert det.ok
     assert np.array_equal(det.confidences, wm.detect(marked, key).confidences)
     # A validator's view: a different miner's key on the same file is rejected.
-    other = wm.derive_key(SEED, OTHER_MINER, layer=key.layer, n_bits=key.n_bits,
-                          matrix=key.matrix, gain=key.gain)
+    other = wm.derive_key(
+        SEED, OTHER_MINER, layer=key.layer, n_bits=key.n_bits, matrix=key.matrix, gain=key.gain
+    )
     assert not wm.detect_file(path, other).ok
 
 
@@ -119,7 +124,9 @@ def test_detect_one_weak_bit_fails_the_verdict(direct_key: wm.WatermarkKey) -> N
     assert int(np.argmin(det.confidences)) == 5
 
 
-def test_detect_threshold_half_requires_strictly_positive_margin(direct_key: wm.WatermarkKey) -> None:
+def test_detect_threshold_half_requires_strictly_positive_margin(
+    direct_key: wm.WatermarkKey,
+) -> None:
     assert not wm.detect(_direct_state_dict(direct_key, 0.0), direct_key, threshold=0.5).ok
     assert wm.detect(_direct_state_dict(direct_key, 1e-3), direct_key, threshold=0.5).ok
 

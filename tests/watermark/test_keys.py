@@ -32,7 +32,10 @@ def test_bits_extend_deterministically_past_256() -> None:
 
 def test_bits_differ_per_miner_and_round() -> None:
     base = wm.derive_key(SEED, MINER, layer="l").bits()
-    for other in (wm.derive_key(SEED, OTHER_MINER, layer="l"), wm.derive_key(OTHER_SEED, MINER, layer="l")):
+    for other in (
+        wm.derive_key(SEED, OTHER_MINER, layer="l"),
+        wm.derive_key(OTHER_SEED, MINER, layer="l"),
+    ):
         assert 80 < int(np.count_nonzero(other.bits() != base)) < 176
 
 
@@ -48,8 +51,9 @@ GOLDEN = {
 
 @pytest.mark.parametrize("matrix", wm.MATRIX_TYPES)
 def test_projection_is_pinned(matrix: str) -> None:
-    key = wm.derive_key(bytes(range(32)), bytes(range(100, 120)), layer="l", matrix=matrix,
-                        n_bits=64, gain=100.0)
+    key = wm.derive_key(
+        bytes(range(32)), bytes(range(100, 120)), layer="l", matrix=matrix, n_bits=64, gain=100.0
+    )
     x = key.projection(300)
     assert x.shape == (64, 300) and x.dtype == np.float64
     assert hashlib.sha256(np.round(x, 9).tobytes()).hexdigest() == GOLDEN[matrix]

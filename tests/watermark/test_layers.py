@@ -23,7 +23,9 @@ def test_default_layer_takes_the_largest_conv() -> None:
 def test_default_layer_registry_unet_is_a_middle_block() -> None:
     # depth 3, base 16: bottleneck conv 128->128 and first decoder conv 128->64 tie at m=1152.
     assert wm.default_layer(build_model("unet2d")) == "bottom.2.weight"
-    assert wm.default_layer(build_model("unet2d", {"depth": 2, "base_width": 16})) == "bottom.2.weight"
+    assert (
+        wm.default_layer(build_model("unet2d", {"depth": 2, "base_width": 16})) == "bottom.2.weight"
+    )
 
 
 def test_default_layer_same_from_module_file_and_reordered_dict(tmp_path: Path) -> None:
