@@ -80,6 +80,8 @@ class DevnetConfig:
     log_level: str = "info"
     torch_threads: int = 1
     plots: bool = True
+    metrics: bool = False
+    """Serve each sidecar's Prometheus metrics on base+20 (publisher), +21.. (miners), +29."""
     stream: TextIO = field(default_factory=lambda: sys.stdout)
 
     @property
@@ -96,6 +98,12 @@ class DevnetConfig:
 
     def miner_port(self, i: int) -> int:
         return self.base_port + 11 + i
+
+    def metrics_ports(self) -> dict[str, int]:
+        ports = {"publisher": self.base_port + 20, "verifier": self.base_port + 29}
+        for i, m in enumerate(self.miners):
+            ports[m.name] = self.base_port + 21 + i
+        return ports
 
 
 # ------------------------------------------------------------------------------------ checks
@@ -116,12 +124,14 @@ def check_ports(cfg: DevnetConfig) -> None:
              cfg.publisher_port}
     for i, m in enumerate(cfg.miners):
         ports[f"{m.name} artifacts"] = cfg.miner_port(i)
+    if cfg.metrics:
+        ports.update({f"{name} metrics": p for name, p in cfg.metrics_ports().items()})
     busy = [f"{what} port {p}" for what, p in ports.items() if not port_free(p)]
     if busy:
         raise DevnetError(
             f"{', '.join(busy)} already in use (another devnet or cometbft node running?). "
             f"Stop it, or pick other ports with --base-port (uses {cfg.base_port}.."
-            f"{cfg.miner_port(len(cfg.miners) - 1)})."
+            f"{max(ports.values())})."
         )
 
 
@@ -305,6 +315,7 @@ class Devnet:
         check_out_dir(self.out)
         check_ports(cfg)
         self._setup_logging()
+        self._load_history()
         try:
             self._start_chain()
             self._start_sidecars()
@@ -320,6 +331,9 @@ class Devnet:
         f = open(logs / "devnet.log", "a", buffering=1)  # noqa: SIM115 - closed in shutdown
         self._log_files.append(f)
         setup_logging(self.cfg.log_level, stream=f)
+        from training.cli_common import quiet_http_logs
+
+        quiet_http_logs()
 
     def _keys(self) -> dict[str, Any]:
         from abci_app.keyfile import KeyPair, load_key, save_key
@@ -387,6 +401,10 @@ class Devnet:
             rpc_url=rpc_url, workdir=self.out / "verifier", app_home=self.out / "app",
             per_model_seconds=max(5.0, cfg.verify_seconds / 2)))
         for name, sc in self.sidecars.items():
+            if cfg.metrics:
+                sc.cfg.metrics_port = cfg.metrics_ports()[name]
+                sc.start_metrics()
+                self.say(f"{name} metrics: {sc.metrics_url}")
             sc.listeners.append(self._on_event)
             t = threading.Thread(target=sc.run, name=name, daemon=True)
             t.start()
@@ -441,7 +459,6 @@ class Devnet:
 
     def run(self) -> int:
         """Watch the chain and narrate until `rounds` rounds closed or `stop()`."""
-        self._load_history()
         last: tuple[int, str] = (0, "")
         seen_closed = {int(r["round"]) for r in self.rounds_closed}
         start_closed = None
@@ -655,6 +672,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--log-level", default="info",
                    choices=("debug", "info", "warning", "error", "critical"))
     p.add_argument("--no-plots", action="store_true", help="skip the PNGs")
+    p.add_argument("--metrics", action="store_true",
+                   help="serve Prometheus metrics per sidecar on base-port+20..+29")
     p.set_defaults(func=_main)
 
 
@@ -666,7 +685,7 @@ def _main(args: argparse.Namespace) -> int:
         out=args.out, base_port=args.base_port, rounds=args.rounds, block_time=args.block_time,
         train_seconds=args.train_seconds, reveal_seconds=args.reveal_seconds,
         verify_seconds=args.verify_seconds, samples=args.samples, log_level=args.log_level,
-        plots=not args.no_plots,
+        plots=not args.no_plots, metrics=args.metrics,
         miners=[MinerSpec("miner-1", None), MinerSpec("miner-2", args.small_budget)],
     )
     net = Devnet(cfg)

@@ -256,6 +256,16 @@ class BlockStore:
     def app_hash(self, height: int) -> bytes | None:
         return self.get(_hkey(b"app_hash/", height))
 
+    def finalize_response(self, height: int) -> abci.ResponseFinalizeBlock | None:
+        """The ResponseFinalizeBlock recorded for `height` (saved before Commit, as CometBFT
+        saves its ABCI responses), or None for a height executed by an older driver."""
+        raw = self.get(_hkey(b"results/", height))
+        if raw is None:
+            return None
+        resp = abci.ResponseFinalizeBlock()
+        resp.ParseFromString(raw)
+        return resp
+
     def extended_commit(self, height: int) -> abci.ExtendedCommitInfo | None:
         raw = self.get(_hkey(b"ext_commit/", height))
         if raw is None:
@@ -286,6 +296,10 @@ class HeightResult:
     proposer: int
     vote_extensions: list[bytes] = field(default_factory=list)  # per validator
     validator_updates: list[abci.ValidatorUpdate] = field(default_factory=list)
+    #: None for a height run live by `run_height`. For a result rebuilt from the block store
+    #: (`Driver.replayed`, `Driver.stored_result`) the index of the one app whose
+    #: FinalizeBlock response it holds: tx_results/events/app_hashes then have one entry.
+    replayed_app: int | None = None
 
     @property
     def app_hash(self) -> bytes:
@@ -328,6 +342,9 @@ class Driver:
         self.strict_app_hash = strict_app_hash
         self.store = BlockStore(block_store_dir)
         self.height = self.store.height  # last height committed by the driver
+        #: Heights the last `handshake()` replayed, in replay order (one entry per app and
+        #: height; `replayed_app` says which app). Their FinalizeBlock responses are real.
+        self.replayed: list[HeightResult] = []
         # CometBFT orders the validator set by power (desc), then address (asc).
         self._vset_order = sorted(
             range(len(self.validators)),
@@ -388,6 +405,7 @@ class Driver:
         is replayed to apps that lack it, and an app that already committed it is accepted.
         """
         await self.connect()
+        self.replayed = []
         info_req = abci.RequestInfo(version=NODE_VERSION, block_version=11, p2p_version=8,
                                     abci_version=ABCI_VERSION)
         infos = await asyncio.gather(*(c.call("info", info_req) for c in self.clients))
@@ -416,26 +434,65 @@ class Driver:
                     raise AppHashMismatch(app_height, [recorded, got])
                 start = app_height + 1
             for h in range(start, target + 1):
-                await self._replay(i, h)
+                self.replayed.append(await self._replay(i, h))
         if target > self.height:
             self.store.put_many({b"height": struct.pack(">q", target)})
             self.height = target
         return self.height
 
-    async def _replay(self, i: int, height: int) -> None:
+    async def _replay(self, i: int, height: int) -> HeightResult:
         block = self.store.block(height)
         if block is None:
             raise DriverError(f"block store lacks block {height} needed to replay app {i}")
         resp = await self.clients[i].call("finalize_block", block)
-        await self.clients[i].call("commit", abci.RequestCommit())
         recorded = self.store.app_hash(height)
         got = bytes(resp.app_hash)
+        if recorded is not None and recorded != got:
+            raise AppHashMismatch(height, [recorded, got])
+        # Recorded before Commit, like a live height: a crash right after still leaves them.
+        self.store.put_many({_hkey(b"results/", height): resp.SerializeToString()})
+        await self.clients[i].call("commit", abci.RequestCommit())
         if recorded is None:
             # The driver died after storing the block but before recording its hash.
             self.store.put_many({_hkey(b"app_hash/", height): got})
-        elif recorded != got:
-            raise AppHashMismatch(height, [recorded, got])
         log.info("replayed height=%d on app %d app_hash=%s", height, i, got.hex()[:16])
+        return self._result_from_store(height, block, resp, i)
+
+    def _result_from_store(self, height: int, block: abci.RequestFinalizeBlock,
+                           resp: abci.ResponseFinalizeBlock, app: int) -> HeightResult:
+        index = {v.address: j for j, v in enumerate(self.validators)}
+        extensions = [b""] * len(self.validators)
+        ext_commit = self.store.extended_commit(height)
+        for vote in ext_commit.votes if ext_commit is not None else ():
+            j = index.get(bytes(vote.validator.address))
+            if j is not None:
+                extensions[j] = bytes(vote.vote_extension)
+        return HeightResult(
+            height=height, block_hash=self.store.get(_hkey(b"block_hash/", height))
+            or bytes(block.hash), txs=[bytes(t) for t in block.txs],
+            tx_results=[list(resp.tx_results)], events=[list(resp.events)],
+            app_hashes=[bytes(resp.app_hash)],
+            proposer=index.get(bytes(block.proposer_address), -1), vote_extensions=extensions,
+            validator_updates=list(resp.validator_updates), replayed_app=app,
+        )
+
+    def stored_result(self, height: int) -> HeightResult | None:
+        """The result of an executed height rebuilt from the block store: the block and the
+        FinalizeBlock response recorded before its Commit (app 0's when run live, or the last
+        replay's). None when the store lacks either (a height run by an older driver)."""
+        block = self.store.block(height)
+        resp = self.store.finalize_response(height)
+        if block is None or resp is None:
+            return None
+        app = self.replayed_app_of(height)
+        return self._result_from_store(height, block, resp, 0 if app is None else app)
+
+    def replayed_app_of(self, height: int) -> int | None:
+        """Index of the last app that replayed `height` in this process's handshake, if any."""
+        for r in reversed(self.replayed):
+            if r.height == height:
+                return r.replayed_app
+        return None
 
     # -- one height --------------------------------------------------------------------------
     def proposer_for(self, height: int) -> int:
@@ -600,6 +657,9 @@ class Driver:
         app_hashes = [bytes(f.app_hash) for f in fins]
         if self.strict_app_hash and len(set(app_hashes)) != 1:
             raise AppHashMismatch(height, app_hashes)
+        # CometBFT saves the FinalizeBlock responses before Commit; so do we, so a node killed
+        # after the apps commit still has real tx results for this height (`stored_result`).
+        self.store.put_many({_hkey(b"results/", height): fins[0].SerializeToString()})
         await asyncio.gather(*(c.call("commit", abci.RequestCommit()) for c in self.clients))
         self.store.put_many({
             _hkey(b"app_hash/", height): app_hashes[0],

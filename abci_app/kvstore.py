@@ -18,10 +18,8 @@ import os
 import time
 from pathlib import Path
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
 from abci_app.application import BlockResult, StatefulApplication, is_recheck
+from abci_app.dlbc.crypto import verify_ed25519
 from abci_app.pb.tendermint.abci import types_pb2 as abci
 from abci_app.store import View
 
@@ -69,10 +67,10 @@ def parse_tx(tx: bytes) -> tuple[bytes, bytes]:
         if len(tx) < 1 + 32 + 64:
             raise InvalidTx(CODE_ENCODING, "signed tx shorter than its header")
         pub, sig, body = tx[1:33], tx[33:97], tx[97:]
-        try:
-            Ed25519PublicKey.from_public_bytes(pub).verify(sig, SIGN_DOMAIN + body)
-        except (InvalidSignature, ValueError):
-            raise InvalidTx(CODE_BAD_SIGNATURE, "bad ed25519 signature") from None
+        # The DLBC verification rule (strict encodings, libsodium when installed), so the
+        # example app accepts the same signatures as the real one and no small-order forgery.
+        if not verify_ed25519(pub, sig, SIGN_DOMAIN + body):
+            raise InvalidTx(CODE_BAD_SIGNATURE, "bad ed25519 signature")
     key, sep, value = body.partition(b"=")
     if not sep or not key:
         raise InvalidTx(CODE_ENCODING, "tx must be key=value with a non-empty key")

@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -117,31 +118,34 @@ def _dlbc_setup(sock: socket.socket, key: Ed25519PrivateKey, n: int) -> list[byt
 def _verify_bound(txs: list[bytes]) -> tuple[float, float]:
     """Bare kvstore-tx signature verifications per second, (wall, cpu), no socket at all: the
     ceiling for a CheckTx that verifies one ed25519 signature."""
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
+    from abci_app.dlbc.crypto import verify_ed25519
     from abci_app.kvstore import SIGN_DOMAIN
 
     best = (0.0, 0.0)
     for _ in range(3):
         t0, c0 = time.perf_counter(), time.process_time()
         for tx in txs:
-            Ed25519PublicKey.from_public_bytes(tx[1:33]).verify(tx[33:97], SIGN_DOMAIN + tx[97:])
+            if not verify_ed25519(tx[1:33], tx[33:97], SIGN_DOMAIN + tx[97:]):
+                raise RuntimeError("bench tx does not verify")
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
         best = max(best, (len(txs) / wall, len(txs) / max(cpu, 1e-9)))
     return best
 
 
-def _dlbc_verify_bound(txs: list[bytes]) -> tuple[float, float]:
-    """The same bound for DLBC SignedTx, through the app's own (uncached) verify function."""
+def _dlbc_verify_bound(txs: list[bytes], verify: Callable[[bytes, bytes, bytes], bool] | None = None
+                       ) -> tuple[float, float]:
+    """The same bound for DLBC SignedTx, through the app's own (uncached) verify function, or
+    through `verify` (one backend alone, to compare them)."""
     from abci_app.dlbc.crypto import TX_SIGN_DOMAIN, verify_ed25519
     from abci_app.pb.dlbc.v1 import tx_pb2
 
+    fn = verify or verify_ed25519
     signed = [tx_pb2.SignedTx.FromString(tx) for tx in txs]
     best = (0.0, 0.0)
     for _ in range(3):
         t0, c0 = time.perf_counter(), time.process_time()
         for st in signed:
-            if not verify_ed25519(st.public_key, st.signature, TX_SIGN_DOMAIN + st.body):
+            if not fn(st.public_key, st.signature, TX_SIGN_DOMAIN + st.body):
                 raise RuntimeError("bench tx does not verify")
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
         best = max(best, (len(signed) / wall, len(signed) / max(cpu, 1e-9)))
@@ -232,6 +236,14 @@ def main(argv: list[str] | None = None) -> int:
               f"({plain_rate / echo_rate:.1%} of ceiling: framing + dispatch + app call)")
     print(f"  bare ed25519 verify, in-process:       {verify_rate:>10,.0f} /s     "
           f"(CheckTx reaches {check_rate / verify_rate:.1%} of this crypto bound, wall)")
+    if args.app == "dlbc":
+        from abci_app.dlbc import crypto
+
+        backends = f"  ed25519 in the app: {crypto.ED25519_BACKEND}; one backend alone, cpu: " \
+            f"OpenSSL {_dlbc_verify_bound(signed[:n_distinct], crypto.verify_openssl)[1]:,.0f}/s"
+        if crypto.ED25519_BACKEND == "libsodium":
+            backends += f", libsodium {_dlbc_verify_bound(signed[:n_distinct], crypto.verify_sodium)[1]:,.0f}/s"
+        print(backends)
     verify_us = 1e6 / verify_cpu_rate
     if cpu0 is not None and cpu1 is not None and cpu1[0] > cpu0[0]:
         per_check_us = (cpu1[0] - cpu0[0]) / checks_done * 1e6

@@ -28,6 +28,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from abci_app.dlbc import state, txs
 from abci_app.dlbc.app import DlbcApplication
 from abci_app.dlbc.crypto import (
+    ED25519_BACKEND,
     TX_SIGN_DOMAIN,
     address_of,
     public_key_bytes,
@@ -137,6 +138,7 @@ def bench_block(n_txs: int, reps: int) -> None:
             warm.append(dt)
         app.close()
     b, bc = statistics.median(base), statistics.median(CPU["base"])
+    print(f"ed25519 backend: {ED25519_BACKEND} (abci_app/dlbc/crypto.py; same accept rule either way)")
     print(f"baseline: ed25519 verify only of {n_txs} txs: wall {b * 1e3:.1f} ms, "
           f"cpu {bc * 1e3:.1f} ms ({bc / n_txs * 1e6:.1f} us/tx cpu)")
     for name, xs, key_ in (

@@ -60,6 +60,15 @@ def setup_logs(level: str) -> None:
     from abci_app.logs import setup_logging
 
     setup_logging(level)
+    quiet_http_logs()
+
+
+def quiet_http_logs() -> None:
+    """httpx logs every request at INFO: one line per poll would drown the sidecar's story."""
+    import logging
+
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def set_torch_threads(n: int | None) -> None:
@@ -71,6 +80,11 @@ def set_torch_threads(n: int | None) -> None:
 
 def run_sidecar(sidecar: Any) -> int:
     """Run a sidecar in the foreground; Ctrl-C stops it cleanly."""
+    try:
+        sidecar.start_metrics()
+    except OSError as exc:
+        sidecar.teardown()  # e.g. the artifact server already started: stop it
+        raise CliError(str(exc)) from None
     try:
         return int(sidecar.run())
     except KeyboardInterrupt:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from training.cli_common import (
@@ -71,7 +72,7 @@ def _submit(args: argparse.Namespace) -> int:
         else:
             from training.data import load_npz
 
-            data = load_npz(Path(args.data).read_bytes())
+            data = load_npz(Path(args.data))
             task = prepare_task(
                 data, directory=pub.artifact_root / name, base_url=base,
                 architecture=args.arch, hparams=hparams or {}, metric=args.metric,
@@ -88,8 +89,13 @@ def _submit(args: argparse.Namespace) -> int:
             pub.setup()
         finally:
             pub.teardown()
-        print("submitted; NOTE: without a running publisher the keys are never released and the "
-              "task will be refunded less the withhold fee", flush=True)
+        if not pub.tasks:
+            print("dlbc: the task was not accepted (see the log above)", file=sys.stderr)
+            return 1
+        tid = max(pub.tasks)
+        print(f"submitted as task {tid}. NOTE: run `dlbc task submit` without --no-wait (or keep "
+              "a publisher running) or the keys are never released and the task is refunded "
+              "less the withhold fee", flush=True)
         return 0
     return run_sidecar(pub)
 
@@ -136,10 +142,12 @@ def _mine(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, learning_rate=args.lr, max_epochs=args.max_epochs,
         device=args.device, artifact_host=args.artifact_host, artifact_port=args.artifact_port,
         **_common(args))  # type: ignore[arg-type]
+    miner = Miner(cfg, key)
     try:
-        miner = Miner(cfg, key)
+        miner.start_server()
     except OSError as exc:
-        raise CliError(str(exc)) from None
+        raise CliError(f"cannot serve models on {args.artifact_host}:{args.artifact_port}: "
+                       f"{exc.strerror or exc}; pick another --artifact-port") from None
     return run_sidecar(miner)
 
 
@@ -176,6 +184,8 @@ def _verify(args: argparse.Namespace) -> int:
     home = Path(args.app_home)
     if not home.is_dir():
         raise CliError(f"--app-home {home} is not a directory (the validator app's --home)")
+    if args.workdir is None:  # one verifier per validator: keep its files beside that app
+        args.workdir = str(home / "verifier")
     cfg = VerifierConfig(app_home=home, per_model_seconds=args.per_model_seconds,
                          device=args.device, **_common(args))  # type: ignore[arg-type]
     return run_sidecar(Verifier(cfg))
@@ -186,7 +196,8 @@ def _register_verify(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
     add_sidecar_options(p, key=False)
     p.add_argument("--app-home", required=True,
                    help="this validator's `python -m abci_app --home` (verdicts go there)")
-    p.add_argument("--workdir", default="dlbc-verifier")
+    p.add_argument("--workdir", default=None,
+                   help="scratch folder (default: APP_HOME/verifier)")
     p.add_argument("--per-model-seconds", type=float, default=30.0,
                    help="time bound per model; a model not checked in time gets no verdict")
     p.add_argument("--device", default="cpu")

@@ -175,12 +175,17 @@ class Miner(Sidecar):
 
     # -- loop hooks
 
-    def setup(self) -> None:
-        from abci_app.dlbc import txs
-
+    def start_server(self) -> ArtifactServer:
+        """Serve the artifact folder (models, checkpoints); OSError if the port is taken."""
         if self.server is None:
             self.server = ArtifactServer(self.artifact_root, host=self.mcfg.artifact_host,
                                          port=self.mcfg.artifact_port).start()
+        return self.server
+
+    def setup(self) -> None:
+        from abci_app.dlbc import txs
+
+        self.start_server()
         assert self.key is not None
         acct = self.chain.account(self.key.address)
         if not acct.get("miner"):
@@ -215,28 +220,55 @@ class Miner(Sidecar):
         n = int(rec["round"])
         phase = rec.get("phase")
         work = self._work(rec)
-        if phase == TRAIN and (work is None or not work.committed):
-            if not rec.get("key_released"):
-                self._wait_note(n, "the publisher's data key")
-                return
-            if not self.once(n, "train"):
-                return
-            try:
-                self.train_and_commit(rec)
-            except RoundSkipped as exc:
-                self.count_error(exc.kind, "round %d skipped: %s", n, exc)
-                self.emit("round_skipped", round=n, reason=str(exc),
-                          miner=self.key.address.hex() if self.key else "")
-        elif phase == REVEAL and work is not None and work.committed and not work.revealed:
-            if not rec.get("test_key_revealed"):
-                self._wait_note(n, "the publisher's test key")
-                return
-            if not self.once(n, "reveal"):
-                return
-            try:
-                self.measure_and_reveal(rec, work)
-            except RoundSkipped as exc:
-                self.count_error(exc.kind, "round %d reveal failed: %s", n, exc)
+        if work is not None and self.key is not None:
+            # A tx whose broadcast timed out may still have landed: trust the chain.
+            me = self.key.address.hex()
+            if not work.committed and me in {c["miner"] for c in rec.get("commitments") or []}:
+                work.committed = True
+                work.save(self.round_dir(n))
+            if not work.revealed and me in {r["miner"] for r in rec.get("revealed") or []}:
+                work.revealed = True
+                work.save(self.round_dir(n))
+        try:
+            if phase == TRAIN and work is not None and not work.committed:
+                # trained, but the commit did not land (node down?): retry only the commit
+                if self._retry_ok(n, "commit"):
+                    self.commit(rec, work)
+            elif phase == TRAIN and work is None:
+                if not rec.get("key_released"):
+                    self._wait_note(n, "the publisher's data key")
+                    return
+                if self.once(n, "train"):
+                    self._retrying(n, "train", self.train_and_commit, rec)
+            elif phase == REVEAL and work is not None and work.committed and not work.revealed:
+                if not rec.get("test_key_revealed"):
+                    self._wait_note(n, "the publisher's test key")
+                    return
+                if self.once(n, "reveal"):
+                    self._retrying(n, "reveal", self.measure_and_reveal, rec, work)
+        except RoundSkipped as exc:
+            self.count_error(exc.kind, "round %d: %s", n, exc)
+            self.emit("round_skipped", round=n, reason=str(exc),
+                      miner=self.key.address.hex() if self.key else "")
+
+    def _retry_ok(self, n: int, step: str, limit: int = 5) -> bool:
+        k = (n, f"{step}#")
+        count = sum(1 for d in self._done if d[0] == n and d[1].startswith(k[1]))
+        if count >= limit:
+            return False
+        self._done.add((n, f"{step}#{count}"))
+        return True
+
+    def _retrying(self, n: int, step: str, fn: Any, *args: Any) -> Any:
+        """Run a once-per-round step; a transient RPC failure re-arms it for the next poll."""
+        from training.rpc_client import RpcError
+
+        try:
+            return fn(*args)
+        except RpcError:
+            if self._retry_ok(n, f"{step}-rpc"):
+                self._done.discard((n, step))
+            raise
 
     def on_round_closed(self, rec: dict[str, Any]) -> None:
         assert self.key is not None
@@ -251,8 +283,7 @@ class Miner(Sidecar):
     # -- TRAIN
 
     def train_and_commit(self, rec: dict[str, Any]) -> RoundWork:
-        from abci_app.dlbc import txs
-        from training.artifacts import model_metadata, save_model, sha256_file
+        from training.artifacts import model_metadata, save_model
         from training.models import build_model
         from training.trainer import (
             BudgetTooSmall,
@@ -261,7 +292,7 @@ class Miner(Sidecar):
             TrainingError,
             train,
         )
-        from watermark import default_layer, derive_key, embed_loss
+        from watermark import WatermarkError, default_layer, derive_key, embed_loss
 
         assert self.key is not None and self.server is not None
         n, tid = int(rec["round"]), int(rec["task_id"])
@@ -271,7 +302,6 @@ class Miner(Sidecar):
         spec = task["spec"]
         key = bytes.fromhex(task["train_key"])
         rdir = self.round_dir(n)
-        rdir.mkdir(parents=True, exist_ok=True)
         t0 = time.monotonic()
         try:
             data = fetch_dataset(spec["data_uri"], spec["data_sha256"],
@@ -289,14 +319,18 @@ class Miner(Sidecar):
             model = build_model(arch, hparams, seed=self.mcfg.seed + n)
         except ValueError as exc:
             raise RoundSkipped("spec", f"cannot build {arch}: {exc}") from exc
-        layer = default_layer(model, n_bits=self.mcfg.watermark_bits)
-        wm_key = derive_key(bytes.fromhex(rec["seed"]), self.key.address, layer=layer,
-                            n_bits=self.mcfg.watermark_bits)
+        try:
+            layer = default_layer(model, n_bits=self.mcfg.watermark_bits)
+            wm_key = derive_key(bytes.fromhex(rec["seed"]), self.key.address, layer=layer,
+                                n_bits=self.mcfg.watermark_bits)
+        except WatermarkError as exc:
+            raise RoundSkipped("spec", f"{arch} cannot carry the watermark: {exc}") from exc
         budget = seconds_left(rec, "train_end_ns") - self.mcfg.commit_margin_seconds
         if self.mcfg.max_train_seconds is not None:
             budget = min(budget, self.mcfg.max_train_seconds)
         if budget < self.mcfg.min_train_seconds:
             raise RoundSkipped("deadline", f"only {budget:.1f}s left to train")
+        rdir.mkdir(parents=True, exist_ok=True)
         ckpt_dir = rdir / "checkpoints"
         if ckpt_dir.exists():
             shutil.rmtree(ckpt_dir)
@@ -312,6 +346,7 @@ class Miner(Sidecar):
         self.emit("training_started", round=n, task_id=tid, budget=budget,
                   miner=self.key.address.hex())
         t1 = time.monotonic()
+
         def stop_when_asked(_report: Any) -> None:
             if self.stop_event.is_set():  # Ctrl-C: finish the epoch, do not commit
                 raise StopTraining
@@ -335,7 +370,6 @@ class Miner(Sidecar):
             self.log.info("round %d: %d watermark sealing step(s)", n, steps)
         model_path = rdir / "model.safetensors"
         digest = save_model(model, model_path, metadata=model_metadata(arch, hparams))
-        assert sha256_file(model_path) == digest
         work = RoundWork(
             round=n, task_id=tid, model_path=str(model_path),
             model_uri=self.server.url_for(model_path.relative_to(self.artifact_root)),
@@ -348,18 +382,26 @@ class Miner(Sidecar):
         self.log.info("round %d: %d epoch(s) in %.1fs, watermark min confidence %.6f%s",
                       n, result.epochs, result.wall_seconds, det.min_confidence,
                       "" if det.ok else " (BELOW threshold: validators will reject)")
-        commitment = txs.model_commitment(bytes.fromhex(digest), self.key.address,
+        self.commit(rec, work)
+        return work
+
+    def commit(self, rec: dict[str, Any], work: RoundWork) -> None:
+        """CommitModel{SHA-256(digest ‖ address ‖ salt)} — only valid in TRAIN (DESIGN §3)."""
+        from abci_app.dlbc import txs
+
+        assert self.key is not None
+        n = work.round
+        commitment = txs.model_commitment(bytes.fromhex(work.model_digest), self.key.address,
                                           bytes.fromhex(work.salt))
         if seconds_left(rec, "train_end_ns") <= 0:
             raise RoundSkipped("deadline", "TRAIN ended before the commit could be sent")
         if self.send(txs.commit_model(n, commitment), "CommitModel") is None:
             raise RoundSkipped("tx_rejected", "CommitModel was rejected")
         work.committed = True
-        work.save(rdir)
+        work.save(self.round_dir(n))
         self.metrics.inc("commits_total")
-        self.emit("committed", round=n, miner=self.key.address.hex(), epochs=result.epochs,
-                  digest=digest, watermark_confidence=det.min_confidence)
-        return work
+        self.emit("committed", round=n, miner=self.key.address.hex(), epochs=work.epochs,
+                  digest=work.model_digest, watermark_confidence=work.watermark_min_confidence)
 
     # -- REVEAL
 

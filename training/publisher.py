@@ -26,7 +26,7 @@ from abci_app.keyfile import KeyPair
 from training.artifact_server import ArtifactServer
 from training.metrics_server import Metrics
 from training.rpc_client import RpcClient
-from training.sidecar import REVEAL, TRAIN, Sidecar, SidecarConfig
+from training.sidecar import REVEAL, TRAIN, Sidecar, SidecarConfig, TxRejected
 
 TASK_FILE = "task.json"
 KEYS_FILE = "keys.json"
@@ -117,9 +117,15 @@ def prepare_task(
     from training.artifacts import sha256_bytes
     from training.encryption import encrypt_dataset, generate_key
     from training.models import build_model, model_stats
+    from watermark import WatermarkError, default_layer
 
     model = build_model(architecture, hparams, seed=0)  # raises ValueError on a bad spec
     stats = model_stats(model, dataset.sample_shape)
+    try:
+        default_layer(model)  # miners must be able to embed the 256-bit watermark (DESIGN §7)
+    except WatermarkError as exc:
+        raise ValueError(f"{architecture} {hparams} is too small to carry the round's "
+                         f"watermark ({exc}); use a larger base_width") from None
     train, test = dataset.split(test_fraction, seed=seed)
     train_key, test_key = generate_key(), generate_key()
     train_blob = encrypt_dataset(train_key, train)
@@ -255,7 +261,11 @@ class Publisher(Sidecar):
             if any(t.name == task.name for t in self.tasks.values()):
                 self._pending.pop(0)  # already on chain from an earlier run
                 continue
-            self.submit(task)
+            try:
+                self.submit(task)
+            except TxRejected as exc:  # e.g. balance too low: retrying will not help
+                self.count_error("tx_rejected", "task %s not submitted: %s", task.name, exc)
+                self.emit("task_rejected", name=task.name, reason=str(exc))
             self._pending.pop(0)
 
     def submit(self, task: PreparedTask) -> int:
@@ -288,8 +298,12 @@ class Publisher(Sidecar):
         k = len(self.tasks) + 1
         cfg = self.demo_config or DemoDataConfig()
         cfg = DemoDataConfig(**{**cfg.__dict__, "seed": cfg.seed + k})
-        self.submit(self.prepare_demo(cfg, name=f"demo-{k}"))
-        self._pending.clear()
+        name = f"demo-{k}"
+        try:
+            self.submit(prepare_demo_task(self.artifact_root / name, self.base_url, cfg, name))
+        except TxRejected as exc:  # e.g. the balance ran out: stop topping up, keep serving keys
+            self.count_error("tx_rejected", "no more demo tasks: %s", exc)
+            self.keep_pending = 0
 
     def _try(self, rnd: int, step: str, limit: int = 3) -> bool:
         n = self._attempts.get((rnd, step), 0)

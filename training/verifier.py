@@ -20,6 +20,7 @@ verdict — "a model it cannot check in time gets no verdict rather than a wrong
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -161,7 +162,13 @@ class Verifier(Sidecar):
         n = int(rec["round"])
         if not self.once(n, "verify"):
             return
-        self.verify_round(rec)
+        from training.rpc_client import RpcError
+
+        try:
+            self.verify_round(rec)
+        except RpcError:
+            self._done.discard((n, "verify"))  # node hiccup: try again at the next poll
+            raise
 
     def verify_round(self, rec: dict[str, Any]) -> list[ModelCheck]:
         from abci_app.dlbc.verdicts import Verdict, write_verdicts
@@ -175,7 +182,8 @@ class Verifier(Sidecar):
         spec = task["spec"]
         params = self.chain.params()
         threshold = int(params.get("watermark_threshold_ppm", 999_900)) / PPM
-        dest = self.cfg.workdir / f"round-{n}-test.npz.enc"
+        # unique name: several verifiers may share a workdir on one machine (localnet)
+        dest = self.cfg.workdir / f"round-{n}-test-{os.getpid()}-{threading.get_ident()}.npz.enc"
         try:
             test = fetch_dataset(spec["test_uri"], spec["test_sha256"], 0,
                                  bytes.fromhex(task["test_key"]), dest, self.vcfg.max_data_bytes,

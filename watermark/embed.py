@@ -31,7 +31,8 @@ def embed_loss(
     one bit under the threshold. With temperature t the loss keeps pushing until margins are a
     few multiples of t, so the watermark keeps deepening for the whole training run and an
     attacker has to undo all of it (measured in bench/watermark.py). The factor t keeps the
-    gradient at small margins, hence the meaning of λ, independent of t. Detection always uses
+    gradient at small margins, hence the meaning of λ, independent of t (the loss *value* starts
+    at t·ln 2, about 69 at the default, which shows in the trainer's logged loss). Detection uses
     X·w itself. Raises WatermarkError for a missing or badly shaped layer.
     """
     if not temperature > 0:
@@ -43,7 +44,7 @@ def embed_loss(
 
 
 def watermark_logits(weight: torch.Tensor, key: WatermarkKey) -> torch.Tensor:
-    """X·w (T,) for a weight tensor (O, ...), differentiable; the attacks reuse it."""
+    """X·w (T,) for a weight tensor (O, ...), differentiable (float32 training precision)."""
     w = mean_kernel_torch(weight, key.layer)  # (m,)
     x = _projection_tensor(key, w.numel(), str(w.device))  # (T, m)
     return x @ w  # (T,)

@@ -52,6 +52,7 @@ MATRIX_TYPES: tuple[MatrixType, ...] = ("direct", "diff", "random")
 #   the gain sets the speed, not the embed/remove ratio.
 DEFAULT_MATRIX: MatrixType = "direct"
 DEFAULT_N_BITS = 256
+MAX_N_BITS = 4096
 DEFAULT_GAIN = 1000.0
 
 _MATRIX_DOMAIN = b"dlbc/watermark/matrix/v1"
@@ -110,11 +111,12 @@ def derive_key(
         raise WatermarkError("miner_address must be the 20-byte account address")
     if not isinstance(layer, str) or not layer:
         raise WatermarkError("layer must be a non-empty state-dict name")
-    if not isinstance(n_bits, int) or isinstance(n_bits, bool) or not 1 <= n_bits <= 65536:
-        raise WatermarkError(f"n_bits must be an integer in [1, 65536], got {n_bits!r}")
+    # The cap bounds X (n_bits x m float64) to a few hundred MB even for the widest layer.
+    if not isinstance(n_bits, int) or isinstance(n_bits, bool) or not 1 <= n_bits <= MAX_N_BITS:
+        raise WatermarkError(f"n_bits must be an integer in [1, {MAX_N_BITS}], got {n_bits!r}")
     if matrix not in MATRIX_TYPES:
         raise WatermarkError(f"matrix must be one of {MATRIX_TYPES}, got {matrix!r}")
-    if not np.isfinite(gain) or gain <= 0:
+    if isinstance(gain, bool) or not isinstance(gain, (int, float)) or not 0 < gain < np.inf:
         raise WatermarkError(f"gain must be a positive finite number, got {gain!r}")
     matrix_t: MatrixType = matrix  # type: ignore[assignment,unused-ignore]  # checked above
     return WatermarkKey(seed_r, miner_address, layer, n_bits, matrix_t, float(gain))

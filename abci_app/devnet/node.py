@@ -333,8 +333,10 @@ class DevNode:
         """Recreate RPC records for heights the driver committed but we did not record.
 
         Happens only after a hard kill between the driver's commit and our record (two LMDB
-        transactions). Block contents, time and hashes come from the driver's store; the tx
-        results were not stored anywhere, so they are marked unrecorded rather than invented.
+        transactions). Block contents, time and hashes come from the driver's store, and so do the
+        tx results and events: the driver saves each FinalizeBlock response before its Commit, as
+        CometBFT does. Only a height whose response was never stored (a block store written by an
+        older driver) has its results marked unrecorded rather than invented.
         """
         assert self.store is not None
         dstore = self._driver.store
@@ -352,10 +354,17 @@ class DevNode:
                     "query the app state instead",
             )
             block_doc = self._block_doc(h, time_ns, block_hash, txs)
+            stored = self._driver.stored_result(h)
+            if stored is not None:
+                exec_results = list(stored.tx_results[0])
+                block_events = [event_json(e) for e in stored.events[0]]
+            else:
+                exec_results = [unrecorded for _ in txs]
+                block_events = []
             results_doc = {
                 "height": str(h),
-                "txs_results": [tx_result_json(unrecorded) for _ in txs] or None,
-                "finalize_block_events": [],
+                "txs_results": [tx_result_json(r) for r in exec_results] or None,
+                "finalize_block_events": block_events,
                 "validator_updates": [],
                 "consensus_param_updates": None,
                 "app_hash": b64(app_hash),
@@ -364,7 +373,8 @@ class DevNode:
             self.store.save(tip, block_doc, results_doc, [tx_key(t) for t in txs])
             self.tip = tip
             self.mempool.update(txs)
-            log.warning("height %d: RPC record rebuilt from the block store (tx results unrecorded)", h)
+            log.warning("height %d: RPC record rebuilt from the block store%s", h,
+                        "" if stored is not None else " (tx results unrecorded)")
 
     async def stop(self) -> None:
         self._stop.set()

@@ -58,6 +58,8 @@ class Code(IntEnum):
     SETTLE_INSUFFICIENT_POWER = 63
     SETTLE_DUPLICATE_VOTE = 64
     ALREADY_SETTLED = 65
+    # tasks (continued)
+    UNKNOWN_ARCHITECTURE = 70  # well-formed name, but not in params.ARCHITECTURES
     # query
     QUERY_NOT_FOUND = 80
     QUERY_BAD_PATH = 81

@@ -11,6 +11,12 @@ from typing import Any
 
 PPM = 1_000_000
 
+#: Registry architectures a SubmitTask may name (DESIGN §3: publishers never ship code; miners and
+#: validators build the named module from training/models.py `ARCHITECTURES`). A plain, torch-free
+#: tuple so consensus never imports torch; it must equal `sorted(ARCHITECTURES)` there (the lead's
+#: consistency test checks it). Changing it changes which txs are valid: a chain upgrade.
+ARCHITECTURES: tuple[str, ...] = ("cnn", "fcn", "unet2d", "unet3d")
+
 
 @dataclass(frozen=True, slots=True)
 class Params:

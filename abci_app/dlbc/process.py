@@ -18,7 +18,7 @@ from typing import Any
 from abci_app.dlbc import state
 from abci_app.dlbc.codes import Code, InvalidTx
 from abci_app.dlbc.events import Event
-from abci_app.dlbc.params import PPM, Params
+from abci_app.dlbc.params import ARCHITECTURES, PPM, Params
 from abci_app.dlbc.ranking import compute_task_flops, ln_fp
 from abci_app.dlbc.rounds import REVEAL, TRAIN, advance_schedule
 from abci_app.dlbc.settle import process_settle
@@ -92,12 +92,18 @@ def process_register_miner(view: KV, ctx: BlockCtx, sender: bytes,
 
 
 def validate_task_spec(spec: tx_pb2.TaskSpec) -> None:
-    """Stateless checks of a TaskSpec (DESIGN §3); raises BAD_TASK_SPEC naming the field."""
+    """Stateless checks of a TaskSpec (DESIGN §3); raises BAD_TASK_SPEC naming the field, or
+    UNKNOWN_ARCHITECTURE for a well-formed name outside the registry allow-list."""
     def bad(why: str) -> InvalidTx:
         return InvalidTx(Code.BAD_TASK_SPEC, f"task spec: {why}")
 
     if not _ARCH_RE.match(spec.architecture):
         raise bad("architecture must be a registry name ([a-z][a-z0-9_]{0,31})")
+    # Verify the architecture is one every miner and validator can build (no code is shipped)
+    if spec.architecture not in ARCHITECTURES:
+        raise InvalidTx(Code.UNKNOWN_ARCHITECTURE,
+                        f"task spec: unknown architecture {spec.architecture!r}; "
+                        f"known: {', '.join(ARCHITECTURES)}")
     if len(spec.hyperparams_json) > 4096:
         raise bad("hyperparams_json longer than 4096 characters")
     try:

@@ -90,6 +90,21 @@ def test_kill_9_inside_call_then_restart_resumes_to_same_hashes(tmp_path: Path, 
 
             d = Driver([AbciClient(a) for a in addrs], KEYS, CHAIN, block_store_dir=blocks)
             assert await d.handshake() == CRASH_HEIGHT
+            # The replayed FinalizeBlock responses are exposed, not thrown away (issue 8).
+            replayed_apps = {r.replayed_app for r in d.replayed}
+            if phase == "commit_after":
+                assert d.replayed == []  # both apps had committed height 6
+            else:
+                assert 0 in replayed_apps and replayed_apps <= {0, 1}
+            for r in d.replayed:
+                assert (r.height, r.txs, r.app_hashes) == \
+                    (CRASH_HEIGHT, txs_for(CRASH_HEIGHT)[:2], [reference[CRASH_HEIGHT]])
+                assert [t.code for t in r.tx_results[0]] == [0, 0]
+            # Whatever the crash point, the height's real results are in the block store.
+            stored = d.stored_result(CRASH_HEIGHT)
+            assert stored is not None and stored.app_hash == reference[CRASH_HEIGHT]
+            assert [t.code for t in stored.tx_results[0]] == [0, 0]
+            assert stored.txs == txs_for(CRASH_HEIGHT)[:2] and stored.proposer in (0, 1)
             for i, c in enumerate(d.clients):
                 inf = await c.call("info", abci.RequestInfo())
                 assert (inf.last_block_height, inf.last_block_app_hash) == \

@@ -206,3 +206,39 @@ def test_invalid_client_to_dead_address(tmp_path: Path) -> None:
             await AbciClient(f"unix://{tmp_path}/nobody.sock").connect(timeout=0.3)
 
     asyncio.run(main())
+
+
+def test_handshake_replay_exposes_the_replayed_results(tmp_path: Path) -> None:
+    """A fresh app behind a driver with stored blocks is replayed to the tip; the replayed
+    FinalizeBlock responses come back (`Driver.replayed`) equal to the live ones, and every
+    executed height's result can be rebuilt from the block store (`Driver.stored_result`)."""
+    keys = _keys(1)
+    blocks = tmp_path / "blocks"
+    with running(KVStoreApplication(tmp_path / "live")) as s:
+        async def live() -> list[list[int]]:
+            d = Driver([AbciClient(s.server.listen_address)], keys, CHAIN, block_store_dir=blocks)
+            await d.handshake()
+            assert d.replayed == []  # nothing to replay on a fresh chain
+            out = [[r.code for r in (await d.run_height(txs_for(h), block_time(h))).tx_results[0]]
+                   for h in range(1, 4)]
+            stored = d.stored_result(2)
+            assert stored is not None and stored.replayed_app == 0 and stored.proposer == 0
+            assert stored.txs == txs_for(2)[:2] and [r.code for r in stored.tx_results[0]] == [0, 0]
+            assert stored.vote_extensions == [b"kv-ext:2"]  # kvstore's extension at height 2
+            assert d.stored_result(4) is None  # never executed
+            await d.close()
+            return out
+
+        live_codes = asyncio.run(live())
+    with running(KVStoreApplication(tmp_path / "fresh")) as s:
+        async def replay() -> None:
+            d = Driver([AbciClient(s.server.listen_address)], keys, CHAIN, block_store_dir=blocks)
+            assert await d.handshake() == 3
+            assert [(r.height, r.replayed_app) for r in d.replayed] == [(1, 0), (2, 0), (3, 0)]
+            for r, codes in zip(d.replayed, live_codes, strict=True):
+                assert [t.code for t in r.tx_results[0]] == codes
+                assert r.app_hash == d.store.app_hash(r.height)
+                assert len(r.events) == 1 and r.txs == txs_for(r.height)[:2]
+            await d.close()
+
+        asyncio.run(replay())

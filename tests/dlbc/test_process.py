@@ -8,6 +8,7 @@ import pytest
 
 from abci_app.dlbc import txs
 from abci_app.dlbc.codes import Code
+from abci_app.dlbc.params import ARCHITECTURES
 from abci_app.pb.dlbc.v1 import tx_pb2
 from abci_app.pb.tendermint.abci import types_pb2 as abci
 
@@ -118,6 +119,27 @@ def test_invalid_submit_task_bad_spec(node: Node, field: str, value: object) -> 
     r = node.finalize([ALICE.tx(txs.submit_task(spec, 10))])
     assert codes(r) == [Code.BAD_TASK_SPEC] and field in r.tx_results[0].log
     assert node.balance(ALICE) == 100_000 and node.query("supply")["escrow"] == 0
+
+
+@pytest.mark.parametrize("arch", ["resnet", "unet4d", "mlp"])
+def test_invalid_submit_task_unknown_architecture(node: Node, arch: str) -> None:
+    spec = spec_for("arch", train_key=TRAIN_KEY, test_key=TEST_KEY)
+    spec.architecture = arch  # well-formed registry-style name, but not in the allow-list
+    tx = ALICE.tx(txs.submit_task(spec, 10))
+    check = node.check(tx)
+    assert check.code == Code.UNKNOWN_ARCHITECTURE and repr(arch) in check.log
+    r = node.finalize([tx])
+    assert codes(r) == [Code.UNKNOWN_ARCHITECTURE] and "unet2d" in r.tx_results[0].log
+    assert node.balance(ALICE) == 100_000 and node.query("supply")["escrow"] == 0
+    assert node.query(f"accounts/{ALICE.address.hex()}")["nonce"] == 0
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_process_submit_task_accepts_every_registry_architecture(node: Node, arch: str) -> None:
+    spec = spec_for("ok", train_key=TRAIN_KEY, test_key=TEST_KEY)
+    spec.architecture = arch
+    assert codes(node.finalize([ALICE.tx(txs.submit_task(spec, 10))])) == [0]
+    assert node.query("tasks/1")["spec"]["architecture"] == arch
 
 
 def test_invalid_submit_task_reward_and_funds(node: Node) -> None:

@@ -35,7 +35,7 @@ def run_round(url: str, app_home: Path, tmp_path: Path, timeout: float = 90) -> 
     strong = Miner(MinerConfig(rpc_url=url, workdir=tmp_path / "strong", poll_seconds=0.2,
                                commit_margin_seconds=3.0, progress=False), STRONG)
     weak = Miner(MinerConfig(rpc_url=url, workdir=tmp_path / "weak", poll_seconds=0.2,
-                             max_train_seconds=3.0, max_epochs=1, progress=False), WEAK)
+                             max_train_seconds=6.0, max_epochs=1, progress=False), WEAK)
     verifier = Verifier(VerifierConfig(rpc_url=url, workdir=tmp_path / "verifier",
                                        app_home=app_home, poll_seconds=0.2,
                                        per_model_seconds=5.0))
@@ -56,6 +56,8 @@ def run_round(url: str, app_home: Path, tmp_path: Path, timeout: float = 90) -> 
         rec = wait_for(lambda: rpc.abci_query("rounds/1").ok
                        and (r := rpc.query_json("rounds/1"))["status"] == "closed" and r,
                        timeout, "round 1 to close")
+        wait_for(lambda: strong.rounds_closed and weak.rounds_closed, 10,
+                 "the miners to see the close")
         balances = {k: rpc.query_json(f"accounts/{k.address.hex()}")["balance"]
                     for k in (PUB, STRONG, WEAK)}
         escrow = rpc.query_json("supply")["escrow"]

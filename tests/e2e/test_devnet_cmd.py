@@ -49,7 +49,7 @@ def test_devnet_one_round(tmp_path: Path) -> None:
         [sys.executable, "-m", "abci_app.cli", "devnet", "--rounds", "1", "--out", str(out),
          "--base-port", str(base), "--block-time", "0.5", "--train-seconds", "16",
          "--reveal-seconds", "6", "--verify-seconds", "10", "--samples", "48",
-         "--small-budget", "3"],
+         "--small-budget", "4"],
         capture_output=True, text=True, timeout=150, check=False)
     text = proc.stdout
     assert proc.returncode == 0, text + proc.stderr
@@ -70,9 +70,24 @@ def test_devnet_one_round(tmp_path: Path) -> None:
         chain.start_app()
         rpc = chain.start_node()
         rec = rpc.query_json("rounds/1")
+        rpc_height = rpc.latest_height()
     finally:
         chain.stop()
     assert rec["status"] == "closed" and rec["winner"]["miner"] == printed_winner
+    height = int(rpc_height)
+
+    # A second run resumes the same chain (no new genesis, heights continue, round 2 on)
+    again = subprocess.run(
+        [sys.executable, "-m", "abci_app.cli", "devnet", "--rounds", "1", "--out", str(out),
+         "--base-port", str(base), "--block-time", "0.5", "--train-seconds", "16",
+         "--reveal-seconds", "6", "--verify-seconds", "10", "--samples", "48", "--no-plots"],
+        capture_output=True, text=True, timeout=150, check=False)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "resuming saved state" in again.stdout
+    m2 = re.search(r"chain dlbc-devnet at height (\d+)", again.stdout)
+    assert m2 and int(m2.group(1)) >= height, again.stdout
+    assert re.search(r"round ([2-9]|\d\d+): ", again.stdout), again.stdout
+    assert "round 1: phase" not in again.stdout
 
 
 def test_invalid_devnet_port_in_use(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -96,21 +96,34 @@ def test_invalid_query_bad_input(withheld: dict, capsys: pytest.CaptureFixture[s
     assert "nothing at" in capsys.readouterr().err
 
 
-def test_task_submit_cli_lands_a_task(withheld: dict, tmp_path: Path,
+@pytest.mark.parametrize("source", ["demo", "npz"])
+def test_task_submit_cli_lands_a_task(withheld: dict, tmp_path: Path, source: str,
                                       capsys: pytest.CaptureFixture[str]) -> None:
+    import re
+
     from abci_app.keyfile import save_key
+    from training.data import make_segmentation_2d
     from training.rpc_client import RpcClient
 
     keyfile = save_key(tmp_path / "pub.json", withheld["pub"])
-    code = dlbc(["task", "submit", "--key", str(keyfile), "--demo", "--samples", "24",
-                 "--hparams", '{"depth": 2, "base_width": 8}', "--reward", "500",
+    if source == "demo":
+        data_args = ["--demo", "--samples", "24", "--hparams", '{"depth": 2, "base_width": 8}']
+    else:  # fcn needs more filters than unet2d to hold 256 watermark bits in one layer
+        make_segmentation_2d(24, 16, seed=5).save_npz(tmp_path / "mine.npz")
+        data_args = ["--data", str(tmp_path / "mine.npz"), "--arch", "fcn",
+                     "--hparams", '{"depth": 2, "base_width": 16}']
+    code = dlbc(["task", "submit", "--key", str(keyfile), *data_args, "--reward", "500",
                  "--artifact-port", "0", "--workdir", str(tmp_path / "w"), "--no-wait",
                  "--rpc", withheld["rpc_url"], "--log-level", "warning"])
-    assert code == 0, capsys.readouterr()
+    out, err = capsys.readouterr()
+    assert code == 0, out + err
+    m = re.search(r"submitted as task (\d+)", out)
+    assert m, out
     with RpcClient(withheld["rpc_url"]) as rpc:
-        task = rpc.query_json("tasks/2")
+        task = rpc.query_json(f"tasks/{m.group(1)}")
     assert task["publisher"] == withheld["pub"].address.hex() and task["reward"] == 500
-    assert task["spec"]["architecture"] == "unet2d"
+    assert task["spec"]["architecture"] == ("unet2d" if source == "demo" else "fcn")
+    assert task["spec"]["input_shape"] == ([1, 32, 32] if source == "demo" else [1, 16, 16])
     assert (tmp_path / "w" / "submitted.json").exists()
 
 
@@ -121,3 +134,61 @@ def test_invalid_sidecar_cli_bad_input(tmp_path: Path, capsys: pytest.CaptureFix
     assert "key file not found" in capsys.readouterr().err
     keyless = ["task", "submit", "--key", str(tmp_path / "missing.json"), "--demo"]
     assert dlbc([*keyless, "--log-level", "error"]) == 2
+
+
+def test_invalid_task_submit_over_balance(withheld: dict, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """A reward the publisher cannot pay: refused by the chain, reported, nothing escrowed."""
+    from abci_app.keyfile import save_key
+    from training.rpc_client import RpcClient
+
+    keyfile = save_key(tmp_path / "pub.json", withheld["pub"])
+    code = dlbc(["task", "submit", "--key", str(keyfile), "--demo", "--samples", "24",
+                 "--hparams", '{"depth": 2, "base_width": 8}', "--reward", str(10 * START),
+                 "--artifact-port", "0", "--workdir", str(tmp_path / "w"), "--no-wait",
+                 "--rpc", withheld["rpc_url"], "--log-level", "warning"])
+    assert code == 1
+    assert "not accepted" in capsys.readouterr().err
+    with RpcClient(withheld["rpc_url"]) as rpc:
+        rewards = []
+        tid = 1
+        while (q := rpc.abci_query(f"tasks/{tid}")).ok:
+            rewards.append(q.json()["reward"])
+            tid += 1
+    assert rewards and 10 * START not in rewards
+
+
+def test_invalid_mine_cli_ports_in_use(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Busy artifact or metrics port: a one-line message naming the option, nothing left running."""
+    import socket
+
+    from abci_app.keyfile import save_key
+
+    keyfile = save_key(tmp_path / "m.json", key(13))
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = str(busy.getsockname()[1])
+        base = ["mine", "--key", str(keyfile), "--workdir", str(tmp_path / "w"),
+                "--rpc", "http://127.0.0.1:1", "--log-level", "error"]
+        assert dlbc([*base, "--artifact-port", port]) == 2
+        assert "--artifact-port" in capsys.readouterr().err
+        assert dlbc([*base, "--artifact-port", "0", "--metrics-port", port]) == 2
+        assert "--metrics-port" in capsys.readouterr().err
+
+
+def test_invalid_task_submit_pickled_npz(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A user .npz holding a pickled object array is refused before anything is submitted."""
+    import numpy as np
+
+    from abci_app.keyfile import save_key
+
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, images=np.array([{"evil": 1}], dtype=object), masks=np.zeros((1, 4, 4)))
+    keyfile = save_key(tmp_path / "k.json", key(14))
+    code = dlbc(["task", "submit", "--key", str(keyfile), "--data", str(bad),
+                 "--artifact-port", "0", "--workdir", str(tmp_path / "w"),
+                 "--rpc", "http://127.0.0.1:1", "--log-level", "error"])
+    assert code == 2
+    assert "cannot prepare the task" in capsys.readouterr().err
+    assert not list((tmp_path / "w" / "artifacts").glob("task/*"))

@@ -129,3 +129,18 @@ def test_invalid_node_unreachable_is_counted_and_loop_keeps_going(tmp_path: Path
     sc.stop()
     t.join(timeout=5)
     assert not t.is_alive()
+
+
+def test_invalid_prepare_task_model_too_small_for_watermark(tmp_path: Path) -> None:
+    """A spec no miner could watermark is refused before anything is written or submitted."""
+    tiny = DemoDataConfig(samples=24, image_size=16, hparams={"depth": 1, "base_width": 2})
+    with pytest.raises(ValueError, match="too small to carry"):
+        prepare_demo_task(tmp_path / "t", "http://127.0.0.1:1", tiny, "t")
+    assert not (tmp_path / "t").exists()
+
+
+def test_invalid_prepare_task_unknown_architecture(tmp_path: Path) -> None:
+    bad = DemoDataConfig(samples=24, image_size=16, architecture="resnet999")
+    with pytest.raises(ValueError, match="unknown architecture"):
+        prepare_demo_task(tmp_path / "t", "http://127.0.0.1:1", bad, "t")
+    assert not (tmp_path / "t").exists()

@@ -196,3 +196,15 @@ def test_invalid_detect_file(tmp_path: Path, key: wm.WatermarkKey) -> None:
     save_numpy({key.layer: np.zeros((8, 16, 3, 3), np.int32)}, str(ints))
     with pytest.raises(wm.WatermarkError, match="dtype"):
         wm.detect_file(ints, key)
+
+
+def test_detect_through_the_artifact_pipeline(
+    tmp_path: Path, marked: nn.Module, key: wm.WatermarkKey
+) -> None:
+    """The miner's writer and the verifier's loader (training/artifacts.py) keep the watermark."""
+    from training.artifacts import load_state_dict_bytes, save_model
+
+    path = tmp_path / "reveal.safetensors"
+    save_model(marked, path, metadata={"arch": "tiny"}, durable=False)
+    assert wm.detect_file(path, key).ok
+    assert wm.detect(load_state_dict_bytes(path.read_bytes()), key).ok

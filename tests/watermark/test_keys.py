@@ -97,6 +97,8 @@ def test_projection_is_read_only() -> None:
         {"matrix": "gaussian"},
         {"gain": 0.0},
         {"gain": float("nan")},
+        {"gain": float("inf")},
+        {"gain": "1000"},
     ],
 )
 def test_invalid_derive_key(kwargs: dict[str, object]) -> None:
