@@ -32,17 +32,17 @@ import copy
 import hashlib
 import importlib
 import json
-import os
 import re
 import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from abci_app.fsutil import atomic_write
 
 # CometBFT's limits and JSON conventions (types/genesis.go, types/params.go).
 MAX_CHAIN_ID_LEN = 50
@@ -620,21 +620,7 @@ def dumps_genesis(doc: Mapping[str, Any]) -> str:
 
 def write_text_atomic(path: Path, text: str, mode: int = 0o644) -> None:
     """Write via a temp file in the same folder + rename: readers never see half a genesis."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    atomic_write(path, text.encode(), mode=mode)
 
 
 def load_genesis(path: Path) -> dict[str, Any]:

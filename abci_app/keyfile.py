@@ -27,7 +27,6 @@ import os
 import re
 import stat
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +36,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
     Ed25519PublicKey,
 )
+
+from abci_app.fsutil import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -146,37 +147,8 @@ def save_key(path: Path | str, key: KeyPair, *, overwrite: bool = False) -> Path
     path = Path(path)
     if path.exists() and not overwrite:
         raise KeyFileError(f"{path}: key file already exists (refusing to overwrite)")
-    path.parent.mkdir(parents=True, exist_ok=True)
     data = (json.dumps(key.to_json_dict(), indent=2) + "\n").encode()
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    _fsync_dir(path.parent)
-    return path
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        dfd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dfd)
-    except OSError:
-        pass
-    finally:
-        os.close(dfd)
+    return atomic_write(path, data, mode=0o600, durable_dir=True)
 
 
 def _b64field(obj: Any, field: str, expected_type: str, path: Path) -> bytes:

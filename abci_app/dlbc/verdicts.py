@@ -20,12 +20,12 @@ sends an empty extension (CometBFT has no timeout on ExtendVote and halts on an 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from abci_app.fsutil import atomic_write
 
 MAX_FILE_BYTES = 1 << 20
 MAX_VERDICTS = 1_000
@@ -72,20 +72,9 @@ def write_verdicts(home: Path | str, round_no: int,
     if len(items) > MAX_VERDICTS:
         raise ValueError(f"at most {MAX_VERDICTS} verdicts per round")
     path = verdict_path(home, round_no)
-    path.parent.mkdir(parents=True, exist_ok=True)
     data = json.dumps({"round": int(round_no), "verdicts": [v.to_json() for v in items]},
                       sort_keys=True).encode()
-    fd, tmp = tempfile.mkstemp(prefix=".round-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, data)
 
 
 def read_verdicts(home: Path | str, round_no: int) -> list[Verdict] | None:

@@ -203,7 +203,7 @@ def _wait_tx(rpc: RpcClient, tx_hash_hex: str, timeout: float = 10) -> bool:
 def test_app_killed_inside_finalize_block_then_resume(tmp_path: Path) -> None:
     """The block is stored before FinalizeBlock (as CometBFT does); the app dies inside it. The
     node halts with a clear error; after restarting both, the handshake replays the block and the
-    RPC serves it (its tx results marked unrecorded: they were never returned)."""
+    RPC serves it with the real tx results the driver stored before the (replayed) Commit."""
     import time
 
     chain = Chain.create(tmp_path)
@@ -232,5 +232,8 @@ def test_app_killed_inside_finalize_block_then_resume(tmp_path: Path) -> None:
         assert rpc.block(7)["block"]["header"]["last_block_id"]["hash"] == b6.hash
         assert rpc.abci_query("/key", b"inflight").value == b"1"
         assert "rebuilt from the block store" in chain.log()
+        for h in (5, 6):
+            for res in rpc.block_results(h)["txs_results"] or []:
+                assert res.get("info") != "unrecorded", (h, res)
     finally:
         chain.close()
