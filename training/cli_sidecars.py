@@ -141,7 +141,7 @@ def _mine(args: argparse.Namespace) -> int:
         commit_margin_seconds=args.commit_margin, watermark_lambda=args.wm_lambda,
         batch_size=args.batch_size, learning_rate=args.lr, max_epochs=args.max_epochs,
         device=args.device, artifact_host=args.artifact_host, artifact_port=args.artifact_port,
-        **_common(args))  # type: ignore[arg-type]
+        allow_file_uris=args.allow_file_uris, **_common(args))  # type: ignore[arg-type]
     miner = Miner(cfg, key)
     try:
         miner.start_server()
@@ -167,6 +167,8 @@ def _register_mine(subparsers: argparse._SubParsersAction[argparse.ArgumentParse
     p.add_argument("--wm-lambda", type=float, default=1.0, help="watermark regulariser weight λ")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--allow-file-uris", action="store_true",
+                   help="accept file:// data URIs (single-machine setups only)")
     p.add_argument("--artifact-host", default="127.0.0.1")
     p.add_argument("--artifact-port", type=int, default=8701,
                    help="port serving this miner's models (0 = any free port)")
@@ -187,7 +189,8 @@ def _verify(args: argparse.Namespace) -> int:
     if args.workdir is None:  # one verifier per validator: keep its files beside that app
         args.workdir = str(home / "verifier")
     cfg = VerifierConfig(app_home=home, per_model_seconds=args.per_model_seconds,
-                         device=args.device, **_common(args))  # type: ignore[arg-type]
+                         device=args.device, allow_file_uris=args.allow_file_uris,
+                         **_common(args))  # type: ignore[arg-type]
     return run_sidecar(Verifier(cfg))
 
 
@@ -202,6 +205,8 @@ def _register_verify(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
                    help="time bound per model; a model not checked in time gets no verdict")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--allow-file-uris", action="store_true",
+                   help="accept file:// model/test URIs (single-machine setups only)")
     p.set_defaults(func=guarded(_verify))
 
 

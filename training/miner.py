@@ -68,6 +68,8 @@ class MinerConfig(SidecarConfig):
     device: str = "auto"
     max_data_bytes: int = 1 << 30
     """Never download more training/test data than this, whatever the spec says."""
+    allow_file_uris: bool = False
+    """Accept file:// data URIs (single-machine setups only; see `check_remote_uri`)."""
     artifact_host: str = "127.0.0.1"
     artifact_port: int = 0
     """Where this miner serves its models; use a fixed port if it must survive a restart."""
@@ -149,12 +151,30 @@ def spec_hparams(spec: dict[str, Any]) -> dict[str, Any]:
     return hp
 
 
+def check_remote_uri(uri: str, allow_file: bool) -> None:
+    """Refuse URIs a remote party should not make this machine open (DESIGN §8).
+
+    Specs and reveals come from other accounts: a `file://` URI would make a miner or validator
+    read a local path of the attacker's choosing (a FIFO, a device, a secret whose digest it
+    then leaks by accepting). Only http(s) is allowed unless the operator opts in (single-machine
+    setups and tests).
+    """
+    from training.artifacts import ArtifactError
+
+    scheme = uri.split(":", 1)[0].lower() if ":" in uri else ""
+    if scheme in ("http", "https") or (allow_file and scheme == "file"):
+        return
+    raise ArtifactError(f"refusing URI {uri[:80]!r}: only http(s) is fetched from other accounts"
+                        + ("" if allow_file else " (file:// needs allow_file_uris)"))
+
+
 def fetch_dataset(uri: str, sha256_hex: str, size: int, key: bytes, dest: Path,
-                  max_bytes: int, num_classes: int | None) -> Any:
+                  max_bytes: int, num_classes: int | None, *, allow_file: bool = False) -> Any:
     """Download (size-capped, digest-checked) and decrypt an encrypted `.npz` data set."""
     from training.artifacts import fetch
     from training.encryption import decrypt_dataset
 
+    check_remote_uri(uri, allow_file)
     cap = min(max_bytes, size) if size > 0 else max_bytes
     fetch(uri, max_bytes=cap, sha256=sha256_hex, dest=dest)
     return decrypt_dataset(key, dest.read_bytes(), num_classes=num_classes)
@@ -307,7 +327,8 @@ class Miner(Sidecar):
             data = fetch_dataset(spec["data_uri"], spec["data_sha256"],
                                  int(spec.get("data_size_bytes") or 0), key,
                                  self.cfg.workdir / f"round-{n}-train.npz.enc",
-                                 self.mcfg.max_data_bytes, int(spec.get("num_classes") or 0) or None)
+                                 self.mcfg.max_data_bytes, int(spec.get("num_classes") or 0) or None,
+                                 allow_file=self.mcfg.allow_file_uris)
         except (ValueError, OSError) as exc:  # ArtifactError, DecryptionError, DataError
             raise RoundSkipped("data", f"training data unusable: {exc}") from exc
         finally:
@@ -420,7 +441,8 @@ class Miner(Sidecar):
         try:
             test = fetch_dataset(spec["test_uri"], spec["test_sha256"], 0,
                                  bytes.fromhex(task["test_key"]), dest, self.mcfg.max_data_bytes,
-                                 int(spec.get("num_classes") or 0) or None)
+                                 int(spec.get("num_classes") or 0) or None,
+                                 allow_file=self.mcfg.allow_file_uris)
             model = load_model(work.model_path, spec["architecture"], spec_hparams(spec),
                                sha256=work.model_digest)
         except (ValueError, OSError, ArtifactError) as exc:

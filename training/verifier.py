@@ -29,7 +29,7 @@ from typing import Any
 
 from abci_app.keyfile import KeyPair
 from training.metrics_server import Metrics
-from training.miner import fetch_dataset, spec_hparams
+from training.miner import check_remote_uri, fetch_dataset, spec_hparams
 from training.rpc_client import RpcClient
 from training.sidecar import VERIFY, Sidecar, SidecarConfig, seconds_left
 
@@ -53,6 +53,8 @@ class VerifierConfig(SidecarConfig):
     """Never download a model larger than this (the spec's size is also enforced)."""
     max_data_bytes: int = 1 << 30
     device: str = "cpu"
+    allow_file_uris: bool = False
+    """Accept file:// model/test URIs (single-machine setups only)."""
 
 
 @dataclass
@@ -72,7 +74,7 @@ class ModelCheck:
 
 def check_model(reveal: dict[str, Any], spec: dict[str, Any], seed: bytes, test: Any, *,
                 threshold: float, max_bytes: int, timeout: float,
-                device: str = "cpu") -> ModelCheck:
+                device: str = "cpu", allow_file: bool = False) -> ModelCheck:
     """Fetch, load, watermark-check and score one revealed model. Raises `Unavailable`."""
     from training.artifacts import (
         ArtifactError,
@@ -90,6 +92,10 @@ def check_model(reveal: dict[str, Any], spec: dict[str, Any], seed: bytes, test:
     out = ModelCheck(miner=reveal["miner"], model_digest=reveal["model_digest"],
                      claimed_score_ppm=int(reveal["claimed_score_ppm"]), verdict=True)
     uri = str(reveal["model_uri"])
+    try:
+        check_remote_uri(uri, allow_file)
+    except ArtifactError as exc:  # not fetchable by the other validators either
+        raise Unavailable(str(exc)) from exc
     try:
         data = fetch_bytes(uri, max_bytes=max_bytes, sha256=reveal["model_digest"],
                            timeout=timeout)
@@ -187,7 +193,8 @@ class Verifier(Sidecar):
         try:
             test = fetch_dataset(spec["test_uri"], spec["test_sha256"], 0,
                                  bytes.fromhex(task["test_key"]), dest, self.vcfg.max_data_bytes,
-                                 int(spec.get("num_classes") or 0) or None)
+                                 int(spec.get("num_classes") or 0) or None,
+                                 allow_file=self.vcfg.allow_file_uris)
         except (ArtifactError, ValueError, OSError) as exc:
             self.count_error("data", "round %d: test set unusable: %s", n, exc)
             return []
@@ -215,7 +222,7 @@ class Verifier(Sidecar):
             try:
                 chk = run_bounded(lambda r=rev, b=bound: check_model(
                     r, spec, seed, test, threshold=threshold, max_bytes=cap, timeout=b,
-                    device=self.vcfg.device), bound)
+                    device=self.vcfg.device, allow_file=self.vcfg.allow_file_uris), bound)
             except (TimeoutError, Unavailable) as exc:
                 kind = "timeout" if isinstance(exc, TimeoutError) else "model_unavailable"
                 self.count_error(kind, "round %d: no verdict for %s: %s", n, rev["miner"], exc)

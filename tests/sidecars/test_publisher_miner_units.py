@@ -144,3 +144,15 @@ def test_invalid_prepare_task_unknown_architecture(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unknown architecture"):
         prepare_demo_task(tmp_path / "t", "http://127.0.0.1:1", bad, "t")
     assert not (tmp_path / "t").exists()
+
+
+def test_invalid_fetch_file_uri_refused_by_default(prepared, tmp_path: Path) -> None:
+    task, _ = prepared
+    s = task.spec
+    uri = (task.directory / "train.npz.enc").as_uri()
+    with pytest.raises(ArtifactError, match="only http"):
+        fetch_dataset(uri, bytes(s.data_sha256).hex(), s.data_size_bytes, task.train_key,
+                      tmp_path / "d.enc", 1 << 20, 2)
+    data = fetch_dataset(uri, bytes(s.data_sha256).hex(), s.data_size_bytes, task.train_key,
+                         tmp_path / "d.enc", 1 << 20, 2, allow_file=True)
+    assert len(data) == s.num_samples

@@ -168,3 +168,14 @@ def test_nothing_written_next_to_served_files(served: dict) -> None:
     names = sorted(p.name for p in Path(served["root"]).iterdir())
     assert names == ["model.safetensors", "pickle.bin", "plain.safetensors",
                      "truncated.safetensors", "wrong.safetensors"]
+
+
+def test_invalid_file_uri_from_a_miner_gives_no_verdict(served: dict) -> None:
+    """A reveal pointing at the validator's own disk is never opened (DESIGN §8)."""
+    reveal = _reveal(served["srv"], "model.safetensors", served["digest"])
+    reveal["model_uri"] = (served["root"] / "model.safetensors").as_uri()
+    with pytest.raises(Unavailable, match="only http"):
+        _check(served, reveal)
+    chk = check_model(reveal, SPEC, SEED, served["test"], threshold=THRESHOLD,
+                      max_bytes=1 << 24, timeout=5.0, allow_file=True)  # operator opt-in
+    assert chk.verdict and chk.watermark_ok
