@@ -602,7 +602,18 @@ def write_plots(history: list[dict[str, Any]], out: Path) -> list[Path]:
 
     out.mkdir(parents=True, exist_ok=True)
     miners = sorted({h["miner"] for h in history})
-    paths = []
+    rounds = [int(h["round"]) for h in history] or [1]
+
+    def finish(fig: Any, ax: Any, name: str) -> Path:
+        # Whole rounds only, with half a round of margin: one round alone still reads "1".
+        ax.set_xlim(min(rounds) - 0.5, max(rounds) + 0.5)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out / name, dpi=100)
+        plt.close(fig)
+        return out / name
+
     fig, ax = plt.subplots(figsize=(6, 4))
     for m in miners:
         rows = sorted((h for h in history if h["miner"] == m), key=lambda h: h["round"])
@@ -616,13 +627,7 @@ def write_plots(history: list[dict[str, Any]], out: Path) -> list[Path]:
     ax.set_ylabel("Dice on the revealed test set")
     ax.set_title("DLBC devnet: Dice per round")
     ax.set_ylim(-0.02, 1.02)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.legend(fontsize=8)
-    p = out / "dice.png"
-    fig.tight_layout()
-    fig.savefig(p, dpi=100)
-    plt.close(fig)
-    paths.append(p)
+    paths = [finish(fig, ax, "dice.png")]
     fig, ax = plt.subplots(figsize=(6, 4))
     for m in miners:
         rows = sorted((h for h in history if h["miner"] == m), key=lambda h: h["round"])
@@ -635,13 +640,7 @@ def write_plots(history: list[dict[str, Any]], out: Path) -> list[Path]:
     ax.set_ylabel("min watermark bit confidence")
     ax.set_title("DLBC devnet: watermark confidence")
     ax.set_ylim(0, 1.02)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.legend(fontsize=8)
-    p = out / "watermark.png"
-    fig.tight_layout()
-    fig.savefig(p, dpi=100)
-    plt.close(fig)
-    paths.append(p)
+    paths.append(finish(fig, ax, "watermark.png"))
     return paths
 
 
