@@ -23,11 +23,8 @@ as CometBFT's handshake does.
 from __future__ import annotations
 
 import asyncio
-import base64
 import hashlib
-import json
 import logging
-import os
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -35,20 +32,23 @@ from pathlib import Path
 from typing import cast
 
 import lmdb
-from cryptography.hazmat.primitives.asymmetric.ed25519 import (
-    Ed25519PrivateKey,
-    Ed25519PublicKey,
-)
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 from google.protobuf.wrappers_pb2 import Int64Value
 
 from abci_app.abci_client import AbciClient
 from abci_app.codec import encode_uvarint
+from abci_app.dlbc.crypto import (
+    address_of,
+    sign_vote_extension,
+    verify_vote_extension,
+    vote_extension_sign_bytes,
+)
+from abci_app.keyfile import KeyPair, load_key, save_key
 from abci_app.pb.tendermint.abci import types_pb2 as abci
 from abci_app.pb.tendermint.crypto import keys_pb2
-from abci_app.pb.tendermint.types import canonical_pb2, params_pb2, validator_pb2
+from abci_app.pb.tendermint.types import params_pb2, validator_pb2
 
 __all__ = [
     "DEFAULT_BLOCK_MAX_BYTES",
@@ -95,104 +95,67 @@ class AppHashMismatch(DriverError):
 # Keys
 # --------------------------------------------------------------------------------------------
 
-
-def address_of(pub_key: bytes) -> bytes:
-    """Validator/account address: first 20 bytes of SHA-256(ed25519 public key) (DESIGN §2)."""
-    return hashlib.sha256(pub_key).digest()[:20]
+#: A vote-extension signature check exactly as the chain makes it (abci_app.dlbc.crypto's rule;
+#: the old name is kept for tests and tools).
+verify_vote_extension_signature = verify_vote_extension
 
 
 class ValidatorKey:
-    """An ed25519 consensus key with a voting power; file format = CometBFT priv_validator_key.json."""
+    """A validator's consensus key with its voting power.
 
-    __slots__ = ("_priv", "address", "power", "pub_key")
+    The key itself is an `abci_app.keyfile.KeyPair` (file format, address and signatures live
+    there and in abci_app.dlbc.crypto); this class only adds the power CometBFT's validator set
+    carries and the ValidatorUpdate InitChain needs.
+    """
 
-    def __init__(self, private_key: Ed25519PrivateKey, power: int = DEFAULT_POWER) -> None:
-        self._priv = private_key
-        self.pub_key: bytes = private_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-        self.address: bytes = address_of(self.pub_key)
+    __slots__ = ("key", "power")
+
+    def __init__(self, private_key: Ed25519PrivateKey | KeyPair,
+                 power: int = DEFAULT_POWER) -> None:
+        self.key = (private_key if isinstance(private_key, KeyPair)
+                    else KeyPair.from_private(private_key))
         self.power = power
 
     @classmethod
     def generate(cls, seed: bytes | None = None, power: int = DEFAULT_POWER) -> ValidatorKey:
         """Deterministic from `seed` (for tests: SHA-256(seed) is the ed25519 seed); random if None."""
         if seed is None:
-            return cls(Ed25519PrivateKey.generate(), power)
-        secret = hashlib.sha256(b"dlbc/validator-key/" + seed).digest()
-        return cls(Ed25519PrivateKey.from_private_bytes(secret), power)
-
-    def seed_bytes(self) -> bytes:
-        from cryptography.hazmat.primitives.serialization import NoEncryption, PrivateFormat
-
-        return bytes(self._priv.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption()))
-
-    def sign(self, message: bytes) -> bytes:
-        return self._priv.sign(message)
-
-    def to_json(self) -> dict[str, object]:
-        return {
-            "address": self.address.hex().upper(),
-            "pub_key": {"type": "tendermint/PubKeyEd25519",
-                        "value": base64.b64encode(self.pub_key).decode()},
-            "priv_key": {"type": "tendermint/PrivKeyEd25519",
-                         "value": base64.b64encode(self.seed_bytes() + self.pub_key).decode()},
-        }
-
-    def save(self, path: Path) -> None:
-        """Write priv_validator_key.json-compatible JSON with mode 0600 (never world-readable)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            json.dump(self.to_json(), fh, indent=2)
-            fh.write("\n")
-        os.chmod(path, 0o600)
+            return cls(KeyPair.generate(), power)
+        return cls(KeyPair.from_seed(hashlib.sha256(b"dlbc/validator-key/" + seed).digest()), power)
 
     @classmethod
-    def load(cls, path: Path, power: int = DEFAULT_POWER) -> ValidatorKey:
-        data = json.loads(Path(path).read_text())
-        try:
-            if data["priv_key"]["type"] != "tendermint/PrivKeyEd25519":
-                raise ValueError(f"unsupported key type {data['priv_key']['type']!r}")
-            raw = base64.b64decode(data["priv_key"]["value"], validate=True)
-        except (KeyError, TypeError) as exc:
-            raise ValueError(f"{path}: not a priv_validator_key.json file") from exc
-        if len(raw) not in (32, 64):
-            raise ValueError(f"{path}: ed25519 private key must be 32 or 64 bytes, got {len(raw)}")
-        key = cls(Ed25519PrivateKey.from_private_bytes(raw[:32]), power)
-        if len(raw) == 64 and raw[32:] != key.pub_key:
-            raise ValueError(f"{path}: public half of priv_key does not match the seed")
-        if "address" in data and bytes.fromhex(data["address"]) != key.address:
-            raise ValueError(f"{path}: address does not match the key")
-        return key
+    def load(cls, path: Path | str, power: int = DEFAULT_POWER) -> ValidatorKey:
+        """Read a priv_validator_key.json-format file (raises keyfile.KeyFileError, a ValueError)."""
+        return cls(load_key(path), power)
+
+    def save(self, path: Path | str, *, overwrite: bool = False) -> Path:
+        """Write the key file (mode 0600, atomic; refuses to replace a key unless `overwrite`)."""
+        return save_key(path, self.key, overwrite=overwrite)
+
+    @property
+    def private_key(self) -> Ed25519PrivateKey:
+        return self.key.private_key
+
+    @property
+    def pub_key(self) -> bytes:
+        return self.key.public_key
+
+    @property
+    def address(self) -> bytes:
+        return self.key.address
+
+    def sign(self, message: bytes) -> bytes:
+        return self.key.sign(message)
+
+    def abci_validator(self) -> abci.Validator:
+        """How a vote names this validator in CommitInfo / ExtendedCommitInfo."""
+        return abci.Validator(address=self.address, power=self.power)
 
     def validator_update(self) -> abci.ValidatorUpdate:
         return abci.ValidatorUpdate(pub_key=keys_pb2.PublicKey(ed25519=self.pub_key), power=self.power)
 
     def __repr__(self) -> str:  # never shows the private key
         return f"ValidatorKey(address={self.address.hex()}, power={self.power})"
-
-
-def vote_extension_sign_bytes(extension: bytes, height: int, round_: int, chain_id: str) -> bytes:
-    """What CometBFT signs for a vote extension: uvarint-length-prefixed CanonicalVoteExtension."""
-    body: bytes = canonical_pb2.CanonicalVoteExtension(
-        extension=extension, height=height, round=round_, chain_id=chain_id
-    ).SerializeToString()
-    return encode_uvarint(len(body)) + body
-
-
-def verify_vote_extension_signature(
-    pub_key: bytes, signature: bytes, extension: bytes, height: int, round_: int, chain_id: str
-) -> bool:
-    """Check a vote-extension signature as CometBFT does (for apps and tests)."""
-    from cryptography.exceptions import InvalidSignature
-
-    try:
-        Ed25519PublicKey.from_public_bytes(pub_key).verify(
-            signature, vote_extension_sign_bytes(extension, height, round_, chain_id)
-        )
-    except (InvalidSignature, ValueError):
-        return False
-    return True
 
 
 # --------------------------------------------------------------------------------------------
@@ -502,35 +465,24 @@ class Driver:
         """The decided last commit (no extensions): every validator signed the previous block."""
         if self.height < self.initial_height:
             return abci.CommitInfo()
-        return abci.CommitInfo(
-            round=0,
-            votes=[
-                abci.VoteInfo(
-                    validator=abci.Validator(address=self.validators[i].address,
-                                             power=self.validators[i].power),
-                    block_id_flag=validator_pb2.BLOCK_ID_FLAG_COMMIT,
-                )
-                for i in self._vset_order
-            ],
-        )
+        return abci.CommitInfo(round=0, votes=[
+            abci.VoteInfo(validator=self.validators[i].abci_validator(),
+                          block_id_flag=validator_pb2.BLOCK_ID_FLAG_COMMIT)
+            for i in self._vset_order
+        ])
 
     def _local_last_commit(self) -> abci.ExtendedCommitInfo:
+        """The previous height's extended commit as stored; for a height stored without one
+        (extensions not yet enabled) the same votes as `_last_commit_info`, unextended."""
         if self.height < self.initial_height:
             return abci.ExtendedCommitInfo()
         stored = self.store.extended_commit(self.height)
         if stored is not None:
             return stored
-        return abci.ExtendedCommitInfo(
-            round=0,
-            votes=[
-                abci.ExtendedVoteInfo(
-                    validator=abci.Validator(address=self.validators[i].address,
-                                             power=self.validators[i].power),
-                    block_id_flag=validator_pb2.BLOCK_ID_FLAG_COMMIT,
-                )
-                for i in self._vset_order
-            ],
-        )
+        return abci.ExtendedCommitInfo(round=0, votes=[
+            abci.ExtendedVoteInfo(validator=v.validator, block_id_flag=v.block_id_flag)
+            for v in self._last_commit_info().votes
+        ])
 
     def block_hash(self, height: int, time_ns: int, txs: Sequence[bytes], proposer: int) -> bytes:
         """Deterministic stand-in for CometBFT's header hash (unique per chain/height/content)."""
@@ -621,18 +573,14 @@ class Driver:
             votes = []
             for i in self._vset_order:
                 v = self.validators[i]
+                vote = abci.ExtendedVoteInfo(validator=v.abci_validator(),
+                                             block_id_flag=validator_pb2.BLOCK_ID_FLAG_ABSENT)
                 if accepted[i]:
-                    sig = v.sign(vote_extension_sign_bytes(extensions[i], height, 0, self.chain_id))
-                    votes.append(abci.ExtendedVoteInfo(
-                        validator=abci.Validator(address=v.address, power=v.power),
-                        vote_extension=extensions[i], extension_signature=sig,
-                        block_id_flag=validator_pb2.BLOCK_ID_FLAG_COMMIT,
-                    ))
-                else:
-                    votes.append(abci.ExtendedVoteInfo(
-                        validator=abci.Validator(address=v.address, power=v.power),
-                        block_id_flag=validator_pb2.BLOCK_ID_FLAG_ABSENT,
-                    ))
+                    vote.block_id_flag = validator_pb2.BLOCK_ID_FLAG_COMMIT
+                    vote.vote_extension = extensions[i]
+                    vote.extension_signature = sign_vote_extension(
+                        v, extensions[i], height, 0, self.chain_id)
+                votes.append(vote)
             ext_commit = abci.ExtendedCommitInfo(round=0, votes=votes)
 
         # 4. The block is decided: store it before executing (CometBFT saves the block first).

@@ -8,6 +8,8 @@ serves miner, publisher and validator keys alike (team contract, DESIGN §1). Th
      "priv_key": {"type": "tendermint/PrivKeyEd25519", "value": base64(seed32 || pub32)}}
 
 The account address is SHA-256(pub)[:20] (DESIGN §2, same as a CometBFT validator address).
+That rule and the signature verification rule are abci_app.dlbc.crypto's, re-exported here as
+`address_from_pubkey` and `verify_signature`: one definition for the chain and every tool.
 Files are written 0600 via a temp file + `os.replace`, so a crash never leaves half a key behind.
 Private key material is never logged or printed by anything in this module.
 
@@ -20,44 +22,60 @@ from __future__ import annotations
 import argparse
 import base64
 import binascii
-import hashlib
 import json
 import logging
 import os
 import re
 import stat
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import (
-    Ed25519PrivateKey,
-    Ed25519PublicKey,
-)
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from abci_app.dlbc.crypto import ADDRESS_LEN, address_of, public_key_bytes, verify_ed25519
+from abci_app.dlbc.crypto import PUB_KEY_LEN as PUB_LEN
 from abci_app.fsutil import atomic_write
 
 log = logging.getLogger(__name__)
 
+__all__ = [
+    "ADDRESS_LEN",
+    "PRIV_KEY_TYPE",
+    "PUB_KEY_TYPE",
+    "PUB_LEN",
+    "SEED_LEN",
+    "KeyFileError",
+    "KeyPair",
+    "address_from_pubkey",
+    "default_home",
+    "key_path",
+    "load_key",
+    "parse_key_json",
+    "register",
+    "save_key",
+    "verify_signature",
+]
+
 PUB_KEY_TYPE = "tendermint/PubKeyEd25519"
 PRIV_KEY_TYPE = "tendermint/PrivKeyEd25519"
-ADDRESS_LEN = 20
 SEED_LEN = 32
-PUB_LEN = 32
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+#: The address rule lives in abci_app.dlbc.crypto (consensus); this name is kept for callers.
+address_from_pubkey = address_of
+
+#: The signature rule is the chain's (abci_app.dlbc.crypto.verify_ed25519: S < L, canonical
+#: key, no small-order key or R), not OpenSSL's laxer one: a sidecar must never accept a
+#: signature that the chain would reject. Signature: (public_key, signature, message) -> bool.
+verify_signature = verify_ed25519
 
 
 class KeyFileError(ValueError):
     """A key file is missing, unreadable or malformed; the message names the file and the fault."""
-
-
-def address_from_pubkey(public_key: bytes) -> bytes:
-    """Account / validator address: the first 20 bytes of SHA-256(ed25519 public key)."""
-    if len(public_key) != PUB_LEN:
-        raise ValueError(f"ed25519 public key must be {PUB_LEN} bytes, got {len(public_key)}")
-    return hashlib.sha256(public_key).digest()[:ADDRESS_LEN]
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,10 +103,8 @@ class KeyPair:
 
     @classmethod
     def from_private(cls, private_key: Ed25519PrivateKey) -> KeyPair:
-        pub = private_key.public_key().public_bytes(
-            serialization.Encoding.Raw, serialization.PublicFormat.Raw
-        )
-        return cls(private_key=private_key, public_key=pub, address=address_from_pubkey(pub))
+        pub = public_key_bytes(private_key)
+        return cls(private_key=private_key, public_key=pub, address=address_of(pub))
 
     @property
     def address_hex(self) -> str:
@@ -125,17 +141,6 @@ class KeyPair:
             "pub_key": base64.b64encode(self.public_key).decode(),
             "pub_key_hex": self.public_key.hex(),
         }
-
-
-def verify_signature(public_key: bytes, signature: bytes, message: bytes) -> bool:
-    """True iff `signature` is a valid ed25519 signature of `message` by `public_key`."""
-    from cryptography.exceptions import InvalidSignature
-
-    try:
-        Ed25519PublicKey.from_public_bytes(public_key).verify(signature, message)
-    except (InvalidSignature, ValueError):
-        return False
-    return True
 
 
 def save_key(path: Path | str, key: KeyPair, *, overwrite: bool = False) -> Path:
@@ -251,27 +256,32 @@ def key_path(home: Path | str, name: str) -> Path:
     return Path(home) / "keys" / f"{name}.json"
 
 
-def _cmd_new(args: argparse.Namespace) -> int:
-    try:
-        path = key_path(args.home, args.name)
-        key = KeyPair.generate()
-        save_key(path, key, overwrite=args.force)
-    except KeyFileError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    _print_public(key, path, as_json=args.json)
-    return 0
+def _new_key(path: Path, args: argparse.Namespace) -> KeyPair:
+    key = KeyPair.generate()
+    save_key(path, key, overwrite=args.force)
+    return key
 
 
-def _cmd_show(args: argparse.Namespace) -> int:
-    try:
-        path = key_path(args.home, args.name)
-        key = load_key(path)
-    except KeyFileError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    _print_public(key, path, as_json=args.json)
-    return 0
+def _keys_command(action: Callable[[Path, argparse.Namespace], KeyPair]
+                  ) -> Callable[[argparse.Namespace], int]:
+    """`dlbc keys <action>`: run it on the named key's path, print its public part; a
+    KeyFileError becomes one `error:` line and exit status 1 (never a traceback)."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            path = key_path(args.home, args.name)
+            key = action(path, args)
+        except KeyFileError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        _print_public(key, path, as_json=args.json)
+        return 0
+
+    return run
+
+
+_cmd_new = _keys_command(_new_key)
+_cmd_show = _keys_command(lambda path, _args: load_key(path))
 
 
 def _print_public(key: KeyPair, path: Path, *, as_json: bool) -> None:

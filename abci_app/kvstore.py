@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from abci_app.application import BlockResult, StatefulApplication, is_recheck
-from abci_app.dlbc.crypto import verify_ed25519
+from abci_app.dlbc.crypto import Signer, private_key_of, public_key_bytes, verify_ed25519
 from abci_app.pb.tendermint.abci import types_pb2 as abci
 from abci_app.store import View
 
@@ -44,16 +44,10 @@ class InvalidTx(Exception):
         self.log = log
 
 
-def sign_tx(private_key: object, body: bytes) -> bytes:
-    """Build a signed kvstore tx with a `cryptography` Ed25519PrivateKey."""
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-
-    if not isinstance(private_key, Ed25519PrivateKey):
-        raise TypeError("sign_tx needs an Ed25519PrivateKey")
-    pub = private_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-    sig = private_key.sign(SIGN_DOMAIN + body)
-    return bytes([SIGNED_TX_TAG]) + pub + sig + body
+def sign_tx(signer: Signer, body: bytes) -> bytes:
+    """Build a signed kvstore tx (`signer`: an Ed25519PrivateKey or a keyfile.KeyPair)."""
+    sig = private_key_of(signer).sign(SIGN_DOMAIN + body)
+    return bytes([SIGNED_TX_TAG]) + public_key_bytes(signer) + sig + body
 
 
 def parse_tx(tx: bytes) -> tuple[bytes, bytes]:
@@ -75,6 +69,16 @@ def parse_tx(tx: bytes) -> tuple[bytes, bytes]:
     if not sep or not key:
         raise InvalidTx(CODE_ENCODING, "tx must be key=value with a non-empty key")
     return key, value
+
+
+def is_valid_tx(tx: bytes) -> bool:
+    """`parse_tx` as a predicate: the one validity path PrepareProposal and ProcessProposal
+    share with CheckTx and FinalizeBlock (STYLE)."""
+    try:
+        parse_tx(tx)
+    except InvalidTx:
+        return False
+    return True
 
 
 def _hang_target() -> tuple[str, int] | None:
@@ -163,9 +167,7 @@ class KVStoreApplication(StatefulApplication):
         out: list[bytes] = []
         total = 0
         for tx in req.txs:
-            try:
-                parse_tx(tx)
-            except InvalidTx:
+            if not is_valid_tx(tx):
                 continue
             if req.max_tx_bytes > 0 and total + len(tx) > req.max_tx_bytes:
                 break
@@ -174,12 +176,10 @@ class KVStoreApplication(StatefulApplication):
         return abci.ResponsePrepareProposal(txs=out)
 
     def process_proposal(self, req: abci.RequestProcessProposal) -> abci.ResponseProcessProposal:
-        for tx in req.txs:
-            try:
-                parse_tx(tx)
-            except InvalidTx:
-                return abci.ResponseProcessProposal(status=abci.ResponseProcessProposal.REJECT)
-        return abci.ResponseProcessProposal(status=abci.ResponseProcessProposal.ACCEPT)
+        ok = all(is_valid_tx(tx) for tx in req.txs)
+        return abci.ResponseProcessProposal(
+            status=abci.ResponseProcessProposal.ACCEPT if ok else abci.ResponseProcessProposal.REJECT
+        )
 
     def extend_vote(self, req: abci.RequestExtendVote) -> abci.ResponseExtendVote:
         return abci.ResponseExtendVote(vote_extension=b"kv-ext:%d" % req.height)

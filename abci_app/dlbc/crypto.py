@@ -1,5 +1,11 @@
 """Signatures and addresses of DLBC (DESIGN §2-§3). Public contract for other engineers.
 
+This module is the one home of every ed25519 fact in the project: the address rule, the
+signature verification rule and the vote-extension sign bytes. `abci_app.keyfile` (key files)
+and `abci_app.driver` (the CometBFT stand-in) re-export these names rather than re-implement
+them, so the chain, the sidecars and the driver can never disagree on what a valid signature
+or an address is.
+
 - `address_of(pub)`: SHA-256(ed25519 public key)[:20], the account and validator address.
 - Tx signatures: ed25519 over `TX_SIGN_DOMAIN || TxBody bytes`. The domain prefix keeps a tx
   signature from ever being valid as a vote-extension or any other signature made with the same
@@ -28,7 +34,9 @@ from typing import Protocol
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from abci_app.codec import encode_uvarint
 from abci_app.pb.tendermint.types import canonical_pb2
 
 TX_SIGN_DOMAIN = b"dlbc/v1/tx\x00"
@@ -37,30 +45,39 @@ PUB_KEY_LEN = 32
 SIGNATURE_LEN = 64
 
 
-class HasPrivateKey(Protocol):  # abci_app.keyfile.KeyPair
-    private_key: Ed25519PrivateKey
+class HasPrivateKey(Protocol):
+    """Anything holding an ed25519 key (abci_app.keyfile.KeyPair, driver.ValidatorKey)."""
+
+    @property
+    def private_key(self) -> Ed25519PrivateKey: ...
 
 
 Signer = Ed25519PrivateKey | HasPrivateKey
 
 
-def _private(signer: Signer) -> Ed25519PrivateKey:
+def private_key_of(signer: Signer) -> Ed25519PrivateKey:
+    """The ed25519 key behind any `Signer`."""
     return signer if isinstance(signer, Ed25519PrivateKey) else signer.private_key
 
 
 def address_of(public_key: bytes) -> bytes:
-    """First 20 bytes of SHA-256(public key) (CometBFT validator address rule)."""
+    """First 20 bytes of SHA-256(public key) (CometBFT validator address rule, DESIGN §2).
+
+    Raises ValueError unless `public_key` is 32 bytes: an address of anything else names an
+    account no ed25519 signature can ever spend from (consensus callers check length first).
+    """
+    if len(public_key) != PUB_KEY_LEN:
+        raise ValueError(f"ed25519 public key must be {PUB_KEY_LEN} bytes, got {len(public_key)}")
     return hashlib.sha256(public_key).digest()[:ADDRESS_LEN]
 
 
 def public_key_bytes(signer: Signer) -> bytes:
-    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-
-    return _private(signer).public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    """The raw 32-byte public key of `signer`."""
+    return private_key_of(signer).public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
 
 
 def sign_tx_body(signer: Signer, body: bytes) -> bytes:
-    return _private(signer).sign(TX_SIGN_DOMAIN + body)
+    return private_key_of(signer).sign(TX_SIGN_DOMAIN + body)
 
 
 _P = 2**255 - 19  # the field prime
@@ -176,32 +193,23 @@ class VerifiedTxCache:
 verify_tx_body = VerifiedTxCache(maxsize=50_000)
 
 
-def _uvarint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
-
-
 def vote_extension_sign_bytes(extension: bytes, height: int, round_: int, chain_id: str) -> bytes:
-    """What CometBFT signs for a vote extension (DESIGN §2)."""
-    msg = canonical_pb2.CanonicalVoteExtension(
+    """What CometBFT signs for a vote extension (DESIGN §2): the uvarint-length-prefixed
+    CanonicalVoteExtension (CometBFT's `VoteExtensionSignBytes`, protoio.MarshalDelimited)."""
+    msg: bytes = canonical_pb2.CanonicalVoteExtension(
         extension=extension, height=height, round=round_, chain_id=chain_id
     ).SerializeToString()
-    return _uvarint(len(msg)) + msg
+    return encode_uvarint(len(msg)) + msg
 
 
 def sign_vote_extension(signer: Signer, extension: bytes, height: int, round_: int,
                         chain_id: str) -> bytes:
-    return _private(signer).sign(vote_extension_sign_bytes(extension, height, round_, chain_id))
+    """A validator's extension signature, as CometBFT's privval makes it."""
+    return private_key_of(signer).sign(vote_extension_sign_bytes(extension, height, round_, chain_id))
 
 
 def verify_vote_extension(public_key: bytes, signature: bytes, extension: bytes, height: int,
                           round_: int, chain_id: str) -> bool:
+    """Check an extension signature by the verification rule; never raises on bad input."""
     return verify_ed25519(public_key, signature,
                           vote_extension_sign_bytes(extension, height, round_, chain_id))

@@ -29,7 +29,7 @@ from google.protobuf.message import DecodeError
 
 from abci_app.dlbc import state
 from abci_app.dlbc.codes import Code, InvalidTx
-from abci_app.dlbc.crypto import verify_vote_extension
+from abci_app.dlbc.crypto import ADDRESS_LEN, verify_vote_extension
 from abci_app.dlbc.events import Event
 from abci_app.dlbc.params import Params
 from abci_app.dlbc.ranking import split_block_reward
@@ -54,7 +54,7 @@ def decode_verdict_set(ext: bytes, round_no: int | None = None) -> vote_pb2.Verd
     if not ext or len(ext) > MAX_EXTENSION_BYTES:
         return None
     try:
-        vs = vote_pb2.VerdictSet.FromString(ext)
+        vs: vote_pb2.VerdictSet = vote_pb2.VerdictSet.FromString(ext)
     except (DecodeError, RuntimeError, ValueError):
         return None
     if round_no is not None and vs.round != round_no:
@@ -62,7 +62,7 @@ def decode_verdict_set(ext: bytes, round_no: int | None = None) -> vote_pb2.Verd
     if len(vs.verdicts) > MAX_VERDICTS:
         return None
     for v in vs.verdicts:
-        if len(v.miner) != 20 or len(v.model_digest) != 32 or v.score_ppm > 1_000_000:
+        if len(v.miner) != ADDRESS_LEN or len(v.model_digest) != 32 or v.score_ppm > 1_000_000:
             return None
     return vs
 

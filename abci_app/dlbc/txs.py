@@ -73,16 +73,19 @@ def build_signed_tx(signer: Signer, chain_id: str, nonce: int, msg: Message) -> 
         raise TypeError(f"not a signable DLBC message: {type(msg).__name__}")
     body = tx_pb2.TxBody(chain_id=chain_id, nonce=nonce)
     getattr(body, field).CopyFrom(msg)
-    body_bytes = body.SerializeToString()
-    return tx_pb2.SignedTx(
+    body_bytes: bytes = body.SerializeToString()
+    raw: bytes = tx_pb2.SignedTx(
         body=body_bytes, public_key=public_key_bytes(signer),
         signature=sign_tx_body(signer, body_bytes),
     ).SerializeToString()
+    return raw
 
 
 def build_settle_tx(round_: int, extended_commit: abci_pb2.ExtendedCommitInfo) -> bytes:
+    """The unsigned Settle envelope the proposer injects (DESIGN §6)."""
     body = tx_pb2.TxBody(settle=tx_pb2.Settle(round=round_, extended_commit=extended_commit))
-    return tx_pb2.SignedTx(body=body.SerializeToString()).SerializeToString()
+    raw: bytes = tx_pb2.SignedTx(body=body.SerializeToString()).SerializeToString()
+    return raw
 
 
 def transfer(to: bytes, amount: int) -> tx_pb2.Transfer:

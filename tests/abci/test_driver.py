@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 
 from abci_app.abci_client import AbciClient, AbciClientError
+from abci_app.dlbc import crypto
+from abci_app.dlbc.crypto import sign_vote_extension
 from abci_app.driver import (
     Driver,
     ProposalRejected,
@@ -18,6 +20,7 @@ from abci_app.driver import (
     verify_vote_extension_signature,
     vote_extension_sign_bytes,
 )
+from abci_app.keyfile import KeyFileError, KeyPair, load_key, save_key
 from abci_app.kvstore import KVStoreApplication
 from abci_app.pb.tendermint.abci import types_pb2 as abci
 from abci_app.pb.tendermint.types import validator_pb2
@@ -191,13 +194,40 @@ def test_validator_key_file_round_trip(tmp_path: Path) -> None:
     assert loaded.address == key.address
     assert loaded.sign(b"m") == key.sign(b"m")  # ed25519 is deterministic
     assert "priv" not in repr(loaded)
+    # One key-file format: what the driver writes is an account key file, and back.
+    assert load_key(path).address == key.address
+    other = tmp_path / "acct.json"
+    save_key(other, KeyPair.from_seed(b"\x07" * 32))
+    assert ValidatorKey.load(other, power=3).pub_key == KeyPair.from_seed(b"\x07" * 32).public_key
+    with pytest.raises(KeyFileError, match="already exists"):
+        key.save(path)  # a validator key is never silently replaced
+    ValidatorKey.generate(b"other").save(path, overwrite=True)
+    assert ValidatorKey.load(path).address == ValidatorKey.generate(b"other").address
 
 
 def test_invalid_validator_key_file(tmp_path: Path) -> None:
     path = tmp_path / "k.json"
     path.write_text(json.dumps({"priv_key": {"type": "tendermint/PrivKeySecp256k1", "value": ""}}))
-    with pytest.raises(ValueError, match="unsupported key type"):
+    with pytest.raises(ValueError, match="PrivKeySecp256k1"):
         ValidatorKey.load(path)
+    good = ValidatorKey.generate(b"v").key.to_json_dict()
+    good["address"] = "00" * 20
+    path.write_text(json.dumps(good))
+    with pytest.raises(KeyFileError, match="does not match"):
+        ValidatorKey.load(path)
+
+
+def test_driver_extension_signatures_are_the_chains() -> None:
+    """The driver signs with crypto.sign_vote_extension and re-exports crypto's check and
+    sign bytes, so a signature it makes is exactly one the DLBC Settle check accepts."""
+    key = ValidatorKey.generate(b"x")
+    sig = sign_vote_extension(key, b"ext", 9, 1, CHAIN)
+    assert sig == key.sign(vote_extension_sign_bytes(b"ext", 9, 1, CHAIN))
+    assert crypto.verify_vote_extension(key.pub_key, sig, b"ext", 9, 1, CHAIN)
+    assert verify_vote_extension_signature(key.pub_key, sig, b"ext", 9, 1, CHAIN)
+    assert not verify_vote_extension_signature(key.pub_key, sig, b"ext", 9, 0, CHAIN)
+    assert not verify_vote_extension_signature(key.pub_key, sig, b"ext", 9, 1, CHAIN + "x")
+    assert key.address == crypto.address_of(key.pub_key) == key.key.address
 
 
 def test_invalid_client_to_dead_address(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from abci_app.dlbc import crypto
 from abci_app.keyfile import (
     KeyFileError,
     KeyPair,
@@ -123,6 +124,26 @@ def test_loose_permissions_warn(tmp_path: Path, caplog: pytest.LogCaptureFixture
 def test_address_from_pubkey_rejects_wrong_length() -> None:
     with pytest.raises(ValueError):
         address_from_pubkey(b"\x00" * 31)
+    with pytest.raises(ValueError):
+        address_from_pubkey(b"\x00" * 33)
+
+
+def test_invalid_small_order_forgery_rejected_like_the_chain() -> None:
+    """verify_signature is the chain's strict rule, not OpenSSL's: the identity point as key
+    and as R with S = 0 'signs' every message for OpenSSL alone, never here or on the chain."""
+    identity = (1).to_bytes(32, "little")  # y = 1, x = 0
+    forged = identity + bytes(32)
+    assert crypto.verify_openssl(identity, forged, b"pay me")  # the laxer rule would accept
+    assert not verify_signature(identity, forged, b"pay me")
+    assert not crypto.verify_ed25519(identity, forged, b"pay me")
+    key = KeyPair.from_seed(b"\x05" * 32)
+    sig = key.sign(b"m")
+    assert verify_signature(key.public_key, sig, b"m")
+    # S + L is the same equation for OpenSSL's math but a malleated encoding: rejected.
+    s_plus_l = (int.from_bytes(sig[32:], "little") + crypto._L).to_bytes(32, "little")
+    assert not verify_signature(key.public_key, sig[:32] + s_plus_l, b"m")
+    assert not verify_signature(key.public_key[:31], sig, b"m")  # bad length: False, no raise
+    assert key.address == crypto.address_of(key.public_key)
 
 
 def test_cli_keys_new_show(tmp_path: Path) -> None:
