@@ -5,13 +5,17 @@
 #
 #   cometbft/localnet.sh                          # 4 validators in ~/.dlbc/localnet
 #   VALIDATORS=2 BASE_PORT=36656 cometbft/localnet.sh --param train_seconds=60
+#   DEMO=1 cometbft/localnet.sh                   # + a publisher and two miners (= dlbc localnet --demo)
 #
 # Environment: VALIDATORS (4), LOCALNET_HOME (~/.dlbc/localnet), BASE_PORT (26656; node i uses
 # BASE+10i: p2p +0, rpc +1, abci +2, prometheus +4, sidecar metrics +5), COMETBFT (cometbft),
 # PYTHON (the repo's .venv/bin/python if present, else python3), UNTIL_HEIGHT (0 = run until
 # Ctrl-C; N = exit 0 once every node has height N), VERIFIERS (1 = start `dlbc verify` beside
-# each validator; 0 = don't, and rounds never settle). Extra arguments go to the genesis builder
-# (--param NAME=VALUE, --account ADDR=AMOUNT, --chain-id ID, --max-tx-bytes N).
+# each validator; 0 = don't, and rounds never settle), DEMO (0; 1 = also create/fund the demo
+# keys in $LOCALNET_HOME/keys and start `dlbc task submit --demo` + two `dlbc mine` once, against
+# node0's RPC, on the ports after the nodes' block: BASE+10N..+2). Extra arguments go to the
+# genesis builder (--param NAME=VALUE, --account ADDR=AMOUNT, --chain-id ID, --max-tx-bytes N;
+# with DEMO=1 also --samples N, --small-budget S, --reward R).
 # A second run with the same LOCALNET_HOME resumes the chain. Logs: $LOCALNET_HOME/logs/.
 set -euo pipefail
 
@@ -21,6 +25,7 @@ BASE_PORT=${BASE_PORT:-26656}
 UNTIL_HEIGHT=${UNTIL_HEIGHT:-0}
 VERIFIERS=${VERIFIERS:-1}
 COMETBFT=${COMETBFT:-cometbft}
+DEMO=${DEMO:-0}
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 if [[ -z "${PYTHON:-}" ]]; then
   if [[ -x "$REPO/.venv/bin/python" ]]; then PYTHON="$REPO/.venv/bin/python"; else PYTHON=python3; fi
@@ -38,8 +43,10 @@ fi
 
 # 1. Version check (v0.38.x / v1.0.x), free ports, writable folder, `cometbft testnet --v N`,
 #    identical genesis with DLBC app_state + vote extensions, per-node config.toml patches.
-"$PYTHON" -m abci_app.cli localnet --validators "$VALIDATORS" --home "$LOCALNET_HOME" \
-  --base-port "$BASE_PORT" --cometbft "$COMETBFT" --prepare-only --no-fallback "$@"
+#    DEMO=1: demo keys made (or reused) and the publisher funded, short phase lengths.
+ARGS=(--validators "$VALIDATORS" --home "$LOCALNET_HOME" --base-port "$BASE_PORT" "$@")
+[[ "$DEMO" != 0 ]] && ARGS+=(--demo)
+"$PYTHON" -m abci_app.cli localnet "${ARGS[@]}" --cometbft "$COMETBFT" --prepare-only --no-fallback
 LOCALNET_HOME=$(cd "$LOCALNET_HOME" && pwd)
 MANIFEST="$LOCALNET_HOME/localnet.json"
 
@@ -103,17 +110,42 @@ done
 
 # 4. Sidecars: each validator's verifier writes the verdicts its own app's ExtendVote reads
 #    (DESIGN §6), so it gets that node's app home and RPC. Add other per-node sidecars here.
+#    DEMO=1: the publisher and miners, once for the network (the same commands as
+#    `dlbc localnet --demo`, printed by abci_app/localnet/demo.py from the same options).
+DEMO_LINES=()
+VERIFY_EXTRA=()
+if [[ "$DEMO" != 0 ]]; then
+  mapfile -t DEMO_LINES < <("$PYTHON" -m abci_app.localnet.demo "${ARGS[@]}" || true)
+  if ((${#DEMO_LINES[@]} < 2)); then
+    echo "error: could not plan the demo processes (see the message above)" >&2
+    exit 1
+  fi
+  for line in "${DEMO_LINES[@]}"; do
+    IFS=$'\t' read -r name _ cmd <<<"$line"
+    [[ "$name" == verify-extra ]] && eval "VERIFY_EXTRA=($cmd)"
+  done
+fi
 if [[ "$VERIFIERS" != 0 ]] && "$PYTHON" -m abci_app.cli verify --help >/dev/null 2>&1; then
   for i in $(seq 0 "$last"); do
     "$PYTHON" -m abci_app.cli verify --app-home "$LOCALNET_HOME/node$i/app" \
       --rpc "http://127.0.0.1:$(port "$i" rpc)" --metrics-port "$(port "$i" sidecar)" \
-      >>"$LOCALNET_HOME/logs/verify$i.log" 2>&1 &
+      "${VERIFY_EXTRA[@]}" >>"$LOCALNET_HOME/logs/verify$i.log" 2>&1 &
     PIDS+=($!)
   done
 fi
+for line in "${DEMO_LINES[@]}"; do
+  IFS=$'\t' read -r name aport cmd <<<"$line"
+  [[ "$name" == verify-extra ]] && continue
+  eval "argv=($cmd)"  # COMMAND is shell-quoted by Python's shlex.join
+  "${argv[@]}" >>"$LOCALNET_HOME/logs/$name.log" 2>&1 &
+  PIDS+=($!)
+  wait_port "$aport" "$!" "$name"
+  echo "$name: ${argv[*]}"
+done
 
 for i in $(seq 0 "$last"); do echo "node$i: rpc http://127.0.0.1:$(port "$i" rpc)"; done
 echo "logs in $LOCALNET_HOME/logs; Ctrl-C stops everything."
+echo "query: $PYTHON -m abci_app.cli query round --rpc http://127.0.0.1:$(port 0 rpc)"
 
 heights() {
   "$PYTHON" - "$MANIFEST" <<'PY'

@@ -5,9 +5,10 @@ Per round the miner
 2. fetches the encrypted training set (size cap + SHA-256 from the spec, DESIGN §8) and decrypts
    it with the released key,
 3. builds the spec's registry architecture (never publisher code), derives its watermark key
-   from the round seed and its own address (DESIGN §7) and trains with `λ·embed_loss` as the
-   trainer's `extra_loss`, under a budget that ends `commit_margin_seconds` before TRAIN ends
-   (paper Assumption 2: commit-in-P1),
+   from the round seed and its own address under the chain's watermark params (bits, matrix,
+   gain, threshold: `WatermarkScheme` from the `params` query, DESIGN §7 — never the watermark
+   package's defaults) and trains with `λ·embed_loss` as the trainer's `extra_loss`, under a
+   budget that ends `commit_margin_seconds` before TRAIN ends (paper Assumption 2: commit-in-P1),
 4. saves the model as safetensors plus per-epoch checkpoints into its artifact folder, which its
    `ArtifactServer` hosts, and sends `CommitModel{SHA-256(digest ‖ address ‖ salt)}`,
 5. in REVEAL fetches the revealed test set, measures its score and sends `RevealModel` with
@@ -25,14 +26,27 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from abci_app.keyfile import KeyPair
 from training.artifact_server import ArtifactServer
 from training.metrics_server import Metrics
 from training.publisher import _atomic_write
 from training.rpc_client import RpcClient
-from training.sidecar import REVEAL, TRAIN, Sidecar, SidecarConfig, seconds_left
+from training.sidecar import (
+    REVEAL,
+    TRAIN,
+    Sidecar,
+    SidecarConfig,
+    WatermarkParamsError,
+    seconds_left,
+)
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from training.data import ArrayDataset
+    from watermark import Detection, WatermarkKey
 
 
 class RoundSkipped(Exception):
@@ -56,8 +70,11 @@ class MinerConfig(SidecarConfig):
     min_train_seconds: float = 1.0
     """Below this budget the round is skipped instead of committing a barely trained model."""
     watermark_lambda: float = 1.0
-    """λ of the Uchida regulariser (E0 + λ·E_R, paper Eq. 7)."""
-    watermark_bits: int = 256
+    """λ of the Uchida regulariser (E0 + λ·E_R, paper Eq. 7). A miner's own tuning knob: the
+    bits, matrix, gain and threshold that decide acceptance come from the chain's params."""
+    watermark_temperature: float = 100.0
+    """Temperature of `embed_loss` (watermark.DEFAULT_TEMPERATURE; a test keeps them equal).
+    Embedding-only, so a miner setting rather than a chain param (see params.py)."""
     seal_learning_rate: float = 1e-2
     seal_max_steps: int = 2000
     """Bound on the E_R-only steps that finish the embedding (see `seal_watermark`)."""
@@ -107,9 +124,9 @@ class RoundWork:
             return None
 
 
-def seal_watermark(model: Any, key: Any, threshold: float, *, lr: float = 1e-2,
-                   max_steps: int = 2000, check_every: int = 10,
-                   margin: float = 0.5) -> tuple[Any, int]:
+def seal_watermark(model: nn.Module, key: WatermarkKey, threshold: float, *, lr: float = 1e-2,
+                   max_steps: int = 2000, check_every: int = 10, margin: float = 0.5,
+                   temperature: float = 100.0) -> tuple[Detection, int]:
     """Finish embedding: E_R-only Adam steps on the key's layer until `detect` passes.
 
     Why: the trainer's λ·E_R term (paper Eq. 7) embeds the bits during training, but a short
@@ -133,9 +150,9 @@ def seal_watermark(model: Any, key: Any, threshold: float, *, lr: float = 1e-2,
         param = dict(model.named_parameters())[key.layer]
         opt = torch.optim.Adam([param], lr=lr)
         while steps < max_steps:
-            loss = embed_loss(model, key)
+            loss = embed_loss(model, key, temperature=temperature)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            torch.autograd.backward(loss)
             opt.step()
             steps += 1
             if steps % check_every == 0 and detect(model, key, threshold=target).ok:
@@ -169,7 +186,8 @@ def check_remote_uri(uri: str, allow_file: bool) -> None:
 
 
 def fetch_dataset(uri: str, sha256_hex: str, size: int, key: bytes, dest: Path,
-                  max_bytes: int, num_classes: int | None, *, allow_file: bool = False) -> Any:
+                  max_bytes: int, num_classes: int | None, *,
+                  allow_file: bool = False) -> ArrayDataset:
     """Download (size-capped, digest-checked) and decrypt an encrypted `.npz` data set."""
     from training.artifacts import fetch
     from training.encryption import decrypt_dataset
@@ -312,7 +330,7 @@ class Miner(Sidecar):
             TrainingError,
             train,
         )
-        from watermark import WatermarkError, default_layer, derive_key, embed_loss
+        from watermark import WatermarkError, embed_loss
 
         assert self.key is not None and self.server is not None
         n, tid = int(rec["round"]), int(rec["task_id"])
@@ -321,6 +339,10 @@ class Miner(Sidecar):
             raise RoundSkipped("chain", f"task {tid} has no released key yet")
         spec = task["spec"]
         key = bytes.fromhex(task["train_key"])
+        try:
+            scheme = self.chain.watermark_scheme()
+        except WatermarkParamsError as exc:
+            raise RoundSkipped("chain", str(exc)) from exc
         rdir = self.round_dir(n)
         t0 = time.monotonic()
         try:
@@ -341,9 +363,8 @@ class Miner(Sidecar):
         except ValueError as exc:
             raise RoundSkipped("spec", f"cannot build {arch}: {exc}") from exc
         try:
-            layer = default_layer(model, n_bits=self.mcfg.watermark_bits)
-            wm_key = derive_key(bytes.fromhex(rec["seed"]), self.key.address, layer=layer,
-                                n_bits=self.mcfg.watermark_bits)
+            layer = scheme.layer(model)
+            wm_key = scheme.key(bytes.fromhex(rec["seed"]), self.key.address, layer)
         except WatermarkError as exc:
             raise RoundSkipped("spec", f"{arch} cannot carry the watermark: {exc}") from exc
         budget = seconds_left(rec, "train_end_ns") - self.mcfg.commit_margin_seconds
@@ -361,9 +382,10 @@ class Miner(Sidecar):
             seed=self.mcfg.seed + n, device=self.mcfg.device, checkpoint_dir=ckpt_dir,
             checkpoint_metadata=model_metadata(arch, hparams), progress=self.mcfg.progress,
         )
-        lam = self.mcfg.watermark_lambda
-        self.log.info("round %d: training %s for up to %.1fs (watermark layer %s, λ=%g)",
-                      n, arch, budget, layer, lam)
+        lam, temp = self.mcfg.watermark_lambda, self.mcfg.watermark_temperature
+        self.log.info("round %d: training %s for up to %.1fs (watermark %d bits, %s matrix, gain "
+                      "%d on layer %s, λ=%g)", n, arch, budget, scheme.n_bits, scheme.matrix,
+                      scheme.gain, layer, lam)
         self.emit("training_started", round=n, task_id=tid, budget=budget,
                   miner=self.key.address.hex())
         t1 = time.monotonic()
@@ -373,7 +395,8 @@ class Miner(Sidecar):
                 raise StopTraining
 
         try:
-            result = train(model, data, cfg, extra_loss=lambda m: lam * embed_loss(m, wm_key),
+            result = train(model, data, cfg,
+                           extra_loss=lambda m: lam * embed_loss(m, wm_key, temperature=temp),
                            callbacks=[stop_when_asked])
         except BudgetTooSmall as exc:
             raise RoundSkipped("deadline", str(exc)) from exc
@@ -384,9 +407,9 @@ class Miner(Sidecar):
         if self.stop_event.is_set():
             raise RoundSkipped("stopped", "sidecar stopping; the model is not committed")
         model = model.to("cpu")
-        threshold = int(self.chain.params().get("watermark_threshold_ppm", 999_900)) / 1e6
-        det, steps = seal_watermark(model, wm_key, threshold, lr=self.mcfg.seal_learning_rate,
-                                    max_steps=self.mcfg.seal_max_steps)
+        det, steps = seal_watermark(model, wm_key, scheme.threshold,
+                                    lr=self.mcfg.seal_learning_rate,
+                                    max_steps=self.mcfg.seal_max_steps, temperature=temp)
         if steps:
             self.log.info("round %d: %d watermark sealing step(s)", n, steps)
         model_path = rdir / "model.safetensors"

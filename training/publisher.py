@@ -25,8 +25,16 @@ from typing import Any
 from abci_app.keyfile import KeyPair
 from training.artifact_server import ArtifactServer
 from training.metrics_server import Metrics
-from training.rpc_client import RpcClient
-from training.sidecar import REVEAL, TRAIN, Sidecar, SidecarConfig, TxRejected
+from training.rpc_client import RpcClient, RpcError
+from training.sidecar import (
+    REVEAL,
+    TRAIN,
+    Sidecar,
+    SidecarConfig,
+    TxRejected,
+    WatermarkParamsError,
+    WatermarkScheme,
+)
 
 TASK_FILE = "task.json"
 KEYS_FILE = "keys.json"
@@ -108,21 +116,25 @@ def prepare_task(
     seed: int,
     min_score_ppm: int = 0,
     name: str = "task",
+    scheme: WatermarkScheme | None = None,
 ) -> PreparedTask:
     """Split, encrypt and stage `dataset` under `directory`; URIs are `base_url/<name>/...`.
 
     `directory` must be the artifact server's root joined with `name` so that the URIs resolve.
+    `scheme` is the chain's watermark scheme, used to refuse an architecture too small to carry
+    it; None (offline preparation) checks against the chain's documented genesis defaults.
     """
     from abci_app.dlbc import txs
     from training.artifacts import sha256_bytes
     from training.encryption import encrypt_dataset, generate_key
     from training.models import build_model, model_stats
-    from watermark import WatermarkError, default_layer
+    from watermark import WatermarkError
 
+    scheme = scheme or WatermarkScheme.genesis_default()
     model = build_model(architecture, hparams, seed=0)  # raises ValueError on a bad spec
     stats = model_stats(model, dataset.sample_shape)
     try:
-        default_layer(model)  # miners must be able to embed the 256-bit watermark (DESIGN §7)
+        scheme.layer(model)  # miners must be able to embed the chain's watermark (DESIGN §7)
     except WatermarkError as exc:
         raise ValueError(f"{architecture} {hparams} is too small to carry the round's "
                          f"watermark ({exc}); use a larger base_width") from None
@@ -158,7 +170,7 @@ def prepare_task(
 
 
 def prepare_demo_task(directory: Path, base_url: str, cfg: DemoDataConfig | None = None,
-                      name: str = "demo") -> PreparedTask:
+                      name: str = "demo", scheme: WatermarkScheme | None = None) -> PreparedTask:
     """The demo task: synthetic 2D shapes segmentation (training/data.py), binary Dice."""
     from training.data import make_segmentation_2d
 
@@ -167,7 +179,7 @@ def prepare_demo_task(directory: Path, base_url: str, cfg: DemoDataConfig | None
     return prepare_task(
         data, directory=directory, base_url=base_url, architecture=cfg.architecture,
         hparams=dict(cfg.hparams), metric=cfg.metric, test_fraction=cfg.test_fraction,
-        seed=cfg.seed, min_score_ppm=cfg.min_score_ppm, name=name,
+        seed=cfg.seed, min_score_ppm=cfg.min_score_ppm, name=name, scheme=scheme,
     )
 
 
@@ -226,8 +238,18 @@ class Publisher(Sidecar):
     def base_url(self) -> str:
         return self.start_server().base_url
 
+    def chain_scheme(self) -> WatermarkScheme | None:
+        """The chain's watermark scheme, or None (logged) when the node cannot tell us yet."""
+        try:
+            return self.chain.watermark_scheme()
+        except (RpcError, WatermarkParamsError) as exc:
+            self.log.warning("watermark params unavailable (%s); checking the task against the "
+                             "genesis defaults", exc)
+            return None
+
     def prepare_demo(self, cfg: DemoDataConfig | None = None, name: str = "demo") -> PreparedTask:
-        task = prepare_demo_task(self.artifact_root / name, self.base_url, cfg, name)
+        task = prepare_demo_task(self.artifact_root / name, self.base_url, cfg, name,
+                                 self.chain_scheme())
         self._pending.append(task)
         return task
 
@@ -300,7 +322,8 @@ class Publisher(Sidecar):
         cfg = DemoDataConfig(**{**cfg.__dict__, "seed": cfg.seed + k})
         name = f"demo-{k}"
         try:
-            self.submit(prepare_demo_task(self.artifact_root / name, self.base_url, cfg, name))
+            self.submit(prepare_demo_task(self.artifact_root / name, self.base_url, cfg, name,
+                                          self.chain_scheme()))
         except TxRejected as exc:  # e.g. the balance ran out: stop topping up, keep serving keys
             self.count_error("tx_rejected", "no more demo tasks: %s", exc)
             self.keep_pending = 0

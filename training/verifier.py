@@ -7,8 +7,10 @@ In VERIFY of every round the verifier
    thread bounded by `per_model_seconds`:
    fetch with a size cap and the revealed SHA-256 (DESIGN §8) → strict safetensors load into the
    spec's registry architecture (no pickle, ever) → detect the revealing miner's watermark for
-   this round's seed (DESIGN §7, threshold from chain params) → measure the score on the test
-   set with the same integer-exact evaluation the miner used,
+   this round's seed under the chain's watermark params (bits, matrix, gain, threshold:
+   `WatermarkScheme`, DESIGN §7) → check the model carries no *other* miner's watermark (the
+   copy/overwrite defence below) → measure the score on the test set with the same
+   integer-exact evaluation the miner used,
 3. writes the verdicts with `abci_app.dlbc.verdicts.write_verdicts(app_home, round, ...)`; the
    validator's app reads them in ExtendVote.
 
@@ -16,25 +18,75 @@ Verdict policy: a model that provably fails (digest mismatch, not safetensors, w
 watermark absent) gets a negative verdict (watermark_ok=False, score 0 when unmeasurable); a
 model the verifier could not obtain or finish in time (404, timeout, node slow) gets **no**
 verdict — "a model it cannot check in time gets no verdict rather than a wrong one" (issue 6).
+
+Copy/overwrite defence (paper §IV-C.3, watermark/attacks.py): keys are public, so a thief can take
+another miner's model and embed its own key on top; a few steps suffice for the thief's mark to
+pass. The victim's mark then still reads, though, until the thief has trained long enough to erase
+it (the cost the paper's argument rests on). So a model is also tested against the keys of every
+other miner that committed or revealed in the same round and of the previous round's winner
+(under that round's seed), one matrix product per key on the same mean kernel; if one of them is
+present the verdict is watermark_ok=False with reason "carries <miner>'s watermark".
+
+"Present" is a statistical test, not the all-bits rule of the miner's own mark: where the thief's
+bits read the same weights as the victim's with the opposite sign (with the "direct" matrix about
+T²/2m of them for a layer of m coordinates: ~7 of 256 bits at m = 4608) embedding the thief's key
+necessarily breaks those victim bits, so requiring all of them would let nearly every overwrite
+through. A model trained independently of a key reads each of its (hash-derived) bits correctly
+with probability at most 1/2, so k of T bits above the threshold happens by chance with
+probability at most P(Binomial(T, 1/2) >= k). The verifier flags a key when that bound is
+<= 2^-64 (`copy_bits_needed`: 200 of 256 bits, 113 of 128): no honest model is flagged in
+practice and grinding addresses to frame one is hopeless. Below 64 bits no count is that
+unlikely and the check is off. It catches an overwrite as long as fewer than T - k victim bits
+were broken, i.e. for layers with m well above T²/(2(T-k)) (~590 for 256 bits: not the devnet's
+tiniest U-Net, whose m is 288). A thief who trains long enough, or edits the weights with the
+public key (watermark.attacks.forge), still gets through: the defence raises the cost of a copy,
+it does not make one impossible.
 """
 
 from __future__ import annotations
 
+import functools
+import math
 import os
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
+
+import numpy as np
+import numpy.typing as npt
 
 from abci_app.keyfile import KeyPair
 from training.metrics_server import Metrics
 from training.miner import check_remote_uri, fetch_dataset, spec_hparams
 from training.rpc_client import RpcClient
-from training.sidecar import VERIFY, Sidecar, SidecarConfig, seconds_left
+from training.sidecar import (
+    VERIFY,
+    Sidecar,
+    SidecarConfig,
+    WatermarkParamsError,
+    WatermarkScheme,
+    seconds_left,
+)
+
+if TYPE_CHECKING:
+    from training.data import ArrayDataset
 
 PPM = 1_000_000
-WATERMARK_BITS = 256  # must match the miners' key length (paper: 256 bits)
+T = TypeVar("T")
+
+
+class OtherMark(NamedTuple):
+    """A watermark no revealed model but its owner's may carry (the copy/overwrite defence)."""
+
+    miner: str
+    """Hex address of the miner whose key is tested."""
+    seed: bytes
+    """The seed of the round that miner's mark belongs to."""
+    why: str
+    """For the verdict's reason, e.g. "revealed in round 7"."""
 
 
 class Unavailable(Exception):
@@ -72,10 +124,15 @@ class ModelCheck:
     seconds: float = 0.0
 
 
-def check_model(reveal: dict[str, Any], spec: dict[str, Any], seed: bytes, test: Any, *,
-                threshold: float, max_bytes: int, timeout: float,
-                device: str = "cpu", allow_file: bool = False) -> ModelCheck:
-    """Fetch, load, watermark-check and score one revealed model. Raises `Unavailable`."""
+def check_model(reveal: dict[str, Any], spec: dict[str, Any], seed: bytes, test: ArrayDataset,
+                *, scheme: WatermarkScheme, max_bytes: int, timeout: float,
+                others: Sequence[OtherMark] = (), device: str = "cpu",
+                allow_file: bool = False) -> ModelCheck:
+    """Fetch, load, watermark-check and score one revealed model. Raises `Unavailable`.
+
+    `scheme` is the chain's (`ChainClient.watermark_scheme`); `others` are the marks the model
+    must NOT carry (see the module docstring), the revealing miner's own being skipped.
+    """
     from training.artifacts import (
         ArtifactError,
         DigestMismatch,
@@ -86,7 +143,8 @@ def check_model(reveal: dict[str, Any], spec: dict[str, Any], seed: bytes, test:
     )
     from training.models import build_model
     from training.trainer import evaluate
-    from watermark import WatermarkError, default_layer, derive_key, detect
+    from watermark import WatermarkError, detect_vector
+    from watermark.layers import layer_from
 
     t0 = time.monotonic()
     out = ModelCheck(miner=reveal["miner"], model_digest=reveal["model_digest"],
@@ -114,22 +172,93 @@ def check_model(reveal: dict[str, Any], spec: dict[str, Any], seed: bytes, test:
         out.reason = f"not a valid {spec['architecture']} safetensors model: {exc}"
         return out
     try:
-        layer = default_layer(model, n_bits=WATERMARK_BITS)
-        key = derive_key(seed, bytes.fromhex(reveal["miner"]), layer=layer, n_bits=WATERMARK_BITS)
-        det = detect(model, key, threshold=threshold)
+        layer = scheme.layer(model)
+        w = layer_from(model, layer)  # the mean kernel, extracted once for every key below
+        key = scheme.key(seed, bytes.fromhex(reveal["miner"]), layer)
+        det = detect_vector(w, key, scheme.threshold)
     except WatermarkError as exc:
         out.reason = f"watermark check failed: {exc}"
         return out
     out.watermark_ok = det.ok
     out.watermark_min_confidence = det.min_confidence
-    out.score_ppm = evaluate(model, test, spec["metric"], device=device)
     if not det.ok:
         out.reason = f"watermark not detected (min confidence {det.min_confidence:.6f})"
+    else:
+        copied = foreign_mark(w, layer, reveal["miner"], others, scheme)
+        if copied is not None:
+            out.watermark_ok = False
+            out.reason = f"carries {copied.miner}'s watermark ({copied.why}): a copied model"
+    out.score_ppm = evaluate(model, test, spec["metric"], device=device)
     out.seconds = time.monotonic() - t0
     return out
 
 
-def run_bounded(fn: Any, timeout: float) -> Any:
+def foreign_mark(w: npt.NDArray[np.float64], layer: str, miner: str, others: Sequence[OtherMark],
+                 scheme: WatermarkScheme) -> OtherMark | None:
+    """The first of `others` (not `miner` itself) whose watermark the mean kernel `w` carries.
+
+    One matrix product per key (detect_vector on the already extracted w). A key that cannot be
+    built for this layer (e.g. a bad address) is skipped: it cannot be in the model either.
+    """
+    from watermark import WatermarkError, detect_vector
+
+    need = copy_bits_needed(scheme.n_bits)
+    if need is None:
+        return None
+    me = miner.lower()
+    for other in others:
+        if other.miner.lower() == me:
+            continue  # the miner's own earlier mark (e.g. it won the previous round) is no theft
+        try:
+            key = scheme.key(other.seed, bytes.fromhex(other.miner), layer)
+            det = detect_vector(w, key, scheme.threshold)
+        except (WatermarkError, ValueError):
+            continue
+        read = int(np.count_nonzero(det.confidences > scheme.threshold))
+        if read >= need:
+            return other._replace(why=f"{read}/{scheme.n_bits} of its bits; {other.why}")
+    return None
+
+
+@functools.lru_cache(maxsize=64)
+def copy_bits_needed(n_bits: int, log2_false_positive: int = 64) -> int | None:
+    """Smallest k with P(Binomial(n_bits, 1/2) >= k) <= 2^-log2_false_positive; None if none.
+
+    Exact integer arithmetic (math.comb), so every validator draws the line at the same k.
+    """
+    tail = 0
+    for k in range(n_bits, -1, -1):
+        tail += math.comb(n_bits, k)
+        if tail << log2_false_positive > 1 << n_bits:  # P(X >= k) > 2^-fp: k+1 is the line
+            return k + 1 if k < n_bits else None
+    return 0
+
+
+def marks_to_exclude(rec: dict[str, Any], previous: dict[str, Any] | None) -> list[OtherMark]:
+    """Every key a model of round `rec` must not carry, from the round query answers.
+
+    The round's committers and revealers under this round's seed, plus the previous round's
+    winner under that round's seed (a model stolen after it was revealed there); sorted and
+    deduplicated so that every validator tests the same list. Malformed entries are skipped:
+    a key that cannot be built cannot be found in a model either.
+    """
+    n = int(rec["round"])
+    seed = bytes.fromhex(rec["seed"])
+    entries = list(rec.get("commitments") or []) + list(rec.get("revealed") or [])
+    miners = {str(e.get("miner", "")).lower() for e in entries if isinstance(e, dict)}
+    marks = [OtherMark(m, seed, f"committed in round {n}") for m in sorted(miners) if m]
+    prev = previous or {}
+    winner, prev_seed = prev.get("winner"), prev.get("seed")
+    if isinstance(winner, dict) and winner.get("miner") and isinstance(prev_seed, str):
+        try:
+            marks.append(OtherMark(str(winner["miner"]).lower(), bytes.fromhex(prev_seed),
+                                   f"won round {int(prev.get('round', n - 1))}"))
+        except ValueError:
+            pass
+    return marks
+
+
+def run_bounded(fn: Callable[[], T], timeout: float) -> T:
     """Run `fn()` in a daemon thread; its result, or raise TimeoutError after `timeout` s.
 
     A daemon thread (not an executor) so that a check stuck on a slow-drip server can be
@@ -150,7 +279,8 @@ def run_bounded(fn: Any, timeout: float) -> Any:
         raise TimeoutError(f"check did not finish in {timeout:.1f}s")
     if "error" in box:
         raise box["error"]
-    return box.get("value")
+    value: T = box["value"]
+    return value
 
 
 class Verifier(Sidecar):
@@ -186,8 +316,13 @@ class Verifier(Sidecar):
             self.count_error("chain", "round %d: task %d has no revealed test key", n, tid)
             return []
         spec = task["spec"]
-        params = self.chain.params()
-        threshold = int(params.get("watermark_threshold_ppm", 999_900)) / PPM
+        try:
+            scheme = self.chain.watermark_scheme()
+        except WatermarkParamsError as exc:
+            self.count_error("chain", "round %d: cannot verify: %s", n, exc)
+            return []
+        previous = self.chain.round_record(n - 1) if n > 1 else None
+        others = marks_to_exclude(rec, previous)
         # unique name: several verifiers may share a workdir on one machine (localnet)
         dest = self.cfg.workdir / f"round-{n}-test-{os.getpid()}-{threading.get_ident()}.npz.enc"
         try:
@@ -220,9 +355,10 @@ class Verifier(Sidecar):
                 continue
             t0 = time.monotonic()
             try:
-                chk = run_bounded(lambda r=rev, b=bound: check_model(
-                    r, spec, seed, test, threshold=threshold, max_bytes=cap, timeout=b,
-                    device=self.vcfg.device, allow_file=self.vcfg.allow_file_uris), bound)
+                chk = run_bounded(functools.partial(
+                    check_model, rev, spec, seed, test, scheme=scheme, max_bytes=cap,
+                    timeout=bound, others=others, device=self.vcfg.device,
+                    allow_file=self.vcfg.allow_file_uris), bound)
             except (TimeoutError, Unavailable) as exc:
                 kind = "timeout" if isinstance(exc, TimeoutError) else "model_unavailable"
                 self.count_error(kind, "round %d: no verdict for %s: %s", n, rev["miner"], exc)

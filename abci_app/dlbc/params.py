@@ -1,7 +1,16 @@
 """Chain parameters of DLBC (DESIGN §4-§6), set in genesis `app_state["params"]`.
 
-Every field is an integer so that the consensus arithmetic is bit-identical on every node
-(DESIGN §5, §9). Fractions are in parts per million (ppm). Times are seconds of BFT block time.
+Every numeric field is an integer so that the consensus arithmetic is bit-identical on every node
+(DESIGN §5, §9). Fractions are in parts per million (ppm). Times are seconds of BFT block time. The
+one string field, `watermark_matrix`, names a member of a fixed set.
+
+The `watermark_*` fields are the watermark scheme (DESIGN §7, paper §IV-C): the chain never runs
+detection itself, but miners embed and validators detect under exactly these values (read from the
+`params` query), so they are protocol rules like the phase lengths, not package defaults that two
+sidecar versions could disagree on. The defaults equal what `watermark/` measured best
+(watermark/keys.py: 256 bits as in the paper, the "direct" matrix, row gain 1000). The embedding
+temperature and λ are deliberately *not* params: they only change how a miner trains, never what a
+validator accepts, so each miner tunes them (training/miner.py `MinerConfig`).
 """
 
 from __future__ import annotations
@@ -16,6 +25,23 @@ PPM = 1_000_000
 #: tuple so consensus never imports torch; it must equal `sorted(ARCHITECTURES)` there (the lead's
 #: consistency test checks it). Changing it changes which txs are valid: a chain upgrade.
 ARCHITECTURES: tuple[str, ...] = ("cnn", "fcn", "unet2d", "unet3d")
+
+#: Projection-matrix families of the watermark (Uchida et al. 2017 §3.3; watermark/keys.py
+#: `MATRIX_TYPES`, which a test keeps equal). Torch/numpy-free for the same reason as above.
+WATERMARK_MATRICES: tuple[str, ...] = ("direct", "diff", "random")
+#: Bounds of `watermark_bits`; the upper one is watermark/keys.py `MAX_N_BITS` (it caps the
+#: T x m projection a validator builds per key to a few hundred MB for the widest layer).
+WATERMARK_MAX_BITS = 4096
+#: Bounds of `watermark_gain`: the weight-space margin a bit needs is logit(threshold) / gain, so
+#: a huge gain makes any trained weight "carry" a mark (forgeable for free) and a tiny one makes
+#: the threshold unreachable for real conv weights.
+WATERMARK_MAX_GAIN = 1_000_000
+#: Detection threshold bounds in ppm: below 0.5 a wrongly read bit would pass, at 1.0 none can
+#: (watermark/detect.py `_check_threshold`).
+WATERMARK_MIN_THRESHOLD_PPM = 500_000
+
+#: Params whose JSON value is a string; every other field is an integer.
+_STRING_FIELDS = frozenset({"watermark_matrix"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +63,15 @@ class Params:
     tolerance_ppm: int = 20_000
     """A verdict confirms a claim when |measured - claimed| <= tolerance (DESIGN §6)."""
     watermark_threshold_ppm: int = 999_900
-    """Per-bit confidence the verifier requires to detect a watermark (paper 0.9999, DESIGN §7)."""
+    """Per-bit confidence the verifier requires to detect a watermark (paper 0.9999, DESIGN §7);
+    in [500_000, 1_000_000)."""
+    watermark_bits: int = 256
+    """Watermark length T in bits (paper §IV-C.1: 256 = one SHA-256); in [1, 4096]."""
+    watermark_matrix: str = "direct"
+    """Projection X: "direct" (one weight per bit, the paper's), "diff" or "random" (Uchida)."""
+    watermark_gain: int = 1000
+    """Euclidean norm of every row of X; a bit needs margin logit(threshold)/gain in weight
+    space (watermark/keys.py). In [1, 1_000_000]."""
     withhold_fee_ppm: int = 50_000
     """Share of the reward kept (to the fee pool) when a task is refunded: key withheld, no winner twice."""
     min_task_reward: int = 1
@@ -49,7 +83,7 @@ class Params:
     max_reveals_per_round: int = 1_000
     """Cap on RevealModel per round, bounding the settlement loop."""
 
-    def to_json(self) -> dict[str, int]:
+    def to_json(self) -> dict[str, int | str]:
         return asdict(self)
 
     @classmethod
@@ -63,9 +97,14 @@ class Params:
         unknown = sorted(set(obj) - known)
         if unknown:
             raise ValueError(f"unknown params: {', '.join(unknown)}")
-        values: dict[str, int] = {}
+        values: dict[str, Any] = {}
         for name, raw in obj.items():
-            values[name] = _as_int(raw, f"params.{name}")
+            if name in _STRING_FIELDS:
+                if not isinstance(raw, str):
+                    raise ValueError(f"params.{name} must be a string, got {raw!r}")
+                values[name] = raw
+            else:
+                values[name] = _as_int(raw, f"params.{name}")
         params = cls(**values)
         params.validate()
         return params
@@ -73,6 +112,10 @@ class Params:
     def validate(self) -> None:
         for f in fields(self):
             v = getattr(self, f.name)
+            if f.name in _STRING_FIELDS:
+                if not isinstance(v, str):
+                    raise ValueError(f"params.{f.name} must be a string, got {v!r}")
+                continue
             if not isinstance(v, int) or isinstance(v, bool) or v < 0:
                 raise ValueError(f"params.{f.name} must be a non-negative integer, got {v!r}")
         for name in ("train_seconds", "reveal_seconds", "verify_seconds", "k_ppm",
@@ -85,6 +128,23 @@ class Params:
         for name in ("tolerance_ppm", "watermark_threshold_ppm", "withhold_fee_ppm"):
             if getattr(self, name) > PPM:
                 raise ValueError(f"params.{name} must be <= {PPM} (ppm)")
+        self._validate_watermark()
+
+    def _validate_watermark(self) -> None:
+        """The ranges detection accepts (watermark/keys.py derive_key, detect.py threshold)."""
+        if not WATERMARK_MIN_THRESHOLD_PPM <= self.watermark_threshold_ppm < PPM:
+            raise ValueError(
+                f"params.watermark_threshold_ppm must be in [{WATERMARK_MIN_THRESHOLD_PPM}, "
+                f"{PPM}) (a confidence in [0.5, 1)), got {self.watermark_threshold_ppm}")
+        if not 1 <= self.watermark_bits <= WATERMARK_MAX_BITS:
+            raise ValueError(f"params.watermark_bits must be in [1, {WATERMARK_MAX_BITS}], "
+                             f"got {self.watermark_bits}")
+        if self.watermark_matrix not in WATERMARK_MATRICES:
+            raise ValueError(f"params.watermark_matrix must be one of "
+                             f"{', '.join(WATERMARK_MATRICES)}; got {self.watermark_matrix!r}")
+        if not 1 <= self.watermark_gain <= WATERMARK_MAX_GAIN:
+            raise ValueError(f"params.watermark_gain must be in [1, {WATERMARK_MAX_GAIN}], "
+                             f"got {self.watermark_gain}")
 
 
 def _as_int(raw: Any, where: str) -> int:

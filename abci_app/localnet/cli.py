@@ -4,10 +4,15 @@ Steps (issue 7): detect `cometbft version` (v0.38.x / v1.0.x, others refused) ->
 planned port is free and the folder writable -> `cometbft testnet --v N` into a temporary folder ->
 patch genesis + configs (`plan.prepare_localnet`, pure) -> move into place -> start apps, nodes,
 each validator's verifier (`dlbc verify`, which feeds its ExtendVote) and --sidecar processes ->
-wait for height 1 -> print heights until Ctrl-C -> stop everything.
+wait for height 1 -> (--demo: publisher + two miners, once, against node0's RPC) -> print
+heights (and the round) until Ctrl-C -> stop everything.
+
+`dlbc localnet --validators 4 --demo` is the project's main job on real CometBFT (`make demo`):
+the demo's keys, genesis funding, phase lengths and commands are planned in `demo.py`.
 
 A rerun with the same --home resumes the chain (genesis untouched). Without `cometbft` on PATH it
-prints how to install it and falls back to `dlbc devnet`, the embedded development stand-in.
+prints how to install it and falls back to `dlbc devnet` (the embedded single-validator
+development stand-in, which always runs the demo) with the matching options (`devnet_argv`).
 """
 
 from __future__ import annotations
@@ -20,8 +25,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from abci_app import genesis_cli as gen
+from abci_app.localnet import demo
 from abci_app.localnet import plan as lp
 from abci_app.localnet.ports import require_free
 from abci_app.localnet.runner import (
@@ -35,10 +42,15 @@ from abci_app.localnet.runner import (
     node_command,
     node_context,
     node_height,
+    rpc_get,
     start_localnet,
     verifier_command,
-    wait_for_height,
+    wait_for_port,
 )
+
+DEFAULT_CHAIN_ID = "dlbc-localnet"
+DEVNET_DIR = "devnet"
+"""Where the no-cometbft fallback keeps its `dlbc devnet --out` folder, inside --home."""
 
 
 def default_home() -> Path:
@@ -111,8 +123,21 @@ def sidecar_hook_from_templates(templates: list[str]) -> SidecarHook | None:
     return hook
 
 
-def prepare(args: argparse.Namespace, cometbft: str, form: str) -> lp.LocalnetPlan:
-    """Fresh folder: generate + patch + install. Existing localnet: repatch ports only."""
+#: Entries a fresh --home may already hold: the demo's key files (written before the genesis
+#: that funds them) and the `dlbc devnet` fallback's folder.
+_ALLOWED_IN_FRESH_HOME = frozenset({demo.KEYS_DIR, DEVNET_DIR})
+
+
+def prepare(
+    args: argparse.Namespace,
+    cometbft: str,
+    form: str,
+    accounts: list[tuple[str, int]] | None = None,
+    params: list[tuple[str, Any]] | None = None,
+) -> lp.LocalnetPlan:
+    """Fresh folder: generate + patch + install. Existing localnet: repatch ports only.
+
+    `accounts`/`params`: the genesis inputs (default: parsed from args; --demo adds its own)."""
     root: Path = args.home.resolve()
     settings = lp.ConsensusSettings(max_tx_bytes=args.max_tx_bytes) if args.max_tx_bytes else None
     existing = lp.load_plan(root)
@@ -140,12 +165,14 @@ def prepare(args: argparse.Namespace, cometbft: str, form: str) -> lp.LocalnetPl
             doc = gen.load_genesis(genesis)
             settings = lp.ConsensusSettings(max_tx_bytes=lp.app_max_tx_bytes(doc))
         return lp.repatch_ports(root, existing, args.base_port, settings)
-    if any(root.iterdir()):
+    if any(p.name not in _ALLOWED_IN_FRESH_HOME for p in root.iterdir()):
         raise lp.LocalnetError(
             f"{root} is not empty and holds no {lp.MANIFEST}; fix: pass an empty or new --home"
         )
-    accounts = [gen.parse_account(a) for a in args.account]
-    params = [gen.parse_param(p) for p in args.param]
+    if accounts is None:
+        accounts = [gen.parse_account(a) for a in args.account]
+    if params is None:
+        params = [gen.parse_param(p) for p in args.param]
     tmp = generate_testnet(cometbft, root, args.validators)
     try:
         plan = lp.prepare_localnet(
@@ -191,6 +218,69 @@ def registered_commands() -> set[str]:
     return commands
 
 
+#: `--param` names `dlbc devnet` takes as its own options (the dev node fallback).
+_DEVNET_PARAM_FLAGS = {
+    "train_seconds": "--train-seconds",
+    "reveal_seconds": "--reveal-seconds",
+    "verify_seconds": "--verify-seconds",
+}
+
+
+def devnet_argv(args: argparse.Namespace) -> tuple[list[str], list[str]]:
+    """The `dlbc devnet` command matching these localnet options, and notes on what the
+    single-validator dev node ignores. Pure, so the mapping is tested without a devnet run.
+
+    Mapping: --home H -> --out H/devnet (state beside the localnet's, not in the cwd);
+    --base-port P -> devnet --base-port P+1, so node0's RPC stays at P+1 (26657 by default) and
+    `dlbc query ... --rpc` works the same on both; train/reveal/verify --param -> devnet's flags;
+    --samples/--small-budget -> the same devnet flags. devnet always runs the demo (publisher,
+    two miners, verifier), with or without --demo."""
+    argv = [
+        "devnet",
+        "--out", str(Path(args.home) / DEVNET_DIR),
+        "--base-port", str(args.base_port + 1),
+    ]  # fmt: skip
+    notes: list[str] = []
+    if args.validators != 1:
+        notes.append(
+            f"--validators {args.validators} is ignored: the dev node is a single validator "
+            "(install cometbft for a real multi-validator network)"
+        )
+    ignored_params = []
+    for text in args.param:
+        name, value = gen.parse_param(text)
+        flag = _DEVNET_PARAM_FLAGS.get(name)
+        if flag is not None:
+            argv += [flag, str(value)]
+        else:
+            ignored_params.append(name)
+    if ignored_params:
+        notes.append(f"--param {', '.join(ignored_params)} ignored (devnet keeps its defaults)")
+    if args.samples is not None:
+        argv += ["--samples", str(args.samples)]
+    if args.small_budget is not None:
+        argv += ["--small-budget", f"{args.small_budget:g}"]
+    ignored = [
+        flag
+        for flag, given in (
+            ("--account", bool(args.account)),
+            ("--chain-id", args.chain_id != DEFAULT_CHAIN_ID),
+            ("--sidecar", bool(args.sidecar)),
+            ("--max-tx-bytes", bool(args.max_tx_bytes)),
+            ("--reward", args.reward is not None),
+            ("--until-height", bool(args.until_height)),
+            ("--prepare-only", args.prepare_only),
+            ("--no-verifiers", args.no_verifiers),
+        )
+        if given
+    ]
+    if ignored:
+        notes.append(f"{', '.join(ignored)} ignored by `dlbc devnet`")
+    if not args.demo:
+        notes.append("`dlbc devnet` always runs the demo publisher, two miners and a verifier")
+    return argv, notes
+
+
 def _fallback(args: argparse.Namespace) -> int:
     print(
         f"`{args.cometbft}` is not on PATH, so a real CometBFT localnet cannot start.",
@@ -207,12 +297,80 @@ def _fallback(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
+    try:
+        argv, notes = devnet_argv(args)
+    except gen.GenesisError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     print(
         "Falling back to `dlbc devnet`: the embedded single-validator DEVELOPMENT STAND-IN for "
         "CometBFT (see `dlbc devnet --help` for its options).",
         file=sys.stderr,
     )
-    return cli.main(["devnet"])
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    print(f"running: dlbc {shlex.join(argv)}", file=sys.stderr, flush=True)
+    return cli.main(argv)
+
+
+def demo_settings(args: argparse.Namespace) -> demo.DemoSettings:
+    defaults = demo.DemoSettings()
+    settings = demo.DemoSettings(
+        samples=defaults.samples if args.samples is None else args.samples,
+        small_budget_s=defaults.small_budget_s if args.small_budget is None else args.small_budget,
+        reward=defaults.reward if args.reward is None else args.reward,
+    )
+    settings.check()
+    return settings
+
+
+def _check_demo_funded(root: Path, keys: demo.DemoKeys) -> None:
+    """A resumed localnet keeps its genesis: the demo publisher must already be funded there."""
+    doc = gen.load_genesis(lp.node_home(root, 0) / "config" / "genesis.json")
+    addr = keys.publisher.address_hex
+    if demo.genesis_balance(doc, addr) <= 0 or demo.PUBLISHER in keys.new:
+        raise lp.LocalnetError(
+            f"{root} holds a chain whose genesis does not fund the demo publisher {addr} (made "
+            f"without --demo, or {root / demo.KEYS_DIR} changed); its genesis is never rewritten; "
+            "fix: a fresh --home for --demo"
+        )
+
+
+def _start_demo(
+    plan: lp.LocalnetPlan,
+    sup: Supervisor,
+    keys: demo.DemoKeys,
+    settings: demo.DemoSettings,
+    timeout_s: float,
+) -> list[demo.DemoProcess]:
+    """Publisher + miners once for the whole network, against node0's RPC; returns when each
+    serves its artifact port (so a bad key or busy port fails here, with its log tail)."""
+    procs = demo.demo_processes(
+        Path(plan.root), plan.rpc_url(0), plan.validators, plan.base_port, settings, sys.executable
+    )
+    children = [sup.start(p.name, p.argv) for p in procs]
+    for p, child in zip(procs, children, strict=True):
+        wait_for_port(p.artifact_port, child, timeout_s)
+    print("started the demo publisher and miners (against node0's RPC):")
+    for line in demo.describe(procs, keys):
+        print(line)
+    return procs
+
+
+def _print_howto(plan: lp.LocalnetPlan, demo_on: bool) -> None:
+    root = Path(plan.root)
+    rpc = plan.rpc_url(0)
+    print(
+        f"logs: {root / 'logs'}/  (appI, cometbftI, verifyI"
+        + (", publisher, miner-1, miner-2" if demo_on else "")
+        + ")"
+    )
+    print(
+        f"query: dlbc query round --rpc {rpc}   |   dlbc query winners --rpc {rpc}   |   "
+        f"dlbc query tasks --rpc {rpc}"
+    )
+    if demo_on:
+        print(f"keys: {root / demo.KEYS_DIR}/  (dlbc query account ADDRESS --rpc {rpc})")
 
 
 def run_localnet(args: argparse.Namespace) -> int:
@@ -231,23 +389,50 @@ def run_localnet(args: argparse.Namespace) -> int:
         ports = lp.plan_ports(args.validators, args.base_port)
         root: Path = args.home.resolve()
         hook = sidecar_hook_from_templates(args.sidecar)
-        if lp.load_plan(root) is None:  # a fresh chain: check its genesis inputs up front
-            gen.build_app_state(
-                None,
-                accounts=[gen.parse_account(a) for a in args.account],
-                params=[gen.parse_param(p) for p in args.param],
+        accounts = [gen.parse_account(a) for a in args.account]
+        params = [gen.parse_param(p) for p in args.param]
+        keys: demo.DemoKeys | None = None
+        settings = demo.DemoSettings()
+        if args.demo:
+            settings = demo_settings(args)
+            demo.demo_ports(args.validators, args.base_port)  # in range?
+            keys = demo.load_or_generate_keys(root)
+            accounts, params = demo.genesis_inputs(accounts, params, keys.publisher, settings)
+        elif (args.samples, args.small_budget, args.reward) != (None, None, None):
+            print(
+                "warning: --samples/--small-budget/--reward only apply with --demo", file=sys.stderr
             )
+        fresh = lp.load_plan(root) is None
+        if fresh:  # a fresh chain: check its genesis inputs up front
+            gen.build_app_state(None, accounts=accounts, params=params)
+        elif keys is not None:
+            _check_demo_funded(root, keys)
         require_free(ports, args.base_port)
+        if args.demo:
+            demo.require_demo_ports_free(args.validators, args.base_port)
         check_writable(root)
-        plan = prepare(args, cometbft, form)
+        if keys is not None:
+            keys.save_new()  # before the genesis that funds them: never fund a lost key
+        plan = prepare(args, cometbft, form, accounts, params)
         _print_plan(plan, cometbft)
+        verifier_extra = []
+        if keys is not None:  # from the chain's genesis: a resumed chain keeps its own phases
+            verifier_extra = demo.verifier_args(demo.genesis_params(root), settings)
         if args.prepare_only:
             print("prepared only (--prepare-only); start each node with:")
             for i in range(plan.validators):
                 ctx = node_context(plan, i)
                 print(f"  {shlex.join(app_command(ctx))} &")
                 print(f"  {shlex.join(node_command(cometbft, ctx))} &")
-                print(f"  {shlex.join(verifier_command(ctx))} &")
+                print(f"  {shlex.join(verifier_command(ctx, verifier_extra))} &")
+            if keys is not None:
+                print("then, once for the network:")
+                procs = demo.demo_processes(
+                    root, plan.rpc_url(0), plan.validators, plan.base_port, settings,
+                    sys.executable,
+                )  # fmt: skip
+                for p in procs:
+                    print(f"  {shlex.join(p.argv)} &")
             return 0
         sup = Supervisor(Path(plan.root) / "logs")
         print(f"cometbft {version} found; starting...")
@@ -258,9 +443,13 @@ def run_localnet(args: argparse.Namespace) -> int:
             cometbft=cometbft,
             sidecars=hook,
             verifiers=verifiers,
+            verifier_extra=verifier_extra,
             startup_timeout_s=args.timeout,
         )
+        if keys is not None:
+            _start_demo(plan, sup, keys, settings, args.timeout)
         print("all nodes committed height >= 1. Ctrl-C stops everything.", flush=True)
+        _print_howto(plan, keys is not None)
         return _follow(plan, sup, args)
     except (lp.LocalnetError, gen.GenesisError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -275,15 +464,11 @@ def run_localnet(args: argparse.Namespace) -> int:
 
 
 def _follow(plan: lp.LocalnetPlan, sup: Supervisor, args: argparse.Namespace) -> int:
-    """Print heights every few seconds; stop at --until-height or when a child dies."""
+    """Print heights (and, with --demo, the round) every few seconds; stop at --until-height or
+    when a child dies."""
     last_print = 0.0
+    deadline = time.monotonic() + args.timeout + args.until_height * 5
     while True:
-        if args.until_height:
-            reached = wait_for_height(
-                plan, sup, args.until_height, args.timeout + args.until_height * 5
-            )
-            print(f"reached height {args.until_height} on every node: {reached}")
-            return 0
         dead = sup.exited()
         if dead:
             c = dead[0]
@@ -294,13 +479,24 @@ def _follow(plan: lp.LocalnetPlan, sup: Supervisor, args: argparse.Namespace) ->
             )
             return 1
         now = time.monotonic()
-        if now - last_print >= 5.0:
-            heights = [node_height(plan.rpc_url(i)) for i in range(plan.validators)]
-            print(
-                "heights: "
-                + " ".join(f"node{i}={h if h is not None else '?'}" for i, h in enumerate(heights)),
-                flush=True,
+        heights = [node_height(plan.rpc_url(i)) for i in range(plan.validators)]
+        if args.until_height and min(h or 0 for h in heights) >= args.until_height:
+            print(f"reached height {args.until_height} on every node: {heights}")
+            return 0
+        if args.until_height and now > deadline:
+            raise lp.LocalnetError(
+                f"nodes did not reach height {args.until_height} in time (heights {heights}); "
+                f"see the logs in {sup.log_dir}"
             )
+        if now - last_print >= 5.0:
+            line = "heights: " + " ".join(
+                f"node{i}={h if h is not None else '?'}" for i, h in enumerate(heights)
+            )
+            if args.demo:
+                summary = demo.round_summary(rpc_get(demo.round_query_url(plan.rpc_url(0))))
+                if summary:
+                    line += f"  |  {summary}"
+            print(line, flush=True)
             last_print = now
         time.sleep(0.5)
 
@@ -312,7 +508,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="run an N-validator DLBC chain on this machine with real cometbft binaries",
         description=(
             "Generate (cometbft testnet), patch and run N `cometbft node` + N `python -m abci_app` "
-            "on 127.0.0.1. Falls back to `dlbc devnet` when cometbft is not installed."
+            "on 127.0.0.1 (with --demo also a publisher and two miners). Falls back to "
+            "`dlbc devnet` (single validator, always with the demo) when cometbft is not "
+            "installed."
         ),
     )
     p.add_argument("--validators", type=int, default=4, help="number of validators (default 4)")
@@ -325,7 +523,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=lp.DEFAULT_BASE_PORT,
         help="node i uses ports P+10i .. P+10i+5 (default %(default)s)",
     )
-    p.add_argument("--chain-id", default="dlbc-localnet", help="chain id (default %(default)s)")
+    p.add_argument("--chain-id", default=DEFAULT_CHAIN_ID, help="chain id (default %(default)s)")
     p.add_argument(
         "--account",
         action="append",
@@ -358,6 +556,29 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--no-verifiers",
         action="store_true",
         help="do not start `dlbc verify` beside each validator (rounds then never settle)",
+    )
+    demo_opts = p.add_argument_group(
+        "demo (--demo: a publisher and two miners, like `dlbc devnet`)"
+    )
+    demo_opts.add_argument(
+        "--demo",
+        action="store_true",
+        help="also create keys HOME/keys/{publisher,miner-1,miner-2}.json, fund the publisher in "
+        "genesis, use short phases (train 60 s, reveal 12 s, verify 30 s; --param overrides) and "
+        "start `dlbc task submit --demo` + two `dlbc mine` once against node0's RPC",
+    )
+    demo_opts.add_argument(
+        "--samples", type=int, default=None, help=f"demo images (default {demo.DEMO_SAMPLES})"
+    )
+    demo_opts.add_argument(
+        "--small-budget",
+        type=float,
+        default=None,
+        help=f"miner-2's training seconds per round; miner-1 uses all of TRAIN "
+        f"(default {demo.SMALL_BUDGET_S:g})",
+    )
+    demo_opts.add_argument(
+        "--reward", type=int, default=None, help=f"demo task reward (default {demo.DEMO_REWARD})"
     )
     p.add_argument("--cometbft", default="cometbft", help="cometbft binary (default: from PATH)")
     p.add_argument("--timeout", type=float, default=60.0, help="startup timeout seconds")

@@ -212,12 +212,14 @@ def node_command(cometbft: str, ctx: NodeContext) -> list[str]:
     return [cometbft, "node", "--home", ctx.node_home]
 
 
-def verifier_command(ctx: NodeContext) -> list[str]:
+def verifier_command(ctx: NodeContext, extra: Sequence[str] = ()) -> list[str]:
     """Node i's verifier sidecar (`dlbc verify`): it must write verdicts into *this* node's app
-    home, which that app's ExtendVote reads (DESIGN §6), and follow this node's RPC."""
+    home, which that app's ExtendVote reads (DESIGN §6), and follow this node's RPC. `extra`:
+    more `dlbc verify` flags (the demo bounds its threads and per-model time)."""
     return [
         ctx.python, "-m", "abci_app.cli", "verify",
         "--app-home", ctx.app_home, "--rpc", ctx.rpc_url, "--metrics-port", str(ctx.metrics_port),
+        *extra,
     ]  # fmt: skip
 
 
@@ -228,6 +230,7 @@ def start_localnet(
     cometbft: str,
     sidecars: SidecarHook | None = None,
     verifiers: bool = False,
+    verifier_extra: Sequence[str] = (),
     startup_timeout_s: float = 60.0,
     say: Callable[[str], None] = print,
 ) -> None:
@@ -245,7 +248,7 @@ def start_localnet(
     say(f"started {len(nodes)} cometbft node(s)")
     if verifiers:
         for ctx in contexts:
-            sup.start(f"verify{ctx.i}", verifier_command(ctx))
+            sup.start(f"verify{ctx.i}", verifier_command(ctx, verifier_extra))
     if sidecars is not None:
         for ctx in contexts:
             for k, argv in enumerate(sidecars(ctx)):

@@ -44,10 +44,49 @@ def test_validate_app_state_accepts_strings_for_integers() -> None:
                    {"address": "ab" * 20, "balance": 2}]}, "duplicate address"),
     ({"accounts": [{"address": "ab" * 20, "balance": 2**64}]}, "out of range"),
     ({"extra": 1}, "unknown app_state keys"),
+    ({"params": {"watermark_matrix": "dense"}}, "watermark_matrix must be one of direct"),
+    ({"params": {"watermark_matrix": 1}}, "watermark_matrix must be a string"),
+    ({"params": {"watermark_bits": 0}}, "watermark_bits must be in"),
+    ({"params": {"watermark_bits": 4097}}, "watermark_bits must be in"),
+    ({"params": {"watermark_bits": "many"}}, "watermark_bits"),
+    ({"params": {"watermark_gain": 0}}, "watermark_gain must be in"),
+    ({"params": {"watermark_gain": 1_000_001}}, "watermark_gain must be in"),
+    ({"params": {"watermark_gain": 2.5}}, "watermark_gain"),
+    ({"params": {"watermark_threshold_ppm": 499_999}}, "watermark_threshold_ppm must be in"),
+    ({"params": {"watermark_threshold_ppm": 1_000_000}}, "watermark_threshold_ppm must be in"),
 ])
 def test_invalid_app_state(obj: object, needle: str) -> None:
     with pytest.raises(ValueError, match=needle.replace("[", r"\[").replace("]", r"\]")):
         validate_app_state(obj)
+
+
+WATERMARK = {"watermark_bits": 128, "watermark_matrix": "diff", "watermark_gain": 250,
+             "watermark_threshold_ppm": 990_000}
+
+
+def test_watermark_params_defaults_and_round_trip() -> None:
+    """The scheme is chain params (DESIGN §7) with today's watermark behaviour as defaults."""
+    p = Params()
+    assert (p.watermark_bits, p.watermark_matrix, p.watermark_gain,
+            p.watermark_threshold_ppm) == (256, "direct", 1000, 999_900)
+    raw = json.dumps({"params": {**WATERMARK, "watermark_bits": "128"}}).encode()
+    g = parse_app_state(raw)
+    assert {k: getattr(g.params, k) for k in WATERMARK} == WATERMARK
+    assert Params.from_json(json.loads(json.dumps(g.params.to_json()))) == g.params
+    for edge in ({"watermark_bits": 1}, {"watermark_bits": 4096}, {"watermark_gain": 1},
+                 {"watermark_gain": 1_000_000}, {"watermark_threshold_ppm": 500_000},
+                 {"watermark_threshold_ppm": 999_999}, {"watermark_matrix": "random"}):
+        assert validate_app_state({"params": edge}).params == Params(**edge)
+
+
+def test_watermark_params_reach_the_params_query(tmp_path: Path) -> None:
+    node = Node(tmp_path, [(Key("v"), 10)], json.dumps({"params": WATERMARK}).encode())
+    try:
+        answer = node.query("params")
+        assert {k: answer[k] for k in WATERMARK} == WATERMARK
+        assert answer == Params(**WATERMARK).to_json()
+    finally:
+        node.close()
 
 
 def test_invalid_app_state_not_json() -> None:

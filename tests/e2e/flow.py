@@ -18,13 +18,20 @@ import pytest
 import torch
 from sidecars.helpers import TINY_TASK, key, wait_for
 
-from training.artifacts import sha256_file
+from abci_app.dlbc.params import Params
+from training.artifacts import load_model, sha256_file
 from training.miner import Miner, MinerConfig
 from training.publisher import DemoDataConfig, Publisher, PublisherConfig
 from training.rpc_client import RpcClient
+from training.sidecar import WatermarkScheme
 from training.verifier import Verifier, VerifierConfig
+from watermark import detect_file
 
-PARAMS = {"train_seconds": 14, "reveal_seconds": 6, "verify_seconds": 10}
+# A non-default watermark scheme (DESIGN §7 chain params): miners and the verifier must take it
+# from the chain's `params`; one that used the watermark package's defaults (256 bits, "direct")
+# would embed or look for the wrong key and the round would not settle.
+PARAMS = {"train_seconds": 14, "reveal_seconds": 6, "verify_seconds": 10,
+          "watermark_bits": 128, "watermark_matrix": "diff"}
 REWARD = 5_000
 START = 1_000_000
 PUB, STRONG, WEAK = key(1), key(2), key(3)
@@ -99,6 +106,15 @@ def check_round(r: dict[str, Any], caplog: pytest.LogCaptureFixture) -> None:
     # Verify the served model and checkpoints are the ones revealed on chain
     work = strong.work[1]
     assert sha256_file(work.model_path) == winner["model_digest"]
+
+    # Verify the winner carries the chain's watermark scheme, not the package default's
+    seed = bytes.fromhex(rec["seed"])
+    chain_scheme = WatermarkScheme.from_params({**Params().to_json(), **PARAMS})
+    default = WatermarkScheme.genesis_default()
+    for scheme, expected in ((chain_scheme, True), (default, False)):
+        model = load_model(work.model_path, "unet2d", TINY_TASK["hparams"])
+        wm_key = scheme.key(seed, STRONG.address, scheme.layer(model))
+        assert detect_file(work.model_path, wm_key, scheme.threshold).ok is expected
     ckpts = sorted((r["tmp_path"] / "strong" / "artifacts" / "round-1" / "checkpoints").iterdir())
     assert [sha256_file(p) for p in ckpts] == winner["checkpoint_digests"]
     assert len(ckpts) == work.epochs >= 2

@@ -68,6 +68,7 @@ def test_invalid_port_in_use_starts_nothing(tmp_path: Path, capsys):
     exe = _fake_cometbft(tmp_path, "0.38.17")
     base = _free_base(2)
     with socket.socket() as srv:
+        srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT from earlier tests
         srv.bind(("127.0.0.1", base + 11))  # node1's RPC
         srv.listen()
         rc = cli.main(

@@ -22,16 +22,17 @@ from training.artifacts import save_model
 from training.data import make_segmentation_2d
 from training.miner import seal_watermark
 from training.models import build_model
+from training.sidecar import WatermarkScheme
 from training.trainer import evaluate
 from training.verifier import Unavailable, check_model, run_bounded
-from watermark import default_layer, derive_key
 
 HP = {"depth": 2, "base_width": 8}
 SPEC = {"architecture": "unet2d", "hyperparams_json": '{"base_width": 8, "depth": 2}',
         "metric": "dice"}
 SEED = hashlib.sha256(b"round seed").digest()
 MINER = bytes(range(20))
-THRESHOLD = 0.9999
+SCHEME = WatermarkScheme.genesis_default()
+THRESHOLD = SCHEME.threshold
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +40,7 @@ def served(tmp_path_factory: pytest.TempPathFactory):
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("artifacts")
     model = build_model("unet2d", HP, seed=0)
-    key = derive_key(SEED, MINER, layer=default_layer(model))
+    key = SCHEME.key(SEED, MINER, SCHEME.layer(model))
     det, _ = seal_watermark(model, key, THRESHOLD)
     assert det.ok
     digest = save_model(model, root / "model.safetensors")
@@ -62,7 +63,7 @@ def _reveal(srv: ArtifactServer, name: str, digest: str, miner: bytes = MINER) -
 
 
 def _check(served: dict, reveal: dict, **kw):
-    return check_model(reveal, SPEC, SEED, served["test"], threshold=THRESHOLD,
+    return check_model(reveal, SPEC, SEED, served["test"], scheme=SCHEME,
                        max_bytes=kw.get("max_bytes", 1 << 24), timeout=kw.get("timeout", 10.0))
 
 
@@ -176,6 +177,6 @@ def test_invalid_file_uri_from_a_miner_gives_no_verdict(served: dict) -> None:
     reveal["model_uri"] = (served["root"] / "model.safetensors").as_uri()
     with pytest.raises(Unavailable, match="only http"):
         _check(served, reveal)
-    chk = check_model(reveal, SPEC, SEED, served["test"], threshold=THRESHOLD,
+    chk = check_model(reveal, SPEC, SEED, served["test"], scheme=SCHEME,
                       max_bytes=1 << 24, timeout=5.0, allow_file=True)  # operator opt-in
     assert chk.verdict and chk.watermark_ok

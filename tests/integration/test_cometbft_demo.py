@@ -1,0 +1,110 @@
+"""Real CometBFT, the main job: `dlbc localnet --validators 2 --demo` runs one full DLBC round —
+task submitted, both miners commit and reveal, every validator's verifier checks the models, the
+round settles with a winner — and every node agrees on it (DESIGN §4-§6, paper Eq. 6).
+
+Skipped without `cometbft` on PATH (conftest.py). Takes a few minutes: TRAIN is shortened with
+--param, but two miners, two verifiers and two validators share this machine's cores.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.parse
+from pathlib import Path
+
+import pytest
+
+from abci_app.keyfile import load_key
+from abci_app.localnet import demo
+from abci_app.localnet import plan as lp
+from abci_app.localnet.ports import busy_ports
+from abci_app.localnet.runner import app_hash_at, rpc_get
+
+VALIDATORS = 2
+
+
+def _free_demo_base() -> int:
+    for base in range(34000, 60000, 191):
+        ports = [p for n in lp.plan_ports(VALIDATORS, base) for _, p in n.labelled()]
+        ports += [p for _, p in demo.demo_ports(VALIDATORS, base)]
+        if not busy_ports([lp.NodePorts(p, p, p, p, p) for p in ports]):
+            return base
+    raise RuntimeError("no free port range on this machine")
+
+
+def _query(rpc_url: str, path: str) -> dict | None:
+    res = rpc_get(f"{rpc_url}/abci_query?path={urllib.parse.quote(json.dumps(path))}")
+    try:
+        return json.loads(base64.b64decode(res["response"]["value"]))
+    except (TypeError, KeyError, ValueError):
+        return None
+
+
+def _children_of_home(home: Path) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if str(home) in cmdline:
+            pids.append(int(entry.name))
+    return pids
+
+
+@pytest.mark.timeout(600)
+def test_localnet_demo_settles_a_round_on_every_validator(tmp_path: Path):
+    home = tmp_path / "net"
+    base = _free_demo_base()
+    rpcs = [f"http://127.0.0.1:{lp.node_ports(i, base).rpc}" for i in range(VALIDATORS)]
+    proc = subprocess.Popen(
+        [
+            sys.executable, "-m", "abci_app.cli", "localnet", "--validators", str(VALIDATORS),
+            "--demo", "--home", str(home), "--base-port", str(base), "--no-fallback",
+            "--samples", "32", "--param", "train_seconds=40", "--param", "verify_seconds=40",
+            "--timeout", "120",
+        ],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    closed = None
+    try:
+        deadline = time.monotonic() + 480
+        while time.monotonic() < deadline and proc.poll() is None:
+            rec = _query(rpcs[0], "round")
+            if rec and rec.get("round") and rec.get("status") == "closed":
+                closed = rec
+                break
+            time.sleep(2)
+        assert proc.poll() is None, "dlbc localnet exited early"
+        assert closed is not None, "no round closed in time"
+        assert closed["outcome"] == "settled", closed
+        miners = {load_key(home / "keys" / f"{n}.json").address_hex for n in demo.MINERS}
+        assert closed["winner"]["miner"] in miners
+        # Every validator holds the same settled round and the same app hash.
+        for rpc in rpcs[1:]:
+            other = _query(rpc, f"rounds/{closed['round']}")
+            assert other is not None and other.get("winner") == closed.get("winner")
+        height = min(int(rpc_get(f"{r}/status")["sync_info"]["latest_block_height"]) for r in rpcs)
+        assert len({app_hash_at(r, height) for r in rpcs}) == 1
+        publisher = load_key(home / "keys" / "publisher.json").address_hex
+        account = _query(rpcs[0], f"accounts/{publisher}")
+        assert account is not None and int(account["balance"]) < demo.PUBLISHER_BALANCE
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        try:
+            out, _ = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
+    assert proc.returncode == 0, out[-4000:]
+    assert "started the demo publisher and miners" in out
+    assert _children_of_home(home) == []
