@@ -29,7 +29,6 @@ import argparse
 import base64
 import binascii
 import copy
-import hashlib
 import importlib
 import json
 import re
@@ -42,6 +41,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from abci_app.dlbc.crypto import address_of
 from abci_app.fsutil import atomic_write
 
 # CometBFT's limits and JSON conventions (types/genesis.go, types/params.go).
@@ -255,7 +255,7 @@ def validator_from_key_file(
         raise GenesisError(f"{path}: cannot read validator key file ({exc})") from None
     pub_obj = obj.get("pub_key", obj) if isinstance(obj, dict) else None
     pub = _decode_pub_key(pub_obj, str(path))
-    address = hashlib.sha256(pub).digest()[:20].hex().upper()
+    address = address_of(pub).hex().upper()
     stored = obj.get("address") if isinstance(obj, dict) else None
     if stored is not None and (not isinstance(stored, str) or stored.upper() != address):
         raise GenesisError(
@@ -300,7 +300,7 @@ def check_validators(validators: Any) -> None:
         if not isinstance(val, Mapping):
             raise GenesisError(f"{where}: must be an object")
         pub = _decode_pub_key(val.get("pub_key"), where)
-        address = hashlib.sha256(pub).digest()[:20].hex().upper()
+        address = address_of(pub).hex().upper()
         if "address" in val and str(val["address"]).upper() != address:
             raise GenesisError(f"{where}: address {val['address']!r} does not match pub_key")
         power = val.get("power")

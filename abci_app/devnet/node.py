@@ -43,7 +43,7 @@ from abci_app.devnet.rpc_server import (
     internal,
     invalid_params,
 )
-from abci_app.keyfile import KeyPair, load_key, save_key
+from abci_app.keyfile import PUB_KEY_TYPE, KeyPair, load_key, save_key
 from abci_app.pb.tendermint.abci import types_pb2 as abci
 
 log = logging.getLogger("abci_app.devnet")
@@ -167,7 +167,7 @@ def make_genesis(chain_id: str, key: KeyPair, app_state: Any,
         "validators": [
             {
                 "address": key.address.hex().upper(),
-                "pub_key": {"type": "tendermint/PubKeyEd25519",
+                "pub_key": {"type": PUB_KEY_TYPE,
                             "value": base64.b64encode(key.public_key).decode()},
                 "power": str(VALIDATOR_POWER),
                 "name": "devnode",
@@ -598,7 +598,7 @@ class DevNode:
             },
             "validator_info": {
                 "address": self.key.address.hex().upper(),
-                "pub_key": {"type": "tendermint/PubKeyEd25519",
+                "pub_key": {"type": PUB_KEY_TYPE,
                             "value": base64.b64encode(self.key.public_key).decode()},
                 "voting_power": str(VALIDATOR_POWER),
             },

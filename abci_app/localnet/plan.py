@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from abci_app import genesis_cli as gen
+from abci_app.dlbc.crypto import address_of
 from abci_app.localnet.tomlpatch import TomlPatchError, TomlScalar, patch_toml
 
 DEFAULT_BASE_PORT = 26656
@@ -119,7 +120,8 @@ def node_id_from_key(node_key: Mapping[str, Any], where: str = "node_key.json") 
         raise LocalnetError(
             f"{where}: ed25519 node key must be 64 bytes (seed||pub), got {len(raw)}"
         )
-    return hashlib.sha256(raw[32:]).digest()[:20].hex()
+    # CometBFT's node ID is derived like an address: SHA-256(ed25519 pub)[:20].
+    return address_of(raw[32:]).hex()
 
 
 def node_home(root: Path, index: int) -> Path:
