@@ -14,11 +14,13 @@ The trainer knows nothing about watermarks or chains: the watermark enters as `e
 from __future__ import annotations
 
 import math
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal, TextIO
+from typing import Literal, Protocol, TextIO
 
 import torch
 import torch.nn.functional as F
@@ -62,7 +64,9 @@ class TrainConfig:
     weight_decay: float = 0.0
     """Adam (decoupled, AdamW) weight decay."""
     seed: int = 0
-    """Seeds shuffling and torch's global RNG, so a run is reproducible (on the same device)."""
+    """Seeds shuffling and torch's global RNG, so a run is reproducible: bit for bit on CPU; on
+    CUDA cuDNN is held to deterministic algorithms, but some backward kernels (MaxPool3d, used by
+    unet3d) accumulate with atomics and may differ in the last bits from run to run."""
     device: str = "auto"
     """"auto" (CUDA if available, else CPU), "cpu", "cuda" or "cuda:N"."""
     bf16: bool = True
@@ -139,7 +143,89 @@ def select_device(name: str = "auto") -> torch.device:
 
 
 def _use_bf16(cfg: TrainConfig, device: torch.device) -> bool:
-    return cfg.bf16 and device.type == "cuda" and torch.cuda.is_bf16_supported()
+    """bf16 autocast only where the GPU computes bf16 natively (compute capability >= 8.0).
+
+    `is_bf16_supported()` alone also says yes to older GPUs that merely emulate bf16, which is
+    slower than float32 there; it also asks about the current device, not necessarily `device`.
+    """
+    if not cfg.bf16 or device.type != "cuda":
+        return False
+    with torch.cuda.device(device):
+        return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+
+
+class _Fp32Knob(Protocol):
+    """A backend's float32 precision setting: "ieee", "tf32" or "none" (inherit)."""
+
+    fp32_precision: str
+
+
+def _fp32_knobs() -> tuple[_Fp32Knob, _Fp32Knob]:
+    """The cuDNN-convolution and cuBLAS-matmul float32 precision settings.
+
+    This fp32_precision API replaced `allow_tf32`; mixing the two raises, so only it is used.
+    """
+    # torch.backends.cudnn.conv exists at run time (torch >= 2.9) but not in torch's stubs.
+    conv: _Fp32Knob = getattr(torch.backends.cudnn, "conv")  # noqa: B009
+    matmul: _Fp32Knob = torch.backends.cuda.matmul
+    return conv, matmul
+
+
+def _use_deterministic_cudnn(device: torch.device) -> None:
+    """Make cuDNN pick deterministic algorithms, without autotuning (process-wide and never
+    undone: trainer threads of one process, as in the devnet, would otherwise undo each other's
+    setting mid-run)."""
+    if device.type == "cuda":
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+
+
+class _IeeeFloat32:
+    """A context in which float32 convolutions and matmuls on CUDA are really float32.
+
+    PyTorch lets cuDNN convolutions use TF32 (a 10-bit mantissa) by default on Ampere and later
+    GPUs, which would make a GPU measurement drift from a CPU one (DESIGN §6). The setting is
+    process-wide, so concurrent users (sidecar threads) are counted under a lock: the first one
+    in switches to IEEE, the last one out restores what was there before.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._users = 0
+        self._saved: list[str] = []
+
+    @contextmanager
+    def on(self, device: torch.device) -> Iterator[None]:
+        if device.type != "cuda":
+            yield
+            return
+        with self._lock:
+            if self._users == 0:
+                knobs = _fp32_knobs()
+                self._saved = [k.fp32_precision for k in knobs]
+                for knob in knobs:
+                    knob.fp32_precision = "ieee"
+            self._users += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._users -= 1
+                if self._users == 0:
+                    for knob, precision in zip(_fp32_knobs(), self._saved, strict=True):
+                        knob.fp32_precision = precision
+
+
+_ieee_float32 = _IeeeFloat32()
+
+
+def _gather(data: Tensor, idx: Tensor, device: torch.device) -> Tensor:
+    """The rows `idx` of `data` on `device`; a host-resident set goes through pinned memory so
+    the copy to the GPU is asynchronous (indexing a pinned tensor yields an unpinned one)."""
+    batch = data[idx]  # (B, ...)
+    if batch.device.type == "cpu" and device.type == "cuda":
+        return batch.pin_memory().to(device, non_blocking=True)
+    return batch.to(device)
 
 
 def _soft_dice_loss(logits: Tensor, target: Tensor) -> Tensor:
@@ -201,9 +287,11 @@ def train(
     Epoch planning (paper Sec. IV-B): epoch 1 always runs (after `probe_steps` timed steps show
     it fits, else BudgetTooSmall); each further epoch starts only if the previous epoch's duration,
     checkpoint included (the slowest of the last three), times `safety_factor` still fits before
-    the deadline. `extra_loss(model)`
-    is added to every step's loss (computed in float32 outside autocast). Returns a TrainResult
-    with per-epoch checkpoints and their SHA-256 digests.
+    the deadline. `extra_loss(model)` is added to every step's loss (computed in float32 outside
+    autocast). Returns a TrainResult with per-epoch checkpoints and their SHA-256 digests.
+
+    On CUDA with `cfg.bf16`, forward passes run under bf16 autocast; the loss, the gradients'
+    accumulation into float32 parameters and the optimizer stay float32.
     """
     start = time.monotonic()
     if cfg.budget_seconds <= 0 or not math.isfinite(cfg.budget_seconds):
@@ -216,9 +304,7 @@ def train(
     device = select_device(cfg.device)
     bf16 = _use_bf16(cfg, device)
     torch.manual_seed(cfg.seed)
-    if device.type == "cuda":
-        torch.backends.cudnn.deterministic = True
-        torch.backends.cudnn.benchmark = False
+    _use_deterministic_cudnn(device)
     model.to(device)
     _check_compat(model, train_data, device)
     if cfg.checkpoint_dir is not None:
@@ -228,8 +314,7 @@ def train(
     targets = torch.from_numpy(train_data.targets)  # (N, *S) or (N,) int64, CPU
     if device.type == "cuda" and inputs.nbytes + targets.nbytes <= _RESIDENT_BYTES:
         inputs, targets = inputs.to(device), targets.to(device)  # small set: keep it on the GPU
-    elif device.type == "cuda":
-        inputs, targets = inputs.pin_memory(), targets.pin_memory()  # copied batch by batch
+    # else: a large set stays in host memory and `_gather` copies it batch by batch.
     n = len(train_data)
     steps_per_epoch = math.ceil(n / cfg.batch_size)
     shuffle = torch.Generator().manual_seed(cfg.seed)
@@ -256,15 +341,17 @@ def train(
         loop_start = time.monotonic()
         for i in range(steps_per_epoch):
             idx = order[i * cfg.batch_size : (i + 1) * cfg.batch_size]
-            x = inputs[idx].to(device, non_blocking=True)  # (B, C, *S)
-            y = targets[idx].to(device, non_blocking=True)  # (B, *S) or (B,)
+            x = _gather(inputs, idx, device)  # (B, C, *S)
+            y = _gather(targets, idx, device)  # (B, *S) or (B,)
+            # bf16 needs no GradScaler: it has float32's exponent range, so gradients don't
+            # underflow; parameters, optimizer state and the loss stay float32.
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16):
-                logits = model(x)
+                logits: Tensor = model(x)  # (B, K, *S) or (B, K)
             loss = compute_loss(logits, y, train_data.kind, cfg.loss)
             if extra_loss is not None:
                 loss = loss + extra_loss(model)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            torch.autograd.backward(loss)
             optimizer.step()
             loss_sum += loss.detach()
             result.steps += 1
@@ -327,7 +414,7 @@ def _checkpoint(model: nn.Module, cfg: TrainConfig, epoch: int, step: int) -> Ch
 @torch.no_grad()
 def predict(model: nn.Module, inputs: Tensor) -> Tensor:
     """Hard predictions: class indices (N,) for classifiers, masks (N, *S) for segmenters."""
-    logits = model(inputs).float()
+    logits: Tensor = model(inputs).float()  # (N, K, *S) or (N, K)
     if logits.dim() > 2 and logits.shape[1] == 1:
         return (logits[:, 0] > 0).long()  # binary segmentation: sigmoid(x) > 0.5
     return logits.argmax(dim=1)
@@ -340,14 +427,17 @@ def evaluate(
 ) -> int:
     """Score `model` on `data` with `metric` (`dice`, `dice_per_image`, `accuracy`) in ppm.
 
-    Always float32 (no autocast), batch by batch into exact integer accumulators, so a miner's
-    claim and a validator's measurement of the same weights agree (DESIGN §6).
+    Always float32 (no autocast, and no TF32 on a GPU), batch by batch into exact integer
+    accumulators, so a miner's claim and a validator's measurement of the same weights agree
+    (DESIGN §6). `device` None means where the model's parameters are; otherwise the model is
+    moved there for the measurement and back afterwards.
     """
+    first = next(iter(model.parameters()), None)
+    home = first.device if first is not None else torch.device("cpu")
     if isinstance(device, str):
         device = select_device(device)
     if device is None:
-        first = next(iter(model.parameters()), None)
-        device = first.device if first is not None else torch.device("cpu")
+        device = home
     if metric == "accuracy" and data.kind != "classification":
         raise TrainingError("accuracy needs a classification set")
     if metric != "accuracy" and data.kind != "segmentation":
@@ -355,12 +445,16 @@ def evaluate(
     acc = make_accumulator(metric, data.num_classes)
     was_training = model.training
     model.eval()
+    model.to(device)
     try:
-        for s in range(0, len(data), batch_size):
-            x = torch.from_numpy(data.inputs[s : s + batch_size]).to(device)
-            pred = predict(model, x).cpu().numpy()
-            acc.update(pred, data.targets[s : s + batch_size])
+        _use_deterministic_cudnn(device)
+        with _ieee_float32.on(device):
+            for s in range(0, len(data), batch_size):
+                x = torch.from_numpy(data.inputs[s : s + batch_size]).to(device)  # (B, C, *S)
+                pred = predict(model, x).cpu().numpy()  # (B, *S) or (B,)
+                acc.update(pred, data.targets[s : s + batch_size])
     finally:
+        model.to(home)
         model.train(was_training)
     return acc.ppm()
 
