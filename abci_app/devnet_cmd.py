@@ -12,7 +12,8 @@ What runs (DESIGN §1), all under one output folder:
 It prints each round's phase changes, the commits, reveals, verdicts, the winner and the
 balances, and writes OUT/plots/dice.png (score per round per miner) and OUT/plots/watermark.png
 (watermark confidence per round per miner) after every round, plus OUT/history.json. Models stay
-in OUT/miner-*/artifacts/round-*/ and the winner's is copied to OUT/models/.
+in OUT/miner-*/rounds/<n>/ (private until revealed, then served from OUT/miner-*/artifacts/<token>/)
+and the winner's is copied to OUT/models/.
 
 Ctrl-C stops the sidecars, then the node, then the app; a second run with the same --out resumes
 from the saved chain state (app LMDB + node block store). Bad input (a port in use, an unwritable
@@ -542,12 +543,22 @@ class Devnet:
                 self.say(f"round {n}: could not write plots: {exc}")
 
     def _copy_winner_model(self, n: int, w: dict[str, Any]) -> None:
+        """Copy the winner's model to OUT/models/ if its digest is the one settled on chain.
+
+        The path comes from the miner's own round record (its files stay private until reveal
+        and are then published under an unguessable name, see training/miner.py), never from
+        a guessed layout.
+        """
+        from training.artifacts import sha256_file
+
         name = self.name_of(w["miner"])
-        src = self.out / name / "artifacts" / f"round-{n}" / "model.safetensors"
-        if src.exists():
-            dst = self.out / "models" / f"round-{n}-winner-{name}.safetensors"
-            dst.parent.mkdir(exist_ok=True)
-            shutil.copyfile(src, dst)
+        miner = self.sidecars.get(name)
+        src = miner.model_path(n) if miner is not None and hasattr(miner, "model_path") else None
+        if src is None or sha256_file(src) != w.get("model_digest"):
+            return
+        dst = self.out / "models" / f"round-{n}-winner-{name}.safetensors"
+        dst.parent.mkdir(exist_ok=True)
+        shutil.copyfile(src, dst)
 
     def _load_history(self) -> None:
         path = self.out / "history.json"

@@ -1,8 +1,8 @@
 """`dlbc task submit`, `dlbc mine`, `dlbc verify`: the three sidecars as foreground processes.
 
-    dlbc task submit --key pub --demo --reward 5000 [--artifact-port 8700]
+    dlbc task submit --key pub --demo --reward 5000 [--artifact-port 8700] [--keep-pending 1]
     dlbc task submit --key pub --data my.npz --arch unet2d --hparams '{"depth": 3}' --metric dice
-    dlbc mine --key miner1 [--max-train-seconds 120] [--artifact-port 8701] [--metrics-port 9101]
+    dlbc mine --key miner1 [--max-train-seconds 120] [--artifact-port 8701] [--quiet-progress]
     dlbc verify --app-home ~/.dlbc-app [--metrics-port 9102]
 
 The publisher keeps running after submitting: it must release the data key in TRAIN and the test
@@ -10,6 +10,10 @@ key in REVEAL of the round that selects its task (DESIGN §4), so stop it (Ctrl-
 that round or with `--rounds N`. Its artifact server must stay reachable by miners and
 validators at the URIs written into the spec, hence a fixed `--artifact-port` (and
 `--artifact-host`/`--public-url` when miners are on other machines).
+
+Restarting `dlbc task submit` with the same --name reuses the prepared task (same keys, same
+encrypted files) and does not submit it again if it is already on chain; the same name with other
+data or settings is refused. Keys live in WORKDIR/private/NAME/keys.json (never served).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from training.cli_common import (
     CliError,
@@ -28,6 +33,9 @@ from training.cli_common import (
     set_torch_threads,
     setup_logs,
 )
+
+if TYPE_CHECKING:
+    from training.miner import MinerConfig
 
 
 def _common(args: argparse.Namespace) -> dict[str, object]:
@@ -47,6 +55,11 @@ def _submit(args: argparse.Namespace) -> int:
         raise CliError("--reward must be >= 1")
     if bool(args.demo) == bool(args.data):
         raise CliError("give exactly one of --demo or --data FILE.npz")
+    if args.keep_pending < 0:
+        raise CliError("--keep-pending must be >= 0")
+    if args.keep_pending and not args.demo:
+        raise CliError("--keep-pending tops the queue up with generated demo tasks: use it "
+                       "with --demo")
     cfg = PublisherConfig(reward=args.reward, artifact_host=args.artifact_host,
                           artifact_port=args.artifact_port, **_common(args))  # type: ignore[arg-type]
     try:
@@ -69,6 +82,8 @@ def _submit(args: argparse.Namespace) -> int:
             from training.publisher import prepare_demo_task
 
             task = prepare_demo_task(pub.artifact_root / name, base, demo, name)
+            pub.demo_config = demo
+            pub.keep_pending = args.keep_pending
         else:
             from training.data import load_npz
 
@@ -82,18 +97,29 @@ def _submit(args: argparse.Namespace) -> int:
         server.stop()
         raise CliError(f"cannot prepare the task: {exc}") from None
     pub.add_prepared(task)
+    if task.reused:
+        print(f"task {name}: reusing the task prepared earlier (same keys and encrypted files)",
+              flush=True)
+        if not task.spec.data_uri.startswith(base.rstrip("/") + "/"):
+            print(f"dlbc: warning: task {name}'s spec points at {task.spec.data_uri}, not at "
+                  f"{base}; serve it there (same --artifact-port/--public-url) or miners cannot "
+                  "fetch it", file=sys.stderr, flush=True)
     print(f"task {name}: encrypted data hosted at {base}/{name}/ ; submitting with reward "
-          f"{args.reward}; keys stay in {task.directory / 'keys.json'} (mode 0600)", flush=True)
+          f"{args.reward} unless already on chain; keys stay in {task.keys_path} (mode 0600)",
+          flush=True)
     if args.no_wait:
         try:
             pub.setup()
         finally:
             pub.teardown()
-        if not pub.tasks:
+        ids = [t for t, pt in pub.tasks.items() if pt.name == name]
+        if not ids:
             print("dlbc: the task was not accepted (see the log above)", file=sys.stderr)
             return 1
-        tid = max(pub.tasks)
-        print(f"submitted as task {tid}. NOTE: run `dlbc task submit` without --no-wait (or keep "
+        tid = ids[0]
+        sent = pub.metrics.get("txs_total", type="SubmitTask") > 0
+        print(f"{'submitted' if sent else 'already on chain (not submitted again)'} "
+              f"as task {tid}. NOTE: run `dlbc task submit` without --no-wait (or keep "
               "a publisher running) or the keys are never released and the task is refunded "
               "less the withhold fee", flush=True)
         return 0
@@ -122,6 +148,9 @@ def _register_task(subparsers: argparse._SubParsersAction[argparse.ArgumentParse
     s.add_argument("--artifact-port", type=int, default=8700)
     s.add_argument("--public-url", default=None,
                    help="base URL miners use to reach the artifact server (default: local)")
+    s.add_argument("--keep-pending", type=int, default=0, metavar="N",
+                   help="--demo: keep N of this publisher's tasks pending (fresh demo tasks), "
+                        "so every round has work")
     s.add_argument("--no-wait", action="store_true",
                    help="submit and exit (keys must then be released by a later run)")
     s.set_defaults(func=guarded(_submit))
@@ -130,19 +159,26 @@ def _register_task(subparsers: argparse._SubParsersAction[argparse.ArgumentParse
 # ------------------------------------------------------------------------------------ miner
 
 
-def _mine(args: argparse.Namespace) -> int:
-    from training.miner import Miner, MinerConfig
+def miner_config(args: argparse.Namespace) -> MinerConfig:
+    """The MinerConfig that `dlbc mine ARGS` runs with."""
+    from training.miner import MinerConfig
 
-    setup_logs(args.log_level)
-    set_torch_threads(args.threads)
-    key = resolve_key(args.key, args.home)
-    cfg = MinerConfig(
+    return MinerConfig(
         bandwidth_bps=args.bandwidth, flops=args.flops, max_train_seconds=args.max_train_seconds,
         commit_margin_seconds=args.commit_margin, watermark_lambda=args.wm_lambda,
         batch_size=args.batch_size, learning_rate=args.lr, max_epochs=args.max_epochs,
         device=args.device, artifact_host=args.artifact_host, artifact_port=args.artifact_port,
-        allow_file_uris=args.allow_file_uris, **_common(args))  # type: ignore[arg-type]
-    miner = Miner(cfg, key)
+        allow_file_uris=args.allow_file_uris, progress=not args.quiet_progress,
+        **_common(args))  # type: ignore[arg-type]
+
+
+def _mine(args: argparse.Namespace) -> int:
+    from training.miner import Miner
+
+    setup_logs(args.log_level)
+    set_torch_threads(args.threads)
+    key = resolve_key(args.key, args.home)
+    miner = Miner(miner_config(args), key)
     try:
         miner.start_server()
     except OSError as exc:
@@ -169,6 +205,8 @@ def _register_mine(subparsers: argparse._SubParsersAction[argparse.ArgumentParse
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--allow-file-uris", action="store_true",
                    help="accept file:// data URIs (single-machine setups only)")
+    p.add_argument("--quiet-progress", action="store_true",
+                   help="no per-epoch progress lines; log one summary line per round")
     p.add_argument("--artifact-host", default="127.0.0.1")
     p.add_argument("--artifact-port", type=int, default=8701,
                    help="port serving this miner's models (0 = any free port)")

@@ -9,22 +9,31 @@ Per round the miner
    gain, threshold: `WatermarkScheme` from the `params` query, DESIGN §7 — never the watermark
    package's defaults) and trains with `λ·embed_loss` as the trainer's `extra_loss`, under a
    budget that ends `commit_margin_seconds` before TRAIN ends (paper Assumption 2: commit-in-P1),
-4. saves the model as safetensors plus per-epoch checkpoints into its artifact folder, which its
-   `ArtifactServer` hosts, and sends `CommitModel{SHA-256(digest ‖ address ‖ salt)}`,
-5. in REVEAL fetches the revealed test set, measures its score and sends `RevealModel` with
-   the claimed score and the checkpoint digests.
+4. saves the model as safetensors plus per-epoch checkpoints into its PRIVATE round folder
+   `<workdir>/rounds/<n>/` and sends `CommitModel{SHA-256(digest ‖ address ‖ salt)}`,
+5. in REVEAL fetches the revealed test set, measures its score, publishes the model and its
+   checkpoints (see below) and sends `RevealModel` with the URI, the claimed score and the
+   checkpoint digests.
 
-Everything it needs to reveal (salt, digest, URI, claimed score) is written to
-`<workdir>/rounds/<n>/state.json` before the commit is sent, so a restarted miner can still reveal.
+Front-running (DESIGN §3, paper Sec. IV-B "commit-reveal"): the commitment hides the model only
+if nobody can download it before REVEAL. A competitor who fetched it during TRAIN could overwrite
+the watermark with its own key (see tests/sidecars/test_copy_defence.py) and commit the copy. So
+the artifact server's root (`<workdir>/artifacts/`) holds nothing of a round until the miner
+reveals it: only then are the model and checkpoints linked into `artifacts/<token>/` where
+`token = secrets.token_hex(16)` is drawn at reveal time (unguessable; the URI first becomes known
+through the RevealModel tx). The round state (salt, digest, the token once drawn) lives in
+`<workdir>/rounds/<n>/state.json`, never served, written before the commit is sent so that a
+restarted miner can still reveal.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -110,6 +119,8 @@ class RoundWork:
     committed: bool = False
     revealed: bool = False
     claimed_score_ppm: int | None = None
+    public_dir: str = ""
+    """Name of the served folder (`artifacts/<token>`) once published at REVEAL; empty before."""
 
     def save(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
@@ -119,8 +130,10 @@ class RoundWork:
     @classmethod
     def load(cls, directory: Path) -> RoundWork | None:
         try:
-            return cls(**json.loads((directory / "state.json").read_text()))
-        except (OSError, ValueError, TypeError):
+            doc = json.loads((directory / "state.json").read_text())
+            known = {f.name for f in fields(cls)}
+            return cls(**{k: v for k, v in doc.items() if k in known})
+        except (OSError, ValueError, TypeError, AttributeError):
             return None
 
 
@@ -206,7 +219,12 @@ class Miner(Sidecar):
         super().__init__(cfg, key=key, rpc=rpc, metrics=metrics)
         self.mcfg = cfg
         self.artifact_root = cfg.workdir / "artifacts"
+        """Served over HTTP: only revealed rounds' `<token>/` folders ever appear here."""
+        self.private_root = cfg.workdir / "rounds"
+        """Never served: per-round models before reveal, checkpoints, salt (state.json)."""
         self.artifact_root.mkdir(parents=True, exist_ok=True)
+        self.private_root.mkdir(parents=True, exist_ok=True)
+        self._migrate_legacy_rounds()
         self.server: ArtifactServer | None = None
         self.work: dict[int, RoundWork] = {}
         self._waiting_logged: set[tuple[int, str]] = set()
@@ -239,7 +257,67 @@ class Miner(Sidecar):
             self.server = None
 
     def round_dir(self, n: int) -> Path:
-        return self.artifact_root / f"round-{n}"
+        """The round's private folder (model, checkpoints, state.json); never served."""
+        return self.private_root / str(int(n))
+
+    def model_path(self, n: int) -> Path | None:
+        """This miner's saved model of round `n` (for the devnet's winner copy), or None."""
+        work = self.work.get(n) or RoundWork.load(self.round_dir(n))
+        if work is None or not work.model_path or not Path(work.model_path).is_file():
+            return None
+        return Path(work.model_path)
+
+    def _migrate_legacy_rounds(self) -> None:
+        """Move unrevealed rounds of the old layout (`artifacts/round-<n>/`, served with its
+        state.json) out of the served root, so an upgraded miner stops leaking them."""
+        for old in sorted(self.artifact_root.glob("round-*")):
+            suffix = old.name[len("round-"):]
+            work = RoundWork.load(old)
+            if not suffix.isdigit() or work is None or work.revealed:
+                continue  # a revealed round's files are public anyway; its URI must keep working
+            new = self.round_dir(int(suffix))
+            if new.exists():
+                continue
+            old.rename(new)
+            if work.model_path:
+                work.model_path = str(new / Path(work.model_path).name)
+            work.model_uri, work.public_dir = "", ""
+            work.save(new)
+            self.log.info("round %s: moved unrevealed files out of the served folder", suffix)
+
+    def publish(self, work: RoundWork) -> str:
+        """Make the round's model and checkpoints fetchable (at REVEAL only); returns the URI.
+
+        Files are hard-linked (copied across filesystems) into a private staging folder that
+        is then renamed into the served root as `<token>/`, so a reader never sees a half
+        published folder. Idempotent: a restarted miner reuses the token recorded in state.json.
+        """
+        from training.artifacts import sha256_file
+
+        assert self.server is not None
+        rdir = self.round_dir(work.round)
+        if not work.public_dir:
+            work.public_dir = secrets.token_hex(16)
+            work.save(rdir)
+        pub = self.artifact_root / work.public_dir
+        if not (pub / "model.safetensors").is_file():
+            stage = rdir / ".publish"
+            if stage.exists():
+                shutil.rmtree(stage)
+            (stage / "checkpoints").mkdir(parents=True)
+            _link_or_copy(Path(work.model_path), stage / "model.safetensors")
+            ckpts = rdir / "checkpoints"
+            for f in sorted(ckpts.iterdir()) if ckpts.is_dir() else []:
+                if f.is_file():
+                    _link_or_copy(f, stage / "checkpoints" / f.name)
+            if pub.exists():
+                shutil.rmtree(pub)
+            stage.rename(pub)
+        if sha256_file(pub / "model.safetensors") != work.model_digest:
+            raise RoundSkipped("data", "published model does not match the committed digest")
+        work.model_uri = self.server.url_for(Path(work.public_dir) / "model.safetensors")
+        work.save(rdir)
+        return work.model_uri
 
     def _work(self, rec: dict[str, Any]) -> RoundWork | None:
         n = int(rec["round"])
@@ -415,9 +493,7 @@ class Miner(Sidecar):
         model_path = rdir / "model.safetensors"
         digest = save_model(model, model_path, metadata=model_metadata(arch, hparams))
         work = RoundWork(
-            round=n, task_id=tid, model_path=str(model_path),
-            model_uri=self.server.url_for(model_path.relative_to(self.artifact_root)),
-            model_digest=digest, salt=os.urandom(32).hex(),
+            round=n, task_id=tid, model_path=str(model_path), model_digest=digest, salt=os.urandom(32).hex(),
             checkpoint_digests=result.checkpoint_digests, epochs=result.epochs,
             train_seconds=result.wall_seconds, watermark_min_confidence=det.min_confidence,
         )
@@ -474,6 +550,10 @@ class Miner(Sidecar):
             dest.unlink(missing_ok=True)
         score = evaluate(model, test, spec["metric"], device="cpu")
         work.claimed_score_ppm = score
+        try:
+            self.publish(work)
+        except OSError as exc:
+            raise RoundSkipped("data", f"cannot publish the model: {exc}") from exc
         msg = txs.reveal_model(n, work.model_uri, bytes.fromhex(work.model_digest),
                                bytes.fromhex(work.salt), score,
                                [bytes.fromhex(d) for d in work.checkpoint_digests])
@@ -487,3 +567,11 @@ class Miner(Sidecar):
                       spec["metric"], score / 1e6)
         self.emit("revealed", round=n, miner=self.key.address.hex(), score_ppm=score,
                   uri=work.model_uri)
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    """Hard link (no extra disk for a large model), copy where links are not possible."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)

@@ -10,7 +10,17 @@ Data preparation (`prepare_task`): split a data set into train/test, encrypt eac
 AES-256-GCM key (training/encryption.py), write both under the publisher's artifact folder, which
 an `ArtifactServer` hosts over HTTP, and fill the `TaskSpec` (model size and FLOPs measured with
 `model_stats` on the registry architecture, Eq. 2-3 inputs). The keys are written to a 0600 JSON
-file beside the data so a restarted publisher can still release them; they are never logged.
+file so a restarted publisher can still release them; they are never logged.
+
+Layout (one publisher workdir): `artifacts/<name>/{train,test}.npz.enc` is served over HTTP;
+`private/<name>/{task.json,keys.json}` is NOT — the artifact server serves every regular file
+under its root, so a keys file beside the ciphertexts would hand the data key to anyone before
+ReleaseTrainKey (DESIGN §4).
+
+Preparation is idempotent per name: the spec commits to the ciphertexts' digests, so re-running
+`dlbc task submit` with the same --name must reuse the same keys and files (re-encrypting would
+break the on-chain digests). `task.json` records a fingerprint of what was prepared (data digest,
+architecture, split, ...); the same inputs reuse the task, different ones are refused.
 """
 
 from __future__ import annotations
@@ -38,6 +48,32 @@ from training.sidecar import (
 
 TASK_FILE = "task.json"
 KEYS_FILE = "keys.json"
+PRIVATE_DIR = "private"
+
+
+class TaskNameTaken(ValueError):
+    """A task with this name was already prepared from different data or settings."""
+
+
+def private_dir_for(directory: Path) -> Path:
+    """Where the secrets of the task served from `directory` live: `<workdir>/private/<name>`
+    for `directory = <workdir>/artifacts/<name>` — beside, never inside, the served root."""
+    return directory.parent.parent / PRIVATE_DIR / directory.name
+
+
+def dataset_fingerprint(dataset: Any) -> str:
+    """SHA-256 over a data set's arrays (dtype, shape, bytes), kind and class count."""
+    import hashlib
+
+    import numpy as np
+
+    h = hashlib.sha256()
+    for arr in (dataset.inputs, dataset.targets):
+        a = np.ascontiguousarray(arr)
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(a.tobytes())
+    h.update(f"{dataset.kind}/{dataset.num_classes}".encode())
+    return h.hexdigest()
 
 
 @dataclass
@@ -66,16 +102,39 @@ class PreparedTask:
     train_key: bytes
     test_key: bytes
     name: str
+    source: dict[str, Any] = field(default_factory=dict)
+    """Fingerprint of the inputs (data digest, architecture, split...) for idempotent reuse."""
+    reused: bool = False
+    """True when `prepare_task` found this task already prepared and reused it."""
+
+    @property
+    def private_dir(self) -> Path:
+        return private_dir_for(self.directory)
+
+    @property
+    def keys_path(self) -> Path:
+        return self.private_dir / KEYS_FILE
 
     def save(self) -> None:
-        """spec (public) to task.json, keys (secret) to keys.json with mode 0600."""
+        """spec + source to task.json, keys (secret) to keys.json with mode 0600, both in the
+        private folder (never under the artifact server's root)."""
         from google.protobuf import json_format
 
+        priv = self.private_dir
+        priv.mkdir(parents=True, exist_ok=True)
+        os.chmod(priv, 0o700)
         spec_doc = json_format.MessageToDict(self.spec, preserving_proto_field_name=True)
-        _atomic_write(self.directory / TASK_FILE, json.dumps(
-            {"name": self.name, "spec": spec_doc}, indent=2, sort_keys=True).encode(), 0o644)
-        _atomic_write(self.directory / KEYS_FILE, json.dumps(
+        _atomic_write(priv / TASK_FILE, json.dumps(
+            {"name": self.name, "spec": spec_doc, "source": self.source},
+            indent=2, sort_keys=True).encode(), 0o644)
+        _atomic_write(priv / KEYS_FILE, json.dumps(
             {"train_key": self.train_key.hex(), "test_key": self.test_key.hex()}).encode(), 0o600)
+
+    @staticmethod
+    def exists(directory: Path) -> bool:
+        priv = private_dir_for(directory)
+        legacy = (directory / KEYS_FILE).exists() and (directory / TASK_FILE).exists()
+        return legacy or ((priv / KEYS_FILE).exists() and (priv / TASK_FILE).exists())
 
     @classmethod
     def load(cls, directory: Path) -> PreparedTask:
@@ -83,11 +142,30 @@ class PreparedTask:
 
         from abci_app.pb.dlbc.v1 import tx_pb2
 
-        doc = json.loads((directory / TASK_FILE).read_text())
-        keys = json.loads((directory / KEYS_FILE).read_text())
+        priv = private_dir_for(directory)
+        if (directory / KEYS_FILE).exists():  # old layout: keys were inside the served folder
+            priv.mkdir(parents=True, exist_ok=True)
+            os.chmod(priv, 0o700)
+            for name in (TASK_FILE, KEYS_FILE):
+                if (directory / name).exists():
+                    os.replace(directory / name, priv / name)
+        doc = json.loads((priv / TASK_FILE).read_text())
+        keys = json.loads((priv / KEYS_FILE).read_text())
         spec = json_format.ParseDict(doc["spec"], tx_pb2.TaskSpec())
         return cls(directory, spec, bytes.fromhex(keys["train_key"]),
-                   bytes.fromhex(keys["test_key"]), str(doc.get("name", directory.name)))
+                   bytes.fromhex(keys["test_key"]), str(doc.get("name", directory.name)),
+                   dict(doc.get("source") or {}))
+
+    def check_files(self) -> None:
+        """The served ciphertexts still have the digests the spec (and the chain) commits to."""
+        from training.artifacts import sha256_file
+
+        for fname, digest in (("train.npz.enc", self.spec.data_sha256),
+                              ("test.npz.enc", self.spec.test_sha256)):
+            path = self.directory / fname
+            if not path.is_file() or sha256_file(path) != bytes(digest).hex():
+                raise ValueError(f"task {self.name!r}: {path} is missing or changed since it was "
+                                 "prepared; its on-chain digests can no longer be served")
 
 
 def _atomic_write(path: Path, data: bytes, mode: int) -> None:
@@ -120,9 +198,14 @@ def prepare_task(
 ) -> PreparedTask:
     """Split, encrypt and stage `dataset` under `directory`; URIs are `base_url/<name>/...`.
 
-    `directory` must be the artifact server's root joined with `name` so that the URIs resolve.
+    `directory` must be the artifact server's root joined with `name` so that the URIs resolve;
+    the keys go to `private_dir_for(directory)`, outside that root.
     `scheme` is the chain's watermark scheme, used to refuse an architecture too small to carry
     it; None (offline preparation) checks against the chain's documented genesis defaults.
+
+    Idempotent: if a task was already prepared in `directory` from the same inputs it is
+    returned unchanged (same keys, same files, `reused=True`); from different inputs,
+    `TaskNameTaken` is raised and nothing is touched.
     """
     from abci_app.dlbc import txs
     from training.artifacts import sha256_bytes
@@ -130,6 +213,20 @@ def prepare_task(
     from training.models import build_model, model_stats
     from watermark import WatermarkError
 
+    source = {"dataset_sha256": dataset_fingerprint(dataset), "architecture": architecture,
+              "hparams": json.loads(json.dumps(hparams, sort_keys=True)), "metric": metric,
+              "test_fraction": test_fraction, "seed": seed, "min_score_ppm": min_score_ppm}
+    if PreparedTask.exists(directory):
+        old = PreparedTask.load(directory)
+        if old.source and old.source != source:  # no source: an older layout, keep its keys
+            diff = sorted(k for k in source if old.source.get(k) != source[k])
+            raise TaskNameTaken(
+                f"a task named {name!r} was already prepared in {directory} from different "
+                f"{', '.join(diff) or 'inputs'}; its keys and digests may be on chain, so it is "
+                "not overwritten: use another --name")
+        old.check_files()
+        old.reused = True
+        return old
     scheme = scheme or WatermarkScheme.genesis_default()
     model = build_model(architecture, hparams, seed=0)  # raises ValueError on a bad spec
     stats = model_stats(model, dataset.sample_shape)
@@ -164,7 +261,7 @@ def prepare_task(
         num_classes=dataset.num_classes,
         num_samples=len(train),
     )
-    task = PreparedTask(directory, spec, train_key, test_key, name)
+    task = PreparedTask(directory, spec, train_key, test_key, name, source)
     task.save()
     return task
 
@@ -282,6 +379,14 @@ class Publisher(Sidecar):
             task = self._pending[0]
             if any(t.name == task.name for t in self.tasks.values()):
                 self._pending.pop(0)  # already on chain from an earlier run
+                self.log.info("task %s is already on chain; not submitting it again", task.name)
+                continue
+            tid = self._pending_on_chain(task)
+            if tid is not None:  # submitted, but submitted.json was not written (crash)
+                self.tasks[tid] = task
+                self._save_submitted()
+                self._pending.pop(0)
+                self.log.info("task %s is already on chain as task %d", task.name, tid)
                 continue
             try:
                 self.submit(task)
@@ -289,6 +394,19 @@ class Publisher(Sidecar):
                 self.count_error("tx_rejected", "task %s not submitted: %s", task.name, exc)
                 self.emit("task_rejected", name=task.name, reason=str(exc))
             self._pending.pop(0)
+
+    def _pending_on_chain(self, task: PreparedTask) -> int | None:
+        """The id of one of our pending tasks whose spec commits to `task`'s training data."""
+        if self.key is None:
+            return None
+        want = bytes(task.spec.data_sha256).hex()
+        for entry in self.chain.query("tasks/pending").get("tasks", []):
+            if entry.get("publisher") != self.key.address.hex():
+                continue
+            rec = self.chain.task(int(entry["id"]))
+            if rec is not None and str(rec.get("spec", {}).get("data_sha256", "")).lower() == want:
+                return int(entry["id"])
+        return None
 
     def submit(self, task: PreparedTask) -> int:
         from abci_app.dlbc import txs
@@ -317,7 +435,7 @@ class Publisher(Sidecar):
                 and t.get("publisher") == self.key.address.hex()]
         if len(mine) >= self.keep_pending:
             return
-        k = len(self.tasks) + 1
+        k = self._next_demo_index()
         cfg = self.demo_config or DemoDataConfig()
         cfg = DemoDataConfig(**{**cfg.__dict__, "seed": cfg.seed + k})
         name = f"demo-{k}"
@@ -327,6 +445,14 @@ class Publisher(Sidecar):
         except TxRejected as exc:  # e.g. the balance ran out: stop topping up, keep serving keys
             self.count_error("tx_rejected", "no more demo tasks: %s", exc)
             self.keep_pending = 0
+
+    def _next_demo_index(self) -> int:
+        """One past every `demo-K` prepared in this workdir: a top-up never reuses a name
+        (preparation is idempotent per name, so a reused name would be refused)."""
+        taken = [int(p.name[5:]) for p in self.artifact_root.glob("demo-*") if p.name[5:].isdigit()]
+        taken += [int(t.name[5:]) for t in self.tasks.values()
+                  if t.name.startswith("demo-") and t.name[5:].isdigit()]
+        return max(taken, default=0) + 1
 
     def _try(self, rnd: int, step: str, limit: int = 3) -> bool:
         n = self._attempts.get((rnd, step), 0)

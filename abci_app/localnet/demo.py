@@ -256,7 +256,7 @@ def demo_processes(
                 "--key", str(key_file(root, PUBLISHER)), *common,
                 "--workdir", str(pub_dir), "--artifact-port", str(ports[PUBLISHER]),
                 "--name", next_task_name(pub_dir), "--reward", str(settings.reward),
-                "--samples", str(settings.samples),
+                "--samples", str(settings.samples), "--keep-pending", "1",
             ],
             ports[PUBLISHER],
         )

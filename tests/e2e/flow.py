@@ -115,9 +115,15 @@ def check_round(r: dict[str, Any], caplog: pytest.LogCaptureFixture) -> None:
         model = load_model(work.model_path, "unet2d", TINY_TASK["hparams"])
         wm_key = scheme.key(seed, STRONG.address, scheme.layer(model))
         assert detect_file(work.model_path, wm_key, scheme.threshold).ok is expected
-    ckpts = sorted((r["tmp_path"] / "strong" / "artifacts" / "round-1" / "checkpoints").iterdir())
+    ckpts = sorted((strong.round_dir(1) / "checkpoints").iterdir())
     assert [sha256_file(p) for p in ckpts] == winner["checkpoint_digests"]
     assert len(ckpts) == work.epochs >= 2
+    # ... and they were published (at reveal) under the unguessable folder of the revealed URI
+    public = strong.artifact_root / work.public_dir
+    assert winner["model_uri"].endswith(f"/{work.public_dir}/model.safetensors")
+    assert len(work.public_dir) == 32
+    assert [sha256_file(p) for p in sorted((public / "checkpoints").iterdir())] == \
+        winner["checkpoint_digests"]
 
     # Verify the operator metrics saw it all
     assert strong.metrics.get("commits_total") == 1 == strong.metrics.get("reveals_total")

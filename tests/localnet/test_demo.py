@@ -70,6 +70,7 @@ def test_demo_processes_once_against_node0_with_devnet_budgets(tmp_path: Path):
         assert parsed[p.name].log_level == "warning"
     pub = parsed["publisher"]
     assert pub.demo and pub.reward == 500 and pub.samples == 24 and pub.name == "demo-1"
+    assert pub.keep_pending == 1  # tasks stay pending like devnet's, so every round has work
     assert parsed["miner-1"].max_train_seconds is None  # all of TRAIN, as devnet's miner-1
     assert parsed["miner-2"].max_train_seconds == 7.5
     assert parsed["miner-1"].threads == parsed["miner-2"].threads == 1

@@ -47,4 +47,5 @@ def test_invalid_tampered_training_data(tmp_path: Path) -> None:
     assert miner.metrics.get("training_seconds_total") == 0
     # Verify nothing was left behind: no download, no model, no round state
     assert not list((tmp_path / "miner").glob("round-*"))
-    assert not (tmp_path / "miner" / "artifacts" / "round-1").exists()
+    assert not (tmp_path / "miner" / "rounds" / "1").exists()
+    assert not list((tmp_path / "miner" / "artifacts").iterdir())

@@ -62,7 +62,7 @@ def test_invalid_publisher_never_releases_key(withheld: dict) -> None:
     assert withheld["alive"]
     assert m.metrics.get("commits_total") == 0 and m.metrics.get("training_seconds_total") == 0
     assert m.metrics.get("rounds_seen_total") >= 1
-    assert not (m.artifact_root / "round-1").exists()
+    assert not m.round_dir(1).exists() and not list(m.artifact_root.iterdir())
     # Verify the escrow came back less the withhold fee
     fee = REWARD * PARAMS["withhold_fee_ppm"] // 1_000_000
     assert withheld["balances"][withheld["pub"]] == START - fee

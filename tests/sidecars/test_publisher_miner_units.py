@@ -58,8 +58,11 @@ def test_prepare_demo_task_encrypts_hosts_and_commits(prepared) -> None:
     # Verify the model stats are measured on the named architecture
     assert spec.architecture == "unet2d" and spec.model_size_bytes > 0
     assert spec.flops_per_sample > 0 and list(spec.input_shape) == [1, 16, 16]
-    # Verify the keys file is private and reloads
-    mode = stat.S_IMODE((task.directory / "keys.json").stat().st_mode)
+    # Verify the keys file is private, outside the served root, and reloads
+    assert task.keys_path == task.directory.parent.parent / "private" / "demo" / "keys.json"
+    assert not task.keys_path.is_relative_to(srv.root)
+    assert not list(task.directory.glob("*.json"))
+    mode = stat.S_IMODE(task.keys_path.stat().st_mode)
     assert mode == 0o600
     again = PreparedTask.load(task.directory)
     assert again.train_key == task.train_key and again.spec == task.spec
@@ -79,7 +82,7 @@ def test_invalid_fetch_digest_mismatch_leaves_nothing(prepared, tmp_path: Path) 
     dest = tmp_path / "d.enc"
     with pytest.raises(ArtifactError, match="digest mismatch"):
         fetch_dataset(s.data_uri, "00" * 32, s.data_size_bytes, task.train_key, dest, 1 << 20, 2)
-    assert list(tmp_path.iterdir()) == [tmp_path / "artifacts"]
+    assert sorted(tmp_path.iterdir()) == [tmp_path / "artifacts", tmp_path / "private"]
 
 
 def test_invalid_fetch_over_size_cap(prepared, tmp_path: Path) -> None:
