@@ -11,31 +11,47 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 
-def atomic_write(path: Path | str, data: bytes, *, mode: int = 0o644, durable_dir: bool = False) -> Path:
-    """Replace `path` with `data` atomically; permissions are `mode` from the first byte on.
+@contextmanager
+def atomic_writer(
+    path: Path | str, *, mode: int = 0o644, durable: bool = True, durable_dir: bool = False
+) -> Iterator[IO[bytes]]:
+    """Yield a temp file beside `path`, renamed onto it when the block ends without error.
 
-    The temp file gets `mode` before any data lands in it, so a 0600 key is never readable by
-    others, not even half-written. On any failure the temp file is removed and `path` is untouched.
+    For streamed writes (encrypted data sets, model files) as well as small documents. The temp
+    file gets `mode` before any data lands in it, so a 0600 key is never readable by others, not
+    even half-written. `durable` fsyncs before the rename (a crash never leaves a renamed but
+    empty file); skip it only for files that are cheap to redo. On any failure the temp file is
+    removed and `path` is untouched.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
     try:
         os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+            yield fh
+            if durable:
+                fh.flush()
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     if durable_dir:
         fsync_dir(path.parent)
-    return path
+
+
+def atomic_write(path: Path | str, data: bytes, *, mode: int = 0o644, durable_dir: bool = False) -> Path:
+    """Replace `path` with `data` atomically and durably (see `atomic_writer`)."""
+    with atomic_writer(path, mode=mode, durable_dir=durable_dir) as fh:
+        fh.write(data)
+    return Path(path)
 
 
 def fsync_dir(directory: Path) -> None:

@@ -15,12 +15,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import torch
@@ -29,6 +27,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import nn
 
+from abci_app.fsutil import atomic_writer
 from training.models import HParams, build_model
 
 _READ_CHUNK = 4 << 20
@@ -87,27 +86,6 @@ def _check_digest_arg(sha256: str) -> str:
 
 
 @contextmanager
-def _atomic_writer(dest: Path, *, durable: bool = True) -> Iterator[IO[bytes]]:
-    """Yield a temp file beside `dest`; rename onto `dest` on success, delete it on any error.
-
-    `durable` fsyncs before the rename, so a crash never leaves a renamed but empty file.
-    """
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            yield f
-            if durable:
-                f.flush()
-                os.fsync(f.fileno())
-        os.replace(tmp, dest)
-    except BaseException:
-        with _suppress_oserror():
-            os.unlink(tmp)
-        raise
-
-
-@contextmanager
 def _suppress_oserror() -> Iterator[None]:
     try:
         yield
@@ -143,7 +121,7 @@ def save_model(
     """
     data = state_dict_bytes(model_or_state, metadata)
     digest = sha256_bytes(data)
-    with _atomic_writer(Path(path), durable=durable) as f:
+    with atomic_writer(Path(path), durable=durable) as f:
         f.write(data)
     return digest
 
@@ -325,7 +303,7 @@ def fetch(
         raise ArtifactError("max_bytes must be >= 0")
     dest = Path(dest)
     h = hashlib.sha256()
-    with _atomic_writer(dest) as f:
+    with atomic_writer(dest) as f:
 
         def consume(chunk: bytes) -> None:
             h.update(chunk)

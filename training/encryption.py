@@ -37,9 +37,6 @@ import hashlib
 import hmac
 import io
 import os
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
@@ -47,6 +44,8 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from abci_app.fsutil import atomic_writer
 
 if TYPE_CHECKING:
     from training.data import ArrayDataset
@@ -176,34 +175,17 @@ def decrypt_stream(key: bytes, src: IO[bytes], dst: IO[bytes]) -> int:
         index += 1
 
 
-@contextmanager
-def _atomic_writer(dest: Path) -> Iterator[IO[bytes]]:
-    """A temp file beside `dest`, renamed onto it on success and deleted on any error."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            yield f
-        os.replace(tmp, dest)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
 def encrypt_file(
     key: bytes, src: str | Path, dest: str | Path, *, chunk_size: int = DEFAULT_CHUNK_SIZE
 ) -> int:
     """Encrypt file `src` to `dest` (atomically); returns the ciphertext size in bytes."""
-    with open(src, "rb") as fin, _atomic_writer(Path(dest)) as fout:
+    with open(src, "rb") as fin, atomic_writer(dest, durable=False) as fout:
         return encrypt_stream(key, fin, fout, chunk_size=chunk_size)
 
 
 def decrypt_file(key: bytes, src: str | Path, dest: str | Path) -> int:
     """Decrypt `src` to `dest`; `dest` appears only if every chunk verified. Returns its size."""
-    with open(src, "rb") as fin, _atomic_writer(Path(dest)) as fout:
+    with open(src, "rb") as fin, atomic_writer(dest, durable=False) as fout:
         return decrypt_stream(key, fin, fout)
 
 

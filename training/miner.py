@@ -37,10 +37,10 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from abci_app.fsutil import atomic_write
 from abci_app.keyfile import KeyPair
 from training.artifact_server import ArtifactServer
 from training.metrics_server import Metrics
-from training.publisher import _atomic_write
 from training.rpc_client import RpcClient
 from training.sidecar import (
     REVEAL,
@@ -124,8 +124,8 @@ class RoundWork:
 
     def save(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
-        _atomic_write(directory / "state.json",
-                      json.dumps(asdict(self), indent=2, sort_keys=True).encode(), 0o600)
+        atomic_write(directory / "state.json",
+                     json.dumps(asdict(self), indent=2, sort_keys=True).encode(), mode=0o600)
 
     @classmethod
     def load(cls, directory: Path) -> RoundWork | None:

@@ -27,11 +27,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from abci_app.fsutil import atomic_write
 from abci_app.keyfile import KeyPair
 from training.artifact_server import ArtifactServer
 from training.metrics_server import Metrics
@@ -124,11 +124,11 @@ class PreparedTask:
         priv.mkdir(parents=True, exist_ok=True)
         os.chmod(priv, 0o700)
         spec_doc = json_format.MessageToDict(self.spec, preserving_proto_field_name=True)
-        _atomic_write(priv / TASK_FILE, json.dumps(
+        atomic_write(priv / TASK_FILE, json.dumps(
             {"name": self.name, "spec": spec_doc, "source": self.source},
-            indent=2, sort_keys=True).encode(), 0o644)
-        _atomic_write(priv / KEYS_FILE, json.dumps(
-            {"train_key": self.train_key.hex(), "test_key": self.test_key.hex()}).encode(), 0o600)
+            indent=2, sort_keys=True).encode(), mode=0o644)
+        atomic_write(priv / KEYS_FILE, json.dumps(
+            {"train_key": self.train_key.hex(), "test_key": self.test_key.hex()}).encode(), mode=0o600)
 
     @staticmethod
     def exists(directory: Path) -> bool:
@@ -166,20 +166,6 @@ class PreparedTask:
             if not path.is_file() or sha256_file(path) != bytes(digest).hex():
                 raise ValueError(f"task {self.name!r}: {path} is missing or changed since it was "
                                  "prepared; its on-chain digests can no longer be served")
-
-
-def _atomic_write(path: Path, data: bytes, mode: int) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def prepare_task(
@@ -240,8 +226,8 @@ def prepare_task(
     train_blob = encrypt_dataset(train_key, train)
     test_blob = encrypt_dataset(test_key, test)
     directory.mkdir(parents=True, exist_ok=True)
-    _atomic_write(directory / "train.npz.enc", train_blob, 0o644)
-    _atomic_write(directory / "test.npz.enc", test_blob, 0o644)
+    atomic_write(directory / "train.npz.enc", train_blob, mode=0o644)
+    atomic_write(directory / "test.npz.enc", test_blob, mode=0o644)
     base = base_url.rstrip("/")
     spec = txs.task_spec(
         architecture=architecture,
@@ -369,7 +355,7 @@ class Publisher(Sidecar):
 
     def _save_submitted(self) -> None:
         doc = {str(tid): t.name for tid, t in sorted(self.tasks.items())}
-        _atomic_write(self._submitted_path(), json.dumps(doc).encode(), 0o644)
+        atomic_write(self._submitted_path(), json.dumps(doc).encode(), mode=0o644)
 
     # -- loop hooks
 
