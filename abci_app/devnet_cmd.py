@@ -75,7 +75,7 @@ class DevnetConfig:
         MinerSpec("miner-1", None), MinerSpec("miner-2", 5.0)])
     samples: int = 96
     image_size: int = 32
-    hparams: dict[str, Any] = field(default_factory=lambda: {"depth": 2, "base_width": 8})
+    hparams: dict[str, Any] = field(default_factory=lambda: {"depth": 2, "base_width": 16})
     watermark_lambda: float = 1.0
     chain_id: str = "dlbc-devnet"
     log_level: str = "info"

@@ -74,6 +74,9 @@ def _submit(args: argparse.Namespace) -> int:
     except json.JSONDecodeError as exc:
         raise CliError(f"--hparams is not JSON: {exc}") from None
     name = args.name
+    # Check the model against the scheme the chain's miners will embed (DESIGN §7), not the
+    # genesis defaults: a chain may run a smaller scheme that a smaller model can carry.
+    scheme = pub.chain_scheme()
     try:
         if args.demo:
             demo = DemoDataConfig(samples=args.samples, seed=args.seed)
@@ -81,7 +84,7 @@ def _submit(args: argparse.Namespace) -> int:
                 demo.hparams = hparams
             from training.publisher import prepare_demo_task
 
-            task = prepare_demo_task(pub.artifact_root / name, base, demo, name)
+            task = prepare_demo_task(pub.artifact_root / name, base, demo, name, scheme)
             pub.demo_config = demo
             pub.keep_pending = args.keep_pending
         else:
@@ -92,7 +95,7 @@ def _submit(args: argparse.Namespace) -> int:
                 data, directory=pub.artifact_root / name, base_url=base,
                 architecture=args.arch, hparams=hparams or {}, metric=args.metric,
                 test_fraction=args.test_fraction, seed=args.seed,
-                min_score_ppm=args.min_score_ppm, name=name)
+                min_score_ppm=args.min_score_ppm, name=name, scheme=scheme)
     except (ValueError, OSError) as exc:
         server.stop()
         raise CliError(f"cannot prepare the task: {exc}") from None

@@ -88,7 +88,7 @@ class DemoDataConfig:
     seed: int = 7
     """Seed of the synthetic generator and of the split (training/data.py)."""
     architecture: str = "unet2d"
-    hparams: dict[str, Any] = field(default_factory=lambda: {"depth": 2, "base_width": 8})
+    hparams: dict[str, Any] = field(default_factory=lambda: {"depth": 2, "base_width": 16})
     metric: str = "dice"
     min_score_ppm: int = 0
 

@@ -38,7 +38,10 @@ probability at most P(Binomial(T, 1/2) >= k). The verifier flags a key when that
 practice and grinding addresses to frame one is hopeless. Below 64 bits no count is that
 unlikely and the check is off. It catches an overwrite as long as fewer than T - k victim bits
 were broken, i.e. for layers with m well above T²/(2(T-k)) (~590 for 256 bits: not the devnet's
-tiniest U-Net, whose m is 288). A thief who trains long enough, or edits the weights with the
+tiniest U-Net, whose m is 288). With the "diff" matrix (the default) a bit reads two
+coordinates, so about 2T²/m victim bits break and the test needs m above ~2T²/(T-k) (~2340 for
+256 bits: the demo U-Net, depth 2 base width 16, has m = 576 and is not covered; the copy-defence
+test pins "direct" for that reason). A thief who trains long enough, or edits the weights with the
 public key (watermark.attacks.forge), still gets through: the defence raises the cost of a copy,
 it does not make one impossible.
 """

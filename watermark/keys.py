@@ -41,16 +41,17 @@ MatrixType = Literal["direct", "diff", "random"]
 MATRIX_TYPES: tuple[MatrixType, ...] = ("direct", "diff", "random")
 
 # Defaults, measured with bench/watermark.py (see its docstring for the numbers):
-# - "direct" made the attacker work longest (removal 12.3, overwrite 11.8 epochs after a 12-epoch
-#   honest run, vs 1.1 epochs to embed). "diff" is a close second with a better ratio (it embeds
-#   faster) and a dearer forgery, but it needs 2·n_bits coordinates per output channel (512),
-#   which the devnet's unet2d (depth 2, base width 8: 288) does not have. "random" loses: its
-#   rows are not orthogonal, so Adam's per-coordinate steps make the bits fight; it embeds
-#   slowest and falls in about 4 epochs.
+# - "diff" made the attacker work longest (removal 15.9, overwrite 15.9 epochs after a 12-epoch
+#   honest run, vs 1.5 epochs to embed: 10.6x) and costs the least accuracy (-0.08 Dice points).
+#   "direct" is second (removal 13.8, overwrite 13.1 vs 2.1 to embed: 6.5x; -0.24 Dice points).
+#   "diff" needs 2·n_bits coordinates per output channel (512 for 256 bits), so the demo model
+#   is unet2d depth 2, base width 16 (bottom conv 64·9 = 576). "random" loses: its rows are not
+#   orthogonal, so Adam's per-coordinate steps make the bits fight; it embeds slowest and falls
+#   in about 4.4 epochs.
 # - gain 1000: an AdamW step at lr 1e-3 moves a margin by at most about gain·lr = 1 logit, so a
 #   miner reaches logit(0.9999) ≈ 9.2 in 15-20 steps. Attacks speed up by the same factor, so
 #   the gain sets the speed, not the embed/remove ratio.
-DEFAULT_MATRIX: MatrixType = "direct"
+DEFAULT_MATRIX: MatrixType = "diff"
 DEFAULT_N_BITS = 256
 MAX_N_BITS = 4096
 DEFAULT_GAIN = 1000.0

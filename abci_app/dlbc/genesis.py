@@ -3,7 +3,7 @@
 Shape (all integers may be JSON numbers or decimal strings)::
 
     {"params":   {<Params field>: int, ...,             # optional; defaults in params.Params
-                  "watermark_matrix": "direct"},        # (the one string-valued param)
+                  "watermark_matrix": "diff"},          # (the one string-valued param)
      "accounts": [{"address": "<40 hex>", "balance": int}, ...]}   # optional
 
 `InitChain` accepts the empty app_state that `cometbft init` writes (empty bytes, "{}" or

@@ -8,7 +8,7 @@ The `watermark_*` fields are the watermark scheme (DESIGN §7, paper §IV-C): th
 detection itself, but miners embed and validators detect under exactly these values (read from the
 `params` query), so they are protocol rules like the phase lengths, not package defaults that two
 sidecar versions could disagree on. The defaults equal what `watermark/` measured best
-(watermark/keys.py: 256 bits as in the paper, the "direct" matrix, row gain 1000). The embedding
+(watermark/keys.py: 256 bits as in the paper, the "diff" matrix, row gain 1000). The embedding
 temperature and λ are deliberately *not* params: they only change how a miner trains, never what a
 validator accepts, so each miner tunes them (training/miner.py `MinerConfig`).
 """
@@ -67,8 +67,9 @@ class Params:
     in [500_000, 1_000_000)."""
     watermark_bits: int = 256
     """Watermark length T in bits (paper §IV-C.1: 256 = one SHA-256); in [1, 4096]."""
-    watermark_matrix: str = "direct"
-    """Projection X: "direct" (one weight per bit, the paper's), "diff" or "random" (Uchida)."""
+    watermark_matrix: str = "diff"
+    """Projection X: "diff" (default: a difference of two weights per bit, hardest to remove),
+    "direct" (one weight per bit, the paper's) or "random" (Uchida)."""
     watermark_gain: int = 1000
     """Euclidean norm of every row of X; a bit needs margin logit(threshold)/gain in weight
     space (watermark/keys.py). In [1, 1_000_000]."""

@@ -68,7 +68,7 @@ def test_watermark_params_defaults_and_round_trip() -> None:
     """The scheme is chain params (DESIGN §7) with today's watermark behaviour as defaults."""
     p = Params()
     assert (p.watermark_bits, p.watermark_matrix, p.watermark_gain,
-            p.watermark_threshold_ppm) == (256, "direct", 1000, 999_900)
+            p.watermark_threshold_ppm) == (256, "diff", 1000, 999_900)
     raw = json.dumps({"params": {**WATERMARK, "watermark_bits": "128"}}).encode()
     g = parse_app_state(raw)
     assert {k: getattr(g.params, k) for k in WATERMARK} == WATERMARK

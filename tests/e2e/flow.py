@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +26,10 @@ from training.publisher import DemoDataConfig, Publisher, PublisherConfig
 from training.rpc_client import RpcClient
 from training.sidecar import WatermarkScheme
 from training.verifier import Verifier, VerifierConfig
-from watermark import detect_file
+from watermark import WatermarkError, detect_file
 
 # A non-default watermark scheme (DESIGN §7 chain params): miners and the verifier must take it
-# from the chain's `params`; one that used the watermark package's defaults (256 bits, "direct")
+# from the chain's `params`; one that used the watermark package's defaults (256 bits, "diff")
 # would embed or look for the wrong key and the round would not settle.
 PARAMS = {"train_seconds": 14, "reveal_seconds": 6, "verify_seconds": 10,
           "watermark_bits": 128, "watermark_matrix": "diff"}
@@ -110,11 +111,14 @@ def check_round(r: dict[str, Any], caplog: pytest.LogCaptureFixture) -> None:
     # Verify the winner carries the chain's watermark scheme, not the package default's
     seed = bytes.fromhex(rec["seed"])
     chain_scheme = WatermarkScheme.from_params({**Params().to_json(), **PARAMS})
-    default = WatermarkScheme.genesis_default()
-    for scheme, expected in ((chain_scheme, True), (default, False)):
-        model = load_model(work.model_path, "unet2d", TINY_TASK["hparams"])
+    other_matrix = replace(chain_scheme, matrix="direct")
+    model = load_model(work.model_path, "unet2d", TINY_TASK["hparams"])
+    for scheme, expected in ((chain_scheme, True), (other_matrix, False)):
         wm_key = scheme.key(seed, STRONG.address, scheme.layer(model))
         assert detect_file(work.model_path, wm_key, scheme.threshold).ok is expected
+    # The package defaults (256 bits, "diff": 512 coordinates) do not even fit this model (288)
+    with pytest.raises(WatermarkError, match="512 coordinates"):
+        WatermarkScheme.genesis_default().layer(model)
     ckpts = sorted((strong.round_dir(1) / "checkpoints").iterdir())
     assert [sha256_file(p) for p in ckpts] == winner["checkpoint_digests"]
     assert len(ckpts) == work.epochs >= 2

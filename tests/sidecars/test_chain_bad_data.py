@@ -12,7 +12,9 @@ from training.publisher import DemoDataConfig, Publisher, PublisherConfig
 
 from .helpers import TINY_TASK, key, local_chain, wait_for
 
-PARAMS = {"train_seconds": 4, "reveal_seconds": 2, "verify_seconds": 2}
+# "direct": TINY_TASK's 8-wide U-Net (288 coordinates) cannot hold the default "diff" (2 x 256).
+PARAMS = {"train_seconds": 4, "reveal_seconds": 2, "verify_seconds": 2,
+          "watermark_matrix": "direct"}
 
 
 def test_invalid_tampered_training_data(tmp_path: Path) -> None:

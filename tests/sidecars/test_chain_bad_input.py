@@ -15,8 +15,9 @@ from training.publisher import DemoDataConfig, Publisher, PublisherConfig
 
 from .helpers import TINY_TASK, key, local_chain, wait_for
 
+# "direct": TINY_TASK's 8-wide U-Net (288 coordinates) cannot hold the default "diff" (2 x 256).
 PARAMS = {"train_seconds": 3, "reveal_seconds": 2, "verify_seconds": 2,
-          "withhold_fee_ppm": 100_000}
+          "withhold_fee_ppm": 100_000, "watermark_matrix": "direct"}
 REWARD = 1_000
 START = 50_000
 

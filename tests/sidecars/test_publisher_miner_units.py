@@ -24,7 +24,7 @@ from watermark import default_layer, derive_key, detect
 
 from .helpers import free_port
 
-DEMO = DemoDataConfig(samples=24, image_size=16, hparams={"depth": 2, "base_width": 8})
+DEMO = DemoDataConfig(samples=24, image_size=16, hparams={"depth": 2, "base_width": 16})
 
 
 @pytest.fixture()
@@ -104,7 +104,7 @@ def test_invalid_fetch_wrong_key(prepared, tmp_path: Path) -> None:
 
 def test_seal_watermark_reaches_threshold_and_stops() -> None:
     torch.set_num_threads(1)
-    model = build_model("unet2d", {"depth": 2, "base_width": 8}, seed=0)
+    model = build_model("unet2d", {"depth": 2, "base_width": 16}, seed=0)
     key = derive_key(b"\x01" * 32, b"\x02" * 20, layer=default_layer(model))
     assert not detect(model, key).ok
     det, steps = seal_watermark(model, key, 0.9999)

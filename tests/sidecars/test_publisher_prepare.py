@@ -25,7 +25,7 @@ from training.publisher import (
 
 from .helpers import key
 
-DEMO = DemoDataConfig(samples=24, image_size=16, hparams={"depth": 2, "base_width": 8})
+DEMO = DemoDataConfig(samples=24, image_size=16, hparams={"depth": 2, "base_width": 16})
 
 
 def _files(d: Path) -> dict[str, bytes]:
@@ -45,7 +45,7 @@ def test_prepare_twice_same_name_reuses_keys_and_files(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("change", [{"seed": 8}, {"samples": 28},
-                                    {"hparams": {"depth": 2, "base_width": 16}}])
+                                    {"hparams": {"depth": 2, "base_width": 32}}])
 def test_invalid_same_name_other_data_or_settings_is_refused(tmp_path: Path, change) -> None:
     root = tmp_path / "artifacts"
     prepare_demo_task(root / "demo", "http://127.0.0.1:1", DEMO, "demo")
@@ -95,7 +95,7 @@ def test_prepare_task_from_data_is_idempotent_too(tmp_path: Path) -> None:
 
     data = make_segmentation_2d(20, 16, seed=1)
     kw = {"directory": tmp_path / "artifacts" / "t", "base_url": "http://h:1",
-          "architecture": "unet2d", "hparams": {"depth": 2, "base_width": 8}, "metric": "dice",
+          "architecture": "unet2d", "hparams": {"depth": 2, "base_width": 16}, "metric": "dice",
           "test_fraction": 0.25, "seed": 7, "name": "t"}
     a = prepare_task(data, **kw)
     assert prepare_task(data, **kw).train_key == a.train_key

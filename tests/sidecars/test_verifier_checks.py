@@ -26,8 +26,8 @@ from training.sidecar import WatermarkScheme
 from training.trainer import evaluate
 from training.verifier import Unavailable, check_model, run_bounded
 
-HP = {"depth": 2, "base_width": 8}
-SPEC = {"architecture": "unet2d", "hyperparams_json": '{"base_width": 8, "depth": 2}',
+HP = {"depth": 2, "base_width": 16}
+SPEC = {"architecture": "unet2d", "hyperparams_json": '{"base_width": 16, "depth": 2}',
         "metric": "dice"}
 SEED = hashlib.sha256(b"round seed").digest()
 MINER = bytes(range(20))

@@ -40,7 +40,7 @@ def _scheme(**changes: Any) -> WatermarkScheme:
 def test_chain_defaults_are_the_watermark_package_defaults() -> None:
     p = Params()
     assert p.watermark_bits == watermark.keys.DEFAULT_N_BITS == 256
-    assert p.watermark_matrix == watermark.DEFAULT_MATRIX == "direct"
+    assert p.watermark_matrix == watermark.DEFAULT_MATRIX == "diff"
     assert p.watermark_gain == watermark.DEFAULT_GAIN == 1000
     assert p.watermark_threshold_ppm / 1e6 == watermark.DEFAULT_THRESHOLD
     assert chain_params.WATERMARK_MATRICES == watermark.MATRIX_TYPES
@@ -80,11 +80,11 @@ def test_invalid_scheme_values_are_refused(changes: dict[str, Any], needle: str)
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    """One model sealed under a 128-bit chain, one under a 128-bit "diff" chain."""
+    """One model sealed under a 128-bit "direct" chain, one under a 128-bit "diff" chain."""
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("wm-params")
     digests = {}
-    for name, scheme in (("direct128", _scheme(watermark_bits=128)),
+    for name, scheme in (("direct128", _scheme(watermark_bits=128, watermark_matrix="direct")),
                          ("diff128", _scheme(watermark_bits=128, watermark_matrix="diff"))):
         model = build_model("unet2d", HP, seed=0)
         det, _ = seal_watermark(model, scheme.key(SEED, MINER, scheme.layer(model)),
@@ -104,20 +104,21 @@ def _verify(served: Any, name: str, scheme: WatermarkScheme) -> Any:
 
 def test_verifier_honours_chain_bit_count(served: Any) -> None:
     """Embedded with 128 bits: accepted where the chain says 128, rejected where it says 256."""
-    ok = _verify(served, "direct128", _scheme(watermark_bits=128))
+    ok = _verify(served, "direct128", _scheme(watermark_bits=128, watermark_matrix="direct"))
     assert ok.verdict and ok.watermark_ok and ok.reason == ""
-    bad = _verify(served, "direct128", _scheme())  # the default, 256 bits
+    bad = _verify(served, "direct128", _scheme(watermark_matrix="direct"))  # default 256 bits
     assert bad.verdict and not bad.watermark_ok and "watermark not detected" in bad.reason
 
 
 def test_verifier_honours_chain_matrix_gain_and_threshold(served: Any) -> None:
     assert _verify(served, "diff128", _scheme(watermark_bits=128, watermark_matrix="diff")
                    ).watermark_ok
-    assert not _verify(served, "diff128", _scheme(watermark_bits=128)).watermark_ok
+    assert not _verify(served, "diff128", _scheme(watermark_bits=128, watermark_matrix="direct")
+                       ).watermark_ok
     # gain 10 shrinks every margin 100x: the bits still read right (a 0.5 threshold passes) but
     # no longer clear 0.9999, so both the gain and the threshold reach detection
-    weak = _scheme(watermark_bits=128, watermark_gain=10)
+    weak = _scheme(watermark_bits=128, watermark_matrix="direct", watermark_gain=10)
     assert not _verify(served, "direct128", weak).watermark_ok
-    lax = _verify(served, "direct128", _scheme(watermark_bits=128, watermark_gain=10,
-                                               watermark_threshold_ppm=500_000))
+    lax = _verify(served, "direct128", _scheme(watermark_bits=128, watermark_matrix="direct",
+                                               watermark_gain=10, watermark_threshold_ppm=500_000))
     assert lax.watermark_ok and 0.5 < lax.watermark_min_confidence < 0.9999

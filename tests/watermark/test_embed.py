@@ -55,7 +55,7 @@ def test_embed_with_the_trainer_on_a_registry_unet() -> None:
     # 40 AdamW steps at the miner's learning rate: embedding needs about 24 with He-initialised
     # weights (training/models.py init_weights), whose larger scale takes longer to move.
     data = make_segmentation_2d(64, 16, seed=3)
-    model = build_model("unet2d", {"depth": 1, "base_width": 16}, seed=0)
+    model = build_model("unet2d", {"depth": 2, "base_width": 16}, seed=0)
     layer = wm.default_layer(model)
     key = wm.derive_key(SEED, MINER, layer=layer)
     assert not wm.detect(model, key).ok

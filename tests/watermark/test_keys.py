@@ -79,7 +79,7 @@ def test_diff_rows_are_plus_minus_pairs() -> None:
 
 
 def test_projection_is_read_only() -> None:
-    x = wm.derive_key(SEED, MINER, layer="l").projection(300)
+    x = wm.derive_key(SEED, MINER, layer="l").projection(600)
     with pytest.raises(ValueError):
         x[0, 0] = 1.0
 

@@ -29,7 +29,7 @@ def test_default_layer_registry_unet_is_a_middle_block() -> None:
 
 
 def test_default_layer_same_from_module_file_and_reordered_dict(tmp_path: Path) -> None:
-    model = build_model("unet2d", {"depth": 2, "base_width": 8}, seed=0)
+    model = build_model("unet2d", {"depth": 2, "base_width": 16}, seed=0)
     path = tmp_path / "m.safetensors"
     save_file(model.state_dict(), str(path))
     with safe_open(str(path), framework="pt") as f:
@@ -46,7 +46,7 @@ def test_default_layer_respects_matrix_capacity() -> None:
 
 
 def test_default_layer_falls_back_to_linear() -> None:
-    mlp = nn.Sequential(nn.Linear(300, 20), nn.ReLU(), nn.Linear(20, 2))
+    mlp = nn.Sequential(nn.Linear(600, 20), nn.ReLU(), nn.Linear(20, 2))
     assert wm.default_layer(mlp) == "0.weight"
 
 
