@@ -39,6 +39,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from abci_app.fsutil import atomic_write
+
 log = logging.getLogger("dlbc.devnet")
 
 PPM = 1_000_000
@@ -202,9 +204,7 @@ class LocalChain:
         except ValueError as exc:
             raise DevnetError(f"invalid genesis: {exc}") from None
         doc = make_genesis(chain_id, vkey, app_state)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(doc, indent=2) + "\n")
-        tmp.replace(path)
+        atomic_write(path, (json.dumps(doc, indent=2) + "\n").encode())
         return False
 
     def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
