@@ -1,18 +1,40 @@
 # Two entry points for a fresh machine (see README):
-#   make demo     install into .venv and run a local DLBC chain with a publisher, two miners and
-#                 validators: real CometBFT (4 validators) when `cometbft` is on PATH, else the
-#                 embedded single-validator dev node (`dlbc devnet`)
-#   make test     install into .venv and run the test suite
-# PyTorch's CPU build is installed first on purpose: a bare `pip install torch` pulls a multi-GB CUDA build.
+#   make demo     install, then run a local DLBC chain with a publisher, two miners and four
+#                 validators on real CometBFT (the pinned v0.38 build in .tools/), or the embedded
+#                 single-validator dev node (`dlbc devnet`) when no binary could be built
+#   make test     install, then run the test suite (real-CometBFT tests included)
+# Install = .venv (PyTorch first, TORCH_SPEC picks the build, then this project) + the pinned
+# CometBFT releases of cometbft/versions.txt built by `go install` into .tools/ (make tools).
+# Both steps are idempotent: a second run fetches nothing.
 
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: install demo devnet localnet test lint bench clean proto
+.PHONY: install tools compat demo devnet localnet test lint bench clean proto
 
-install: $(VENV)/.installed
+install: $(VENV)/.installed tools compat
+
+# cometbft/install.sh skips binaries already built and says in one line when Go is missing.
+tools:
+	@bash cometbft/install.sh
+
+# The newest supported Python runs the consensus core (protobuf, LMDB, ed25519: no torch) beside
+# the main venv's oldest one: `make test` runs the state-machine tests (tests/dlbc) on it, and
+# tests/dlbc/test_scenario.py runs validators on both and checks they agree bit for bit. Same
+# library versions as .venv; skipped (and said) where no python3.13 can be found.
+COMPAT_PYTHON ?= $(firstword $(foreach p,python3.13 $(wildcard $(HOME)/.pyenv/versions/3.13*/bin/python3.13) /usr/bin/python3.13,$(shell $(p) -c 'import sys; print(sys.executable)' 2>/dev/null)))
+COMPAT_VENV := .venv-py313
+compat: $(VENV)/.installed
+	@if [ -z "$(COMPAT_PYTHON)" ]; then \
+		echo "compat: no python3.13 here; the cross-Python determinism test will skip"; \
+	elif [ ! -f $(COMPAT_VENV)/.installed ] || [ $(VENV)/.installed -nt $(COMPAT_VENV)/.installed ]; then \
+		$(COMPAT_PYTHON) -m venv $(COMPAT_VENV) && \
+		$(BIN)/python -m pip freeze | grep -iE '^(protobuf|lmdb|cryptography|pynacl|cffi|pycparser|pytest|pytest-timeout|hypothesis|iniconfig|pluggy|packaging|sortedcontainers|pygments)==' > $(COMPAT_VENV)/constraints.txt && \
+		$(COMPAT_VENV)/bin/python -m pip install --quiet -r $(COMPAT_VENV)/constraints.txt && \
+		touch $(COMPAT_VENV)/.installed; \
+	fi
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +52,10 @@ localnet: install
 	$(BIN)/dlbc localnet --validators 4
 
 test: install
+	@if [ -x $(COMPAT_VENV)/bin/python ]; then \
+		echo "== the state machine's tests on the newest supported Python ($$($(COMPAT_VENV)/bin/python -V))"; \
+		PYTHONPATH=$(CURDIR) $(COMPAT_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/dlbc; \
+	fi
 	$(BIN)/python -m pytest -q
 
 lint: install
@@ -46,4 +72,4 @@ proto: install
 	$(BIN)/python -m abci_app.proto.gen
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info
+	rm -rf $(VENV) $(COMPAT_VENV) .tools .pytest_cache .hypothesis build *.egg-info

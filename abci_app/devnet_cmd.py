@@ -30,8 +30,6 @@ import json
 import logging
 import shutil
 import signal
-import socket
-import subprocess
 import sys
 import threading
 import time
@@ -39,14 +37,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from abci_app.fsutil import atomic_write
+from abci_app import ports
+from abci_app.devnet.launch import LocalChain
+from abci_app.supervisor import LaunchError
 
 log = logging.getLogger("dlbc.devnet")
 
 PPM = 1_000_000
 
 
-class DevnetError(RuntimeError):
+class DevnetError(LaunchError):
     """The devnet cannot start; the message names the problem and the fix."""
 
 
@@ -73,6 +73,8 @@ class DevnetConfig:
     verify_seconds: int = 30
     reward: int = 10_000
     publisher_balance: int = 10_000_000
+    miner_balance: int = 1_000_000
+    """Each miner's genesis balance: its bond, tx fees and reveal deposits (docs/economics.md)."""
     miners: list[MinerSpec] = field(default_factory=lambda: [
         MinerSpec("miner-1", None), MinerSpec("miner-2", 5.0)])
     samples: int = 96
@@ -112,30 +114,17 @@ class DevnetConfig:
 # ------------------------------------------------------------------------------------ checks
 
 
-def port_free(port: int, host: str = "127.0.0.1") -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
 def check_ports(cfg: DevnetConfig) -> None:
-    ports = {"RPC": cfg.rpc_port, "app (ABCI)": cfg.app_port, "publisher artifacts":
-             cfg.publisher_port}
-    for i, m in enumerate(cfg.miners):
-        ports[f"{m.name} artifacts"] = cfg.miner_port(i)
+    planned = [("RPC", cfg.rpc_port), ("app ABCI", cfg.app_port),
+               ("publisher artifacts", cfg.publisher_port)]
+    planned += [(f"{m.name} artifacts", cfg.miner_port(i)) for i, m in enumerate(cfg.miners)]
     if cfg.metrics:
-        ports.update({f"{name} metrics": p for name, p in cfg.metrics_ports().items()})
-    busy = [f"{what} port {p}" for what, p in ports.items() if not port_free(p)]
-    if busy:
-        raise DevnetError(
-            f"{', '.join(busy)} already in use (another devnet or cometbft node running?). "
-            f"Stop it, or pick other ports with --base-port (uses {cfg.base_port}.."
-            f"{max(ports.values())})."
-        )
+        planned += [(f"{name} metrics", p) for name, p in cfg.metrics_ports().items()]
+    ports.require_free(
+        planned,
+        f"pass --base-port P (this devnet uses {cfg.base_port}..{max(p for _, p in planned)})",
+        error=DevnetError,
+    )
 
 
 def check_out_dir(out: Path) -> None:
@@ -152,131 +141,6 @@ def check_out_dir(out: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------ devnet
-
-
-class LocalChain:
-    """The chain half of a devnet: `python -m abci_app` + `dlbc node`, as subprocesses.
-
-    Layout under `root`: app/ (the app's --home: LMDB, verdicts/), node/ (the dev node's home:
-    genesis, validator key, block store), logs/{app,node}.log. Also used by the tests, which
-    need a real chain without the demo sidecars.
-    """
-
-    def __init__(self, root: Path, *, rpc_port: int, app_port: int, block_time: float = 1.0,
-                 log_level: str = "info") -> None:
-        self.root = root
-        self.rpc_port = rpc_port
-        self.app_port = app_port
-        self.block_time = block_time
-        self.log_level = log_level
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
-        self._log_files: list[Any] = []
-        self.rpc: Any = None
-
-    @property
-    def app_home(self) -> Path:
-        return self.root / "app"
-
-    @property
-    def node_home(self) -> Path:
-        return self.root / "node"
-
-    @property
-    def rpc_url(self) -> str:
-        return f"http://127.0.0.1:{self.rpc_port}"
-
-    def write_genesis(self, chain_id: str, params: dict[str, int],
-                      balances: dict[str, int]) -> bool:
-        """Write node/config/genesis.json unless it exists; True when resuming an old chain."""
-        from abci_app.devnet.node import load_or_create_key, make_genesis
-        from abci_app.dlbc.genesis import default_app_state, validate_app_state
-
-        path = self.node_home / "config" / "genesis.json"
-        if path.exists():
-            return True  # resuming: the chain's genesis is fixed
-        path.parent.mkdir(parents=True, exist_ok=True)
-        vkey = load_or_create_key(self.node_home)
-        app_state = default_app_state()
-        app_state["params"].update(params)
-        app_state["accounts"] = [{"address": a, "balance": b} for a, b in sorted(balances.items())]
-        try:
-            validate_app_state(app_state)
-        except ValueError as exc:
-            raise DevnetError(f"invalid genesis: {exc}") from None
-        doc = make_genesis(chain_id, vkey, app_state)
-        atomic_write(path, (json.dumps(doc, indent=2) + "\n").encode())
-        return False
-
-    def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
-        logs = self.root / "logs"
-        logs.mkdir(parents=True, exist_ok=True)
-        logf = open(logs / f"{name}.log", "ab")  # noqa: SIM115 - closed in stop()
-        self._log_files.append(logf)
-        # Own session: Ctrl-C reaches only the devnet, which stops children in the right order.
-        proc = subprocess.Popen(argv, stdout=logf, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
-        self.procs[name] = proc
-        return proc
-
-    def start_app(self, timeout: float = 60.0) -> None:
-        self._spawn("app", [sys.executable, "-m", "abci_app", "--home", str(self.app_home),
-                            "--address", f"tcp://127.0.0.1:{self.app_port}", "--app", "dlbc",
-                            "--log-level", self.log_level])
-        deadline = time.monotonic() + timeout
-        while True:
-            self.check_alive()
-            with contextlib.suppress(OSError), socket.create_connection(
-                    ("127.0.0.1", self.app_port), 0.5):
-                return
-            if time.monotonic() > deadline:
-                raise DevnetError(f"the app did not listen on {self.app_port}; "
-                                  f"see {self.root / 'logs' / 'app.log'}")
-            time.sleep(0.1)
-
-    def start_node(self, timeout: float = 60.0) -> Any:
-        """Start the dev node and wait for its RPC; returns an RpcClient."""
-        from training.rpc_client import Backoff, RpcClient
-
-        self._spawn("node", [sys.executable, "-m", "abci_app.devnet.cli",
-                             "--home", str(self.node_home),
-                             "--proxy-app", f"tcp://127.0.0.1:{self.app_port}",
-                             "--rpc-laddr", f"tcp://127.0.0.1:{self.rpc_port}",
-                             "--block-time", str(self.block_time), "--log-level", self.log_level])
-        self.rpc = RpcClient(self.rpc_url, backoff=Backoff(attempts=3, initial=0.2, max_delay=1.0))
-        deadline = time.monotonic() + timeout
-        while not self.rpc.health():
-            self.check_alive()
-            if time.monotonic() > deadline:
-                raise DevnetError(f"dev node RPC did not come up; "
-                                  f"see {self.root / 'logs' / 'node.log'}")
-            time.sleep(0.2)
-        return self.rpc
-
-    def check_alive(self) -> None:
-        for name, p in self.procs.items():
-            if p.poll() is not None:
-                tail = _tail(self.root / "logs" / f"{name}.log")
-                raise DevnetError(f"{name} exited with code {p.returncode}:\n{tail}")
-
-    def stop(self) -> None:
-        """SIGTERM the node, then the app (both shut down cleanly on it); kill if they hang."""
-        for name in ("node", "app"):
-            p = self.procs.get(name)
-            if p is None or p.poll() is not None:
-                continue
-            p.send_signal(signal.SIGTERM)
-            try:
-                p.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(timeout=5)
-        if self.rpc is not None:
-            self.rpc.close()
-            self.rpc = None
-        for f in self._log_files:
-            with contextlib.suppress(OSError):
-                f.close()
-        self._log_files.clear()
 
 
 class Devnet:
@@ -360,14 +224,16 @@ class Devnet:
                                 block_time=cfg.block_time, log_level=cfg.log_level)
         params = {"train_seconds": cfg.train_seconds, "reveal_seconds": cfg.reveal_seconds,
                   "verify_seconds": cfg.verify_seconds}
-        resumed = self.chain.write_genesis(
-            cfg.chain_id, params, {keys["publisher"].address.hex(): cfg.publisher_balance})
+        balances = {keys[m.name].address.hex(): cfg.miner_balance for m in cfg.miners}
+        balances[keys["publisher"].address.hex()] = cfg.publisher_balance
+        resumed = self.chain.write_genesis(cfg.chain_id, params, balances)
         self.say(f"starting the DLBC app (ABCI on 127.0.0.1:{cfg.app_port}, home {self.out/'app'})"
                  + (" — resuming saved state" if resumed else ""))
         self.chain.start_app()
         self.say("starting the embedded dev node — a DEVELOPMENT STAND-IN for CometBFT "
                  "(single validator, BFT time, vote extensions on)")
-        self.rpc = self.chain.start_node()
+        self.chain.start_node()
+        self.rpc = self.chain.rpc
         self.say(f"chain {self.rpc.chain_id()} at height {self.rpc.latest_height()}; "
                  f"RPC http://127.0.0.1:{cfg.rpc_port}")
 
@@ -467,7 +333,7 @@ class Devnet:
             try:
                 self._check_alive()
                 rec = self.rpc.query_json("round")
-            except DevnetError:
+            except LaunchError:  # app or node died
                 raise
             except Exception as exc:  # noqa: BLE001 - the node may be busy; try again
                 log.warning("round query failed: %s", exc)
@@ -584,20 +450,11 @@ class Devnet:
         for t in self.threads:
             t.join(timeout=30)
         if self.chain is not None:
-            self.chain.stop()
-        if self.rpc is not None:
-            self.rpc.close()
+            self.chain.stop()  # closes its RPC client, self.rpc
         for f in self._log_files:
             with contextlib.suppress(OSError):
                 f.close()
         self._log_files.clear()
-
-
-def _tail(path: Path, n: int = 15) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
-    except OSError:
-        return "(no log)"
 
 
 # ------------------------------------------------------------------------------------ plots
@@ -701,7 +558,7 @@ def _main(args: argparse.Namespace) -> int:
     net = Devnet(cfg)
     try:
         net.start()
-    except DevnetError as exc:
+    except LaunchError as exc:
         print(f"devnet: {exc}", file=sys.stderr)
         return 1
     previous = signal.getsignal(signal.SIGTERM)
@@ -712,7 +569,7 @@ def _main(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         net.say("Ctrl-C: stopping sidecars, node and app")
         code = 130
-    except DevnetError as exc:
+    except LaunchError as exc:
         print(f"devnet: {exc}", file=sys.stderr)
         code = 1
     finally:

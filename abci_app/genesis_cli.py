@@ -9,8 +9,8 @@ validators from key files, consensus params in the form the target CometBFT vers
     v1.0 : consensus_params.feature.vote_extensions_enable_height = "1"
 
 The DLBC half (`app_state`: parameters, genesis balances, their defaults and validation) belongs to
-the state machine, `abci_app.dlbc.genesis`; `_DlbcGenesis` adapts to it so that both commands
-(`dlbc genesis`, `dlbc localnet`) and the app's InitChain agree on one validator.
+the state machine, `abci_app.dlbc.genesis`, whose defaults and validator are used here directly, so
+that `dlbc genesis`, `dlbc localnet`, `dlbc devnet`'s dev node and the app's InitChain agree.
 
 Everything here is a pure function over JSON-like dicts except `run_genesis` (the CLI), so
 the localnet builder and the tests reuse it. Bad input raises `GenesisError` whose message names
@@ -29,20 +29,21 @@ import argparse
 import base64
 import binascii
 import copy
-import importlib
 import json
 import re
-import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Iterable, Mapping
+import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from abci_app.dlbc.crypto import address_of
+from abci_app.dlbc.genesis import default_app_state, validate_app_state
 from abci_app.fsutil import atomic_write
+from abci_app.localnet.binary import find_cometbft, install_hint
+from abci_app.rfc3339 import format_rfc3339_ns, is_rfc3339
 
 # CometBFT's limits and JSON conventions (types/genesis.go, types/params.go).
 MAX_CHAIN_ID_LEN = 50
@@ -87,13 +88,7 @@ class CometVersion:
 
 _VERSION_RE = re.compile(r"\bv?(\d+)\.(\d+)\.(\d+)(?:[-+][0-9A-Za-z.+-]*)?")
 
-INSTALL_HINT = (
-    "install CometBFT v0.38.x or v1.0.x, for example:\n"
-    "    go install github.com/cometbft/cometbft/cmd/cometbft@v0.38.17\n"
-    "  (needs Go >= 1.22; puts `cometbft` in $(go env GOPATH)/bin, add that to PATH), or unpack a\n"
-    "  release binary (cometbft_0.38.17_linux_amd64.tar.gz from the CometBFT GitHub releases)\n"
-    "  into a folder on PATH. Check with `cometbft version`."
-)
+INSTALL_HINT = "install CometBFT v0.38.x or v1.0.x: " + install_hint()
 
 
 def parse_cometbft_version(text: str) -> CometVersion:
@@ -122,9 +117,9 @@ def check_supported(version: CometVersion) -> str:
     )
 
 
-def detect_cometbft(binary: str = "cometbft", timeout_s: float = 10.0) -> CometVersion | None:
-    """Run `cometbft version`; None when the binary is not on PATH."""
-    path = shutil.which(binary)
+def detect_cometbft(binary: str | None = None, timeout_s: float = 10.0) -> CometVersion | None:
+    """Run `cometbft version` on the binary `find_cometbft` picks; None when there is none."""
+    path = find_cometbft(binary)
     if path is None:
         return None
     try:
@@ -262,11 +257,20 @@ def validator_from_key_file(
             f"{path}: address {stored!r} does not match its pub_key (expected {address}); "
             "fix: regenerate the key file with `cometbft init` or `dlbc keys new`"
         )
+    return validator_entry(
+        pub, power, path.parent.parent.name if path.parent.name == "config" else path.stem
+    )
+
+
+def validator_entry(
+    pub: bytes, power: int = DEFAULT_VALIDATOR_POWER, name: str = ""
+) -> dict[str, Any]:
+    """A genesis `validators` entry for the ed25519 public key `pub`."""
     return {
-        "address": address,
+        "address": address_of(pub).hex().upper(),
         "pub_key": {"type": PUB_KEY_TYPE_ED25519, "value": base64.b64encode(pub).decode()},
         "power": str(power),
-        "name": path.parent.parent.name if path.parent.name == "config" else path.stem,
+        "name": name,
     }
 
 
@@ -320,67 +324,12 @@ def check_validators(validators: Any) -> None:
 # --------------------------------------------------------------------------- DLBC app_state
 
 
-class _DlbcGenesis:
-    """Adapter over `abci_app.dlbc.genesis` (owned by the state machine).
-
-    Why an adapter: the builder must use exactly the defaults and validation that InitChain uses,
-    without this module knowing the app_state layout beyond "parameters" and "balances".
-    """
-
-    _VALIDATOR_NAMES = (
-        "validate_app_state",
-        "parse_app_state",
-        "check_app_state",
-        "load_app_state",
-    )
-
-    def __init__(self) -> None:
-        try:
-            self.module = importlib.import_module("abci_app.dlbc.genesis")
-        except ImportError as exc:
-            raise GenesisError(
-                f"the DLBC state machine's genesis module is not importable ({exc}); "
-                "fix: reinstall the project (`make install`)"
-            ) from None
-        if not hasattr(self.module, "default_app_state"):
-            raise GenesisError("abci_app.dlbc.genesis has no default_app_state()")
-
-    def default(self) -> dict[str, Any]:
-        return dict(self.module.default_app_state())
-
-    def validate(self, app_state: Mapping[str, Any]) -> None:
-        for name in self._VALIDATOR_NAMES:
-            fn: Callable[..., Any] | None = getattr(self.module, name, None)
-            if fn is None:
-                continue
-            try:
-                fn(copy.deepcopy(dict(app_state)))
-            except GenesisError:
-                raise
-            except (ValueError, TypeError, KeyError) as exc:  # keep the state machine's message
-                raise GenesisError(f"invalid app_state: {exc}") from None
-            return
-        raise GenesisError(
-            "abci_app.dlbc.genesis exposes no app_state validator "
-            f"(looked for {', '.join(self._VALIDATOR_NAMES)}); cannot check the genesis"
-        )
-
-    def params_key(self, app_state: Mapping[str, Any]) -> str:
-        for key in ("params", "parameters"):
-            if isinstance(app_state.get(key), Mapping):
-                return key
-        return "params"
-
-    def balances_key(self, app_state: Mapping[str, Any]) -> str:
-        for source in (app_state, self.default()):
-            for key in ("accounts", "balances"):
-                if key in source:
-                    return key
-        return "accounts"
-
-
-def dlbc_genesis() -> _DlbcGenesis:
-    return _DlbcGenesis()
+def check_app_state(app_state: Mapping[str, Any]) -> None:
+    """The state machine's own app_state validation (InitChain runs the same), as GenesisError."""
+    try:
+        validate_app_state(copy.deepcopy(dict(app_state)))
+    except (ValueError, TypeError, KeyError) as exc:  # keep the state machine's message
+        raise GenesisError(f"invalid app_state: {exc}") from None
 
 
 def parse_account(text: str) -> tuple[str, int]:
@@ -424,19 +373,16 @@ def build_app_state(
     *,
     accounts: Iterable[tuple[str, int]] = (),
     params: Iterable[tuple[str, Any]] = (),
-    dlbc: _DlbcGenesis | None = None,
 ) -> dict[str, Any]:
     """DLBC app_state = `base` (or the defaults) + genesis balances + parameter overrides.
 
     Parameters must already exist in the defaults and keep their JSON type, so a typo such as
     `train_second=5` is an error instead of a silently ignored key.
     """
-    dlbc = dlbc or dlbc_genesis()
-    defaults = dlbc.default()
+    defaults = default_app_state()
     state = copy.deepcopy(dict(base)) if base else copy.deepcopy(defaults)
-    pkey = dlbc.params_key(state)
-    known = defaults.get(dlbc.params_key(defaults), {})
-    state_params = state.setdefault(pkey, copy.deepcopy(known))
+    known = defaults["params"]
+    state_params = state.setdefault("params", copy.deepcopy(known))
     for name, value in params:
         if name not in known:
             raise GenesisError(
@@ -452,13 +398,13 @@ def build_app_state(
                 f"like the default {default!r}"
             )
         state_params[name] = value
-    bkey = dlbc.balances_key(state)
-    _merge_balances(state, bkey, list(accounts))
-    dlbc.validate(state)
+    _merge_balances(state, list(accounts))
+    check_app_state(state)
     return state
 
 
-def _merge_balances(state: dict[str, Any], key: str, accounts: list[tuple[str, int]]) -> None:
+def _merge_balances(state: dict[str, Any], accounts: list[tuple[str, int]]) -> None:
+    """Set app_state.accounts[address].balance for each (address, amount); sorted by address."""
     seen: set[str] = set()
     for addr, _ in accounts:
         if addr in seen:
@@ -466,35 +412,18 @@ def _merge_balances(state: dict[str, Any], key: str, accounts: list[tuple[str, i
         seen.add(addr)
     if not accounts:
         return
-    current = state.get(key)
-    if current is None or isinstance(current, dict):
-        merged = dict(current or {})
-        for addr, amount in accounts:
-            merged[addr] = amount
-        state[key] = {k: merged[k] for k in sorted(merged)}
-        return
-    if isinstance(current, list):  # [{"address": hex, "balance"/"amount": n}, ...]
-        amount_field = "balance"
-        for entry in current:
-            if isinstance(entry, Mapping):
-                amount_field = "amount" if "amount" in entry else "balance"
-                break
-        by_addr = {
-            str(e.get("address", "")).lower(): dict(e) for e in current if isinstance(e, Mapping)
-        }
-        for addr, amount in accounts:
-            by_addr[addr] = {"address": addr, amount_field: amount}
-        state[key] = [by_addr[a] for a in sorted(by_addr)]
-        return
-    raise GenesisError(f"app_state.{key} has unexpected type {type(current).__name__}")
+    current = state.get("accounts") or []
+    if not isinstance(current, list):
+        raise GenesisError(f"app_state.accounts must be a list, got {type(current).__name__}")
+    by_addr = {
+        str(e.get("address", "")).lower(): dict(e) for e in current if isinstance(e, Mapping)
+    }
+    for addr, amount in accounts:
+        by_addr[addr] = {"address": addr, "balance": amount}
+    state["accounts"] = [by_addr[a] for a in sorted(by_addr)]
 
 
 # --------------------------------------------------------------------------- whole document
-
-
-def now_rfc3339() -> str:
-    """Genesis time in CometBFT's RFC 3339 form with microseconds and a Z."""
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def new_genesis(
@@ -505,9 +434,9 @@ def new_genesis(
     genesis_time: str | None = None,
     app_state: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """A fresh genesis document in CometBFT's field order."""
+    """A fresh genesis document in CometBFT's field order (genesis time: now, in ns)."""
     return {
-        "genesis_time": genesis_time or now_rfc3339(),
+        "genesis_time": genesis_time or format_rfc3339_ns(time.time_ns()),
         "chain_id": chain_id,
         "initial_height": "1",
         "consensus_params": default_consensus_params(form),
@@ -517,7 +446,7 @@ def new_genesis(
     }
 
 
-def validate_genesis(doc: Mapping[str, Any], form: str, dlbc: _DlbcGenesis | None = None) -> None:
+def validate_genesis(doc: Mapping[str, Any], form: str) -> None:
     """Everything CometBFT and DLBC need from a genesis; raises GenesisError naming the fix."""
     _check_form(form)
     chain_id = doc.get("chain_id")
@@ -529,7 +458,7 @@ def validate_genesis(doc: Mapping[str, Any], form: str, dlbc: _DlbcGenesis | Non
             f"{MAX_CHAIN_ID_LEN}"
         )
     gtime = doc.get("genesis_time")
-    if not isinstance(gtime, str) or _parse_time(gtime) is None:
+    if not is_rfc3339(gtime):
         raise GenesisError(
             f"genesis_time {gtime!r} is not RFC 3339 (e.g. 2026-01-01T00:00:00Z); "
             "fix: pass --genesis-time"
@@ -551,20 +480,32 @@ def validate_genesis(doc: Mapping[str, Any], form: str, dlbc: _DlbcGenesis | Non
     app_state = doc.get("app_state")
     if not isinstance(app_state, Mapping):
         raise GenesisError("genesis app_state must be a JSON object")
-    (dlbc or dlbc_genesis()).validate(app_state)
+    check_app_state(app_state)
+    check_settle_fits(params, app_state, doc.get("validators"))
 
 
-def _parse_time(text: str) -> datetime | None:
-    # Python < 3.11 cannot parse nanoseconds; CometBFT writes up to 9 fractional digits.
-    m = re.match(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d{1,9})?(Z|[+-]\d\d:\d\d)$", text)
-    if m is None:
-        return None
-    frac = (m.group(2) or "")[:7]
-    tz = "+00:00" if m.group(3) == "Z" else m.group(3)
-    try:
-        return datetime.fromisoformat(m.group(1) + frac + tz)
-    except ValueError:
-        return None
+def check_settle_fits(consensus_params: Mapping[str, Any], app_state: Mapping[str, Any],
+                      validators: Any) -> None:
+    """The largest honest Settle (every validator's fullest extension, settle.max_settle_bytes)
+    plus one full tx must fit a block, and the validator set its bound; else a round could
+    never settle."""
+    from abci_app.dlbc.params import Params
+    from abci_app.dlbc.settle import MAX_VALIDATORS, max_settle_bytes
+
+    if isinstance(validators, list) and len(validators) > MAX_VALIDATORS:
+        raise GenesisError(f"genesis has {len(validators)} validators; DLBC settles rounds with "
+                           f"at most {MAX_VALIDATORS}")
+    params = Params.from_json(app_state.get("params"))
+    block = consensus_params.get("block")
+    raw = block.get("max_bytes") if isinstance(block, Mapping) else None
+    if raw is None or not _INT.match(str(raw)) or int(raw) == -1:
+        return  # -1: CometBFT's 100 MiB hard cap
+    need = max_settle_bytes(params) + params.max_tx_bytes
+    if int(raw) < need:
+        raise GenesisError(
+            f"consensus_params.block.max_bytes {raw} cannot hold the largest Settle with a tx "
+            f"({need} bytes: {MAX_VALIDATORS} validators x {params.max_reveals_per_round} "
+            "verdicts); fix: raise block.max_bytes or lower params.max_reveals_per_round")
 
 
 def apply_dlbc(
@@ -576,19 +517,17 @@ def apply_dlbc(
     validators: list[dict[str, Any]] | None = None,
     accounts: Iterable[tuple[str, int]] = (),
     params: Iterable[tuple[str, Any]] = (),
-    dlbc: _DlbcGenesis | None = None,
 ) -> dict[str, Any]:
     """Return a copy of `doc` ready for a DLBC chain on CometBFT `form`; validated.
 
     Keeps every field the operator set (key order too) except: app_state merged with the DLBC
     defaults, vote extensions enabled from height 1, and the explicit overrides given.
     """
-    dlbc = dlbc or dlbc_genesis()
     out = copy.deepcopy(dict(doc))
     if chain_id is not None:
         out["chain_id"] = chain_id
     if genesis_time is not None:
-        if _parse_time(genesis_time) is None:
+        if not is_rfc3339(genesis_time):
             raise GenesisError(f"--genesis-time {genesis_time!r} is not RFC 3339")
         out["genesis_time"] = genesis_time
     if validators is not None:
@@ -605,8 +544,8 @@ def apply_dlbc(
     base = out.get("app_state")
     if base is not None and not isinstance(base, Mapping):
         raise GenesisError("existing genesis app_state is not a JSON object")
-    out["app_state"] = build_app_state(base or None, accounts=accounts, params=params, dlbc=dlbc)
-    validate_genesis(out, form, dlbc)
+    out["app_state"] = build_app_state(base or None, accounts=accounts, params=params)
+    validate_genesis(out, form)
     return out
 
 
@@ -645,11 +584,15 @@ def _resolve_form(explicit: str | None, existing: Mapping[str, Any] | None) -> s
     if explicit:
         _check_form(explicit)
         return explicit
+    # The file's own form first: it was written by the `cometbft init` that will run it, which
+    # may not be the binary `find_cometbft` picks (two releases installed side by side).
+    inferred = infer_form(existing) if existing else None
+    if inferred is not None:
+        return inferred
     version = detect_cometbft()
     if version is not None:
         return check_supported(version)
-    inferred = infer_form(existing) if existing else None
-    return inferred or FORM_V038
+    return FORM_V038
 
 
 def _parse_validator(text: str) -> dict[str, Any]:

@@ -20,7 +20,8 @@ from __future__ import annotations
 import hashlib
 import struct
 from bisect import bisect_left, insort
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
+from itertools import pairwise
 from pathlib import Path
 from typing import Protocol, Self
 
@@ -143,10 +144,15 @@ class View:
 
     # -- reads ---------------------------------------------------------------------------
     def get(self, key: bytes) -> bytes | None:
-        staged = self._staged
-        if key in staged:
-            return staged[key]
-        return self._parent.get(key)
+        view = self
+        while True:  # a loop, not recursion: a tx's view sits three or four layers deep
+            staged = view._staged
+            if key in staged:
+                return staged[key]
+            parent = view._parent
+            if not isinstance(parent, View):
+                return parent.get(key)
+            view = parent
 
     def has(self, key: bytes) -> bool:
         return self.get(key) is not None
@@ -180,7 +186,12 @@ class View:
             raise TypeError("View.set needs bytes key and bytes value")
         if not key:
             raise ValueError("empty keys are not allowed")
-        self._put(key, value)
+        if self._done:
+            raise StoreError("view already written through or committed")
+        staged = self._staged
+        if key not in staged:
+            insort(self._keys, key)
+        staged[key] = value
 
     def delete(self, key: bytes) -> None:
         if not isinstance(key, bytes):
@@ -206,9 +217,39 @@ class View:
             raise StoreError("write_through on a root view: use Store.commit")
         if self._done:
             raise StoreError("view already written through")
-        for key in self._keys:
-            parent._put(key, self._staged[key])
+        staged = self._staged
+        if staged and parent._done:
+            raise StoreError("view already written through or committed")
+        if parent._staged:
+            pstaged = parent._staged
+            pkeys = parent._keys
+            for key in self._keys:
+                if key not in pstaged:
+                    insort(pkeys, key)
+                pstaged[key] = staged[key]
+        else:  # an empty parent (a block onto its root): take the sorted layer as it is
+            parent._staged = dict(staged)
+            parent._keys = list(self._keys)
         self._done = True
+
+    def replay(self, writes: Sequence[tuple[bytes, bytes | None]]) -> None:
+        """Stage `writes` (None = delete) as if set/deleted one by one, in order: for
+        re-staging another view's `writes()` (key-sorted, unique) without re-running them."""
+        if self._done:
+            raise StoreError("view already written through or committed")
+        keys = [k for k, _ in writes]
+        if self._staged or any(a >= b for a, b in pairwise(keys)):
+            for key, value in writes:
+                if value is None:
+                    self.delete(key)
+                else:
+                    self.set(key, value)
+            return
+        for key, value in writes:
+            if not (isinstance(key, bytes) and key and (value is None or isinstance(value, bytes))):
+                raise TypeError("View.replay needs non-empty bytes keys and bytes/None values")
+        self._staged = dict(writes)
+        self._keys = keys
 
     def writes(self) -> list[tuple[bytes, bytes | None]]:
         """Key-sorted staged writes of this layer (None = delete)."""

@@ -9,6 +9,9 @@ Baselines measured in the same run (the ratio shows what the state machine adds)
 - selection: iterating the 10,000-entry pool index in LMDB without scoring — ratio =
   selection / bare iteration.
 Everything is real: a DlbcApplication on LMDB in a temp directory, real ed25519 signatures.
+Every tx pays the default fees (docs/economics.md: tx_base_fee + tx_fee_per_byte * bytes, to the
+fee pool, paid out to the validator at the next block); the miners bond, the publishers stay
+under max_pending_per_publisher and the rewards at or above min_task_reward.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from typing import Self
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from abci_app.dlbc import state, txs
+from abci_app.dlbc import economics, state, txs
 from abci_app.dlbc.app import DlbcApplication
 from abci_app.dlbc.crypto import (
     ED25519_BACKEND,
@@ -35,6 +38,7 @@ from abci_app.dlbc.crypto import (
     verify_ed25519,
     verify_tx_body,
 )
+from abci_app.dlbc.params import Params
 from abci_app.dlbc.rounds import select_next_task
 from abci_app.pb.dlbc.v1 import tx_pb2
 from abci_app.pb.tendermint.abci import types_pb2 as abci
@@ -50,7 +54,9 @@ def key(i: int) -> Ed25519PrivateKey:
 
 def new_app(home: Path, accounts: list[bytes], max_pending: int) -> DlbcApplication:
     app = DlbcApplication(home)
-    st = {"params": {"max_pending_tasks": max_pending, "train_seconds": 10**6},
+    # a round that never leaves TRAIN; unbonding must outlast a round (params.py)
+    st = {"params": {"max_pending_tasks": max_pending, "train_seconds": 10**6,
+                     "unbonding_seconds": 2 * 10**6},
           "accounts": [{"address": a.hex(), "balance": 10**15} for a in accounts]}
     val = key(10**6)
     app.init_chain(abci.RequestInitChain(
@@ -104,8 +110,10 @@ def bench_block(n_txs: int, reps: int) -> None:
     senders = [key(i) for i in range(500)]
     addrs = [address_of(public_key_bytes(k)) for k in senders]
     cold, warm, proc, base = [], [], [], []
+    fees: list[int] = []
     with tempfile.TemporaryDirectory() as d:
         app = new_app(Path(d), addrs, 10)
+        params = state.get_params(app.store)
         nonces = [0] * len(senders)
         h = 0
         for _ in range(reps):
@@ -123,6 +131,9 @@ def bench_block(n_txs: int, reps: int) -> None:
             dt, codes = finalize(app, h, block, "cold")
             assert codes == [0] * n_txs, "bench block must be all-valid"
             cold.append(dt)
+            # the pool held before this block went to the (single) validator at its start
+            fees.append(state.get_fee_pool(app.store))
+            assert fees[-1] == sum(economics.tx_fee(params, len(t)) for t in block)
             # live path: ProcessProposal (verifies), then FinalizeBlock of the same block
             block = make_block(senders, addrs, nonces, n_txs)
             verify_tx_body.cache_clear()
@@ -138,6 +149,8 @@ def bench_block(n_txs: int, reps: int) -> None:
             warm.append(dt)
         app.close()
     b, bc = statistics.median(base), statistics.median(CPU["base"])
+    print(f"fees: every tx pays tx_base_fee + tx_fee_per_byte * bytes = {fees[0] // n_txs} per "
+          f"transfer; {fees[0]} per {n_txs}-tx block, paid out to the validator next block")
     print(f"ed25519 backend: {ED25519_BACKEND} (abci_app/dlbc/crypto.py; same accept rule either way)")
     print(f"baseline: ed25519 verify only of {n_txs} txs: wall {b * 1e3:.1f} ms, "
           f"cpu {bc * 1e3:.1f} ms ({bc / n_txs * 1e6:.1f} us/tx cpu)")
@@ -153,7 +166,9 @@ def bench_block(n_txs: int, reps: int) -> None:
 
 
 def bench_selection(n_tasks: int, reps: int) -> None:
-    publishers = [key(10_000 + i) for i in range(50)]
+    # max_pending_per_publisher (default 100) tasks each: enough publishers for the pool
+    cap = Params().max_pending_per_publisher
+    publishers = [key(10_000 + i) for i in range(n_tasks // cap + 2)]
     paddrs = [address_of(public_key_bytes(k)) for k in publishers]
     miners = [key(20_000 + i) for i in range(7)]
     with tempfile.TemporaryDirectory() as d:
@@ -176,7 +191,8 @@ def bench_selection(n_tasks: int, reps: int) -> None:
                     test_sha256=b"\x03" * 32, test_key_sha256=b"\x04" * 32, metric="accuracy",
                     min_score_ppm=1, input_shape=[1, 8, 8], num_classes=10, num_samples=100)
                 block.append(txs.build_signed_tx(publishers[p], CHAIN, nonces[p],
-                                                 txs.submit_task(spec, 1 + (j * 104729) % 10**6)))
+                                                 txs.submit_task(spec, Params().min_task_reward
+                                                                 + (j * 104729) % 10**6)))
                 nonces[p] += 1
             h += 1
             _, codes = finalize(app, h, block)

@@ -30,12 +30,12 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, Self
 from urllib.parse import urlsplit
 
 import httpx
 
+from abci_app import rfc3339
 from abci_app.devnet.websocket import (
     OP_CLOSE,
     OP_PING,
@@ -264,24 +264,11 @@ def _hex(v: Any) -> bytes:
 
 
 def parse_rfc3339_ns(s: str) -> int:
-    """RFC 3339 with up to nanosecond fractions → integer ns since the epoch (no float rounding)."""
-    m = re.fullmatch(
-        r"(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(?:\.(\d{1,9}))?(Z|[+-]\d{2}:\d{2})", s.strip()
-    )
-    if not m:
-        raise RpcError(f"bad RFC 3339 time {s!r}")
-    base, frac, tz = m.groups()
-    tzs = "+00:00" if tz == "Z" else tz
-    dt = datetime.fromisoformat(base + tzs)
-    seconds = int(dt.timestamp())
-    return seconds * 1_000_000_000 + int((frac or "0").ljust(9, "0"))
-
-
-def format_rfc3339_ns(time_ns: int) -> str:
-    """Integer ns → RFC 3339 UTC with nanoseconds, as CometBFT prints block times."""
-    secs, ns = divmod(time_ns, 1_000_000_000)
-    base = datetime.fromtimestamp(secs, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
-    return f"{base}.{ns:09d}Z"
+    """`abci_app.rfc3339.parse_rfc3339_ns`; a time the node sent that it rejects is an RpcError."""
+    try:
+        return rfc3339.parse_rfc3339_ns(s)
+    except ValueError as exc:
+        raise RpcError(str(exc)) from None
 
 
 def parse_event(obj: Mapping[str, Any]) -> Event:
@@ -304,6 +291,40 @@ def parse_tx_result(obj: Mapping[str, Any] | None) -> TxResult:
         events=tuple(parse_event(e) for e in obj.get("events") or []),
         codespace=str(obj.get("codespace") or ""),
     )
+
+
+_REJECTED_RE = re.compile(
+    r"tx (?P<hash>[0-9A-Fa-f]+) is invalid: code=(?P<code>\d+), data=(?P<data>[^,]*), "
+    r"log='(?P<log>.*)', codespace='(?P<codespace>[^']*)'\s*$",
+    re.DOTALL,
+)
+
+
+#: `code` of a tx the node's mempool refused before the app saw it (a resent tx still in the
+#: mempool cache, a full mempool, a tx over max_tx_bytes). ABCI codes are uint32, so -1 never
+#: collides with one of the app's codes; `codespace` is "mempool".
+MEMPOOL_REFUSED = -1
+_MEMPOOL_ERRORS = ("tx already exists in cache", "mempool is full", "tx too large")
+
+
+def checktx_rejection(err: RpcError) -> TxResult | None:
+    """The refusal inside a broadcast error, as a TxResult; None when `err` is something else.
+
+    CometBFT v0.38 answers a tx that CheckTx refuses with a *result* whose code is non-zero;
+    v1.0 answers `broadcast_tx_sync`/`_commit` with a JSON-RPC error -32603 whose data reads
+    "broadcast error on transaction validation: tx <HASH> is invalid: code=1, data=, log='...',
+    codespace='...'". Both mean the same thing to a caller: the tx was refused. Refusals by the
+    mempool itself (both versions answer them as -32603 errors) come back as `MEMPOOL_REFUSED`."""
+    if err.code != -32603:
+        return None
+    text = f"{err.data if isinstance(err.data, str) else ''} {err.message}"
+    match = _REJECTED_RE.search(err.data) if isinstance(err.data, str) else None
+    if match is not None:
+        return TxResult(code=int(match["code"]), log=match["log"], codespace=match["codespace"])
+    for needle in _MEMPOOL_ERRORS:
+        if needle in text:
+            return TxResult(code=MEMPOOL_REFUSED, log=text.strip(), codespace="mempool")
+    return None
 
 
 # --------------------------------------------------------------------------- retry policy
@@ -470,8 +491,19 @@ class RpcClient:
         return BroadcastResult(hash=str(r.get("hash") or tx_hash(tx)))
 
     def broadcast_tx_sync(self, tx: bytes) -> BroadcastResult:
-        """Waits for CheckTx only; `code != 0` means the mempool refused the tx."""
-        r = self.call("broadcast_tx_sync", {"tx": base64.b64encode(tx).decode()}, idempotent=False)
+        """Waits for CheckTx only; `code != 0` means the mempool refused the tx (both the v0.38
+        result and the v1.0 error form of a refusal come back as such a result)."""
+        try:
+            r = self.call(
+                "broadcast_tx_sync", {"tx": base64.b64encode(tx).decode()}, idempotent=False
+            )
+        except RpcError as exc:
+            refused = checktx_rejection(exc)
+            if refused is None:
+                raise
+            return BroadcastResult(
+                hash=tx_hash(tx), code=refused.code, log=refused.log, codespace=refused.codespace
+            )
         return BroadcastResult(
             hash=str(r.get("hash") or tx_hash(tx)),
             code=_int(r.get("code")),
@@ -481,13 +513,21 @@ class RpcClient:
         )
 
     def broadcast_tx_commit(self, tx: bytes, *, timeout: float | None = None) -> CommitResult:
-        """Waits for the block; check `.ok` (CheckTx and FinalizeBlock codes both zero)."""
-        r = self.call(
-            "broadcast_tx_commit",
-            {"tx": base64.b64encode(tx).decode()},
-            timeout=timeout or max(self.timeout, BROADCAST_COMMIT_HTTP_TIMEOUT),
-            idempotent=False,
-        )
+        """Waits for the block; check `.ok` (CheckTx and FinalizeBlock codes both zero). A tx
+        refused by CheckTx comes back with `check_tx.code != 0` and height 0 on both v0.38 and
+        v1.0 (see `checktx_rejection`)."""
+        try:
+            r = self.call(
+                "broadcast_tx_commit",
+                {"tx": base64.b64encode(tx).decode()},
+                timeout=timeout or max(self.timeout, BROADCAST_COMMIT_HTTP_TIMEOUT),
+                idempotent=False,
+            )
+        except RpcError as exc:
+            refused = checktx_rejection(exc)
+            if refused is None:
+                raise
+            return CommitResult(hash=tx_hash(tx), height=0, check_tx=refused, tx_result=TxResult())
         return CommitResult(
             hash=str(r.get("hash") or tx_hash(tx)),
             height=_int(r.get("height")),

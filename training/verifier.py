@@ -66,6 +66,7 @@ from training.metrics_server import Metrics
 from training.miner import check_remote_uri, fetch_dataset, spec_hparams
 from training.rpc_client import RpcClient
 from training.sidecar import (
+    REVEAL,
     VERIFY,
     Sidecar,
     SidecarConfig,
@@ -96,10 +97,17 @@ class Unavailable(Exception):
     """The model could not be obtained (404, timeout, connection refused): no verdict."""
 
 
+class TestSetUnusable(Exception):
+    """The revealed test set cannot be fetched, does not match its digest, or does not decrypt
+    or load: the publisher's fault, reported in the vote extension."""
+
+
 @dataclass
 class VerifierConfig(SidecarConfig):
     app_home: Path = field(default_factory=lambda: Path("."))
     """The validator app's --home: verdicts go to <app_home>/verdicts/round-<n>.json."""
+    test_set_attempts: int = 3
+    """Tries to fetch the test set before reporting it unusable (1 s, 2 s apart)."""
     per_model_seconds: float = 30.0
     """Time bound for fetching + loading + detecting + scoring one model."""
     verify_margin_seconds: float = 2.0
@@ -155,8 +163,9 @@ def check_model(reveal: dict[str, Any], spec: dict[str, Any], seed: bytes, test:
     uri = str(reveal["model_uri"])
     try:
         check_remote_uri(uri, allow_file)
-    except ArtifactError as exc:  # not fetchable by the other validators either
-        raise Unavailable(str(exc)) from exc
+    except ArtifactError as exc:  # not fetchable by the other validators either: refuted
+        out.reason = f"model URI refused: {exc}"
+        return out
     try:
         data = fetch_bytes(uri, max_bytes=max_bytes, sha256=reveal["model_digest"],
                            timeout=timeout)
@@ -294,11 +303,17 @@ class Verifier(Sidecar):
         super().__init__(cfg, key=key, rpc=rpc, metrics=metrics)
         self.vcfg = cfg
         self.checks: dict[int, list[ModelCheck]] = {}
+        # round -> its test set, fetched during REVEAL, or why it could not be used
+        self._test_sets: dict[int, ArrayDataset | TestSetUnusable] = {}
 
     def on_round(self, rec: dict[str, Any]) -> None:
+        n = int(rec["round"])
+        if rec.get("phase") == REVEAL and rec.get("test_key_revealed"):
+            if self.once(n, "test set"):
+                self._prefetch_test_set(rec)  # as soon as RevealTestSet lands (issue 11 §5)
+            return
         if rec.get("phase") != VERIFY:
             return
-        n = int(rec["round"])
         if not self.once(n, "verify"):
             return
         from training.rpc_client import RpcError
@@ -309,9 +324,44 @@ class Verifier(Sidecar):
             self._done.discard((n, "verify"))  # node hiccup: try again at the next poll
             raise
 
+    def _fetch_test_set(self, n: int, task: dict[str, Any]) -> ArrayDataset:
+        """The round's test set, fetched and decrypted; a few tries before calling it unusable
+        (a refusal here blames the publisher on chain, so a transient hiccup must not)."""
+        from training.artifacts import ArtifactError
+
+        spec = task["spec"]
+        last: Exception | None = None
+        for attempt in range(self.vcfg.test_set_attempts):
+            dest = self.cfg.workdir / (
+                f"round-{n}-test-{os.getpid()}-{threading.get_ident()}.npz.enc")
+            try:
+                return fetch_dataset(spec["test_uri"], spec["test_sha256"], 0,
+                                     bytes.fromhex(task["test_key"]), dest,
+                                     self.vcfg.max_data_bytes,
+                                     int(spec.get("num_classes") or 0) or None,
+                                     allow_file=self.vcfg.allow_file_uris)
+            except (ArtifactError, ValueError, OSError) as exc:
+                last = exc
+                if attempt + 1 < self.vcfg.test_set_attempts:
+                    time.sleep(min(2.0 ** attempt, 4.0))
+            finally:
+                dest.unlink(missing_ok=True)
+        raise TestSetUnusable(str(last))
+
+    def _prefetch_test_set(self, rec: dict[str, Any]) -> None:
+        n, tid = int(rec["round"]), int(rec["task_id"])
+        task = self.chain.task(tid)
+        if task is None or not task.get("test_key"):
+            self._done.discard((n, "test set"))  # not visible yet: next poll
+            return
+        try:
+            self._test_sets[n] = self._fetch_test_set(n, task)
+        except TestSetUnusable as exc:
+            self._test_sets[n] = exc
+            self.count_error("data", "round %d: test set unusable: %s", n, exc)
+
     def verify_round(self, rec: dict[str, Any]) -> list[ModelCheck]:
         from abci_app.dlbc.verdicts import Verdict, write_verdicts
-        from training.artifacts import ArtifactError
 
         n, tid = int(rec["round"]), int(rec["task_id"])
         task = self.chain.task(tid)
@@ -326,18 +376,20 @@ class Verifier(Sidecar):
             return []
         previous = self.chain.round_record(n - 1) if n > 1 else None
         others = marks_to_exclude(rec, previous)
-        # unique name: several verifiers may share a workdir on one machine (localnet)
-        dest = self.cfg.workdir / f"round-{n}-test-{os.getpid()}-{threading.get_ident()}.npz.enc"
+        cached = self._test_sets.pop(n, None)
+        for old in [k for k in self._test_sets if k < n]:
+            del self._test_sets[old]
         try:
-            test = fetch_dataset(spec["test_uri"], spec["test_sha256"], 0,
-                                 bytes.fromhex(task["test_key"]), dest, self.vcfg.max_data_bytes,
-                                 int(spec.get("num_classes") or 0) or None,
-                                 allow_file=self.vcfg.allow_file_uris)
-        except (ArtifactError, ValueError, OSError) as exc:
+            if isinstance(cached, TestSetUnusable):
+                raise cached
+            test = cached if cached is not None else self._fetch_test_set(n, task)
+        except TestSetUnusable as exc:
+            # The publisher's fault, said on chain: a complete set with the complaint and no
+            # scores (settle.py step 5 pays the revealing miners from the escrow).
             self.count_error("data", "round %d: test set unusable: %s", n, exc)
+            write_verdicts(self.vcfg.app_home, n, [], test_set_unusable=True)
+            self.emit("verdicts", round=n, checks=[])
             return []
-        finally:
-            dest.unlink(missing_ok=True)
         reveals = sorted(rec.get("revealed") or [],
                          key=lambda r: (-int(r["claimed_score_ppm"]), r["miner"]))
         cap = self.vcfg.max_model_bytes

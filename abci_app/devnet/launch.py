@@ -1,186 +1,246 @@
-"""Start an app + dev node pair as child processes, wait until it serves RPC, tear it down cleanly.
+"""A chain on localhost: `python -m abci_app` + `dlbc node` as child processes of one `Supervisor`.
 
-Why: `dlbc devnet`, the end-to-end tests and the sidecar demos all need "a chain on localhost"
-without caring how it is made. This is that, with the rules of issue 7 for bad input: ports are
-checked before anything starts, a failed start leaves nothing running, and shutdown stops the
-node first (Ctrl-C: it finishes its current block) and then the app.
+Why: `dlbc devnet`, the end-to-end and sidecar tests and the dev-node tests all need "a chain on
+localhost" without caring how it is made. This is that, with the rules of issue 7 for bad input:
+ports and the folder are checked before anything starts, a failed start leaves nothing running,
+and shutdown stops the node first (it finishes its current block) and then the app. The process
+handling itself (process groups, SIGTERM then SIGKILL, logs, fail-fast readiness waits) is the
+project's one launcher, `abci_app.supervisor`, which `dlbc localnet` uses too.
 
-    with LocalChain(home, block_time=0.5) as chain:
-        rpc = RpcClient(chain.rpc_url)
-        ...
+Layout under `home`: app/ (the app's --home: LMDB, verdicts/), node/ (the dev node's home:
+genesis, validator key, block store), logs/{app,node}.log.
+
+    with LocalChain(home, block_time=0.5) as chain:      # check, app, node, wait for /health
+        chain.rpc.broadcast_tx_commit(...)
+
+or step by step (`write_genesis`, `start_app`, `start_node`, `kill`, `stop`), as the devnet and
+the fault tests do.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Self
+from typing import TYPE_CHECKING, Any, Self
+
+from abci_app import ports
+from abci_app.supervisor import (
+    LOOPBACK,
+    Child,
+    LaunchError,
+    Supervisor,
+    log_tail,
+    wait_for_http,
+    wait_for_port,
+)
+
+if TYPE_CHECKING:
+    from training.rpc_client import RpcClient
+
+__all__ = ["LaunchError", "LocalChain"]
 
 log = logging.getLogger("abci_app.devnet")
 
-
-class LaunchError(RuntimeError):
-    """The chain could not be started; the message names the problem and the fix."""
-
-
-def port_in_use(host: str, port: int) -> bool:
-    """True if something already listens on host:port (checked by binding, like the node will)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError:
-            return True
-    return False
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+APP = "app"
+NODE = "node"
 
 
 class LocalChain:
-    """`python -m abci_app` + `dlbc node` under `home` (app/, node/, logs/)."""
+    """One app + one dev node on 127.0.0.1; `stop()` is idempotent and safe in `finally`."""
 
     def __init__(
         self,
         home: Path,
         *,
-        app: str | None = None,
+        app: str = "dlbc",
         app_port: int = 26658,
         rpc_port: int = 26657,
         block_time: float = 1.0,
+        chain_id: str | None = None,
         genesis: Path | None = None,
-        chain_id: str = "dlbc-devnet",
+        log_level: str = "info",
+        node_args: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
         ready_timeout: float = 60.0,
-        node_args: tuple[str, ...] = (),
-        env: dict[str, str] | None = None,
+        grace_s: float = 15.0,
     ) -> None:
         self.home = Path(home)
         self.app = app
         self.app_port = app_port
         self.rpc_port = rpc_port
         self.block_time = block_time
-        self.genesis = genesis
         self.chain_id = chain_id
+        self.genesis = genesis
+        self.log_level = log_level
+        self.node_args = tuple(node_args)
+        self.env = dict(env or {})
         self.ready_timeout = ready_timeout
-        self.node_args = node_args
-        self.env = env
-        self.app_proc: subprocess.Popen[bytes] | None = None
-        self.node_proc: subprocess.Popen[bytes] | None = None
-        self._logs: list[IO[bytes]] = []
+        self.supervisor = Supervisor(self.home / "logs", grace_s=grace_s)
+        self.rpc: RpcClient | None = None
+        """A client of the node's RPC, made once the node answers (`start_node`)."""
+        self._started: dict[str, Child] = {}
+
+    # -- where things are
 
     @property
     def rpc_url(self) -> str:
-        return f"http://127.0.0.1:{self.rpc_port}"
+        return f"http://{LOOPBACK}:{self.rpc_port}"
 
     @property
     def app_address(self) -> str:
-        return f"tcp://127.0.0.1:{self.app_port}"
+        return f"tcp://{LOOPBACK}:{self.app_port}"
+
+    @property
+    def app_home(self) -> Path:
+        return self.home / "app"
+
+    @property
+    def node_home(self) -> Path:
+        return self.home / "node"
 
     @property
     def log_dir(self) -> Path:
-        return self.home / "logs"
+        return self.supervisor.log_dir
 
-    def start(self) -> Self:
-        for name, port, flag in (("RPC", self.rpc_port, "rpc_port"), ("ABCI", self.app_port, "app_port")):
-            if port_in_use("127.0.0.1", port):
-                raise LaunchError(
-                    f"{name} port {port} is already in use (another node or app running?). "
-                    f"Stop it, or choose another {flag}."
-                )
+    @property
+    def app_proc(self) -> subprocess.Popen[bytes] | None:
+        """The app's process (the latest start; kept after `stop()` for its exit code)."""
+        child = self._started.get(APP)
+        return None if child is None else child.popen
+
+    @property
+    def node_proc(self) -> subprocess.Popen[bytes] | None:
+        child = self._started.get(NODE)
+        return None if child is None else child.popen
+
+    def log_text(self, name: str) -> str:
+        """The whole log of `name` ("app" or "node") so far ("" when there is none)."""
+        try:
+            return (self.log_dir / f"{name}.log").read_text(errors="replace")
+        except OSError:
+            return ""
+
+    # -- checks, genesis
+
+    def check(self) -> None:
+        """Raise LaunchError, starting nothing, if a port is taken or `home` is not writable."""
+        ports.require_free(
+            [("RPC", self.rpc_port), ("app ABCI", self.app_port)],
+            "choose other ports (rpc_port / app_port)",
+        )
         try:
             self.log_dir.mkdir(parents=True, exist_ok=True)
             probe = self.log_dir / ".write-test"
             probe.write_bytes(b"")
             probe.unlink()
         except OSError as exc:
-            raise LaunchError(f"{self.home}: not writable ({exc.strerror}); pick another home") from None
-        env = dict(os.environ)
-        env.update(self.env or {})
+            raise LaunchError(
+                f"{self.home}: not writable ({exc.strerror}); pick another home"
+            ) from None
+
+    def write_genesis(
+        self, chain_id: str, params: Mapping[str, Any], balances: Mapping[str, int]
+    ) -> bool:
+        """Write node/config/genesis.json (DLBC app_state: `params` over the defaults, genesis
+        `balances`) unless it exists; True when it did, i.e. the chain resumes. LaunchError when
+        the app_state is invalid."""
+        from abci_app import genesis_cli as gen
+        from abci_app.devnet.node import load_or_create_key, make_genesis
+
+        path = self.node_home / "config" / "genesis.json"
+        if path.exists():
+            return True  # resuming: the chain's genesis is fixed
         try:
-            app_cmd = [sys.executable, "-m", "abci_app", "--home", str(self.home / "app"),
-                       "--address", self.app_address]
-            if self.app:
-                app_cmd += ["--app", self.app]
-            self.app_proc = subprocess.Popen(app_cmd, stdout=subprocess.DEVNULL,
-                                             stderr=self._log("app.log"), env=env)
-            node_cmd = [sys.executable, "-m", "abci_app.cli", "node", "--home", str(self.home / "node"),
-                        "--proxy-app", self.app_address,
-                        "--rpc-laddr", f"tcp://127.0.0.1:{self.rpc_port}",
-                        "--block-time", str(self.block_time), "--chain-id", self.chain_id,
-                        *self.node_args]
-            if self.genesis is not None:
-                node_cmd += ["--genesis", str(self.genesis)]
-            self.node_proc = subprocess.Popen(node_cmd, stdout=subprocess.DEVNULL,
-                                              stderr=self._log("node.log"), env=env)
-            self._wait_ready()
+            app_state = gen.build_app_state(
+                None, accounts=sorted(balances.items()), params=params.items()
+            )
+        except gen.GenesisError as exc:
+            raise LaunchError(f"invalid genesis: {exc}") from None
+        doc = make_genesis(chain_id, load_or_create_key(self.node_home), app_state)
+        gen.write_text_atomic(path, gen.dumps_genesis(doc))
+        return False
+
+    # -- processes
+
+    def start_app(self, *, env: Mapping[str, str] | None = None, ready: bool = True) -> Child:
+        """Start the app (`env` on top of the chain's); with `ready`, wait until it listens."""
+        argv = [sys.executable, "-m", "abci_app", "--home", str(self.app_home),
+                "--address", self.app_address, "--app", self.app, "--log-level", self.log_level]
+        child = self._start(APP, argv, env)
+        if ready:
+            wait_for_port(self.app_port, child, self.ready_timeout)
+        return child
+
+    def start_node(self, *extra: str, ready: bool = True) -> Child:
+        """Start the dev node (`extra`: more `dlbc node` flags, after the chain's `node_args`);
+        with `ready`, wait until its RPC answers /health and make `self.rpc`."""
+        argv = [sys.executable, "-m", "abci_app.cli", "node", "--home", str(self.node_home),
+                "--proxy-app", self.app_address, "--rpc-laddr", f"tcp://{LOOPBACK}:{self.rpc_port}",
+                "--block-time", str(self.block_time), "--log-level", self.log_level]
+        if self.chain_id is not None:
+            argv += ["--chain-id", self.chain_id]
+        if self.genesis is not None:
+            argv += ["--genesis", str(self.genesis)]
+        child = self._start(NODE, [*argv, *self.node_args, *extra], None)
+        if ready:
+            wait_for_http(f"{self.rpc_url}/health", child, self.ready_timeout)
+            if self.rpc is None:
+                from training.rpc_client import Backoff, RpcClient
+
+                self.rpc = RpcClient(
+                    self.rpc_url, backoff=Backoff(attempts=3, initial=0.2, max_delay=1.0)
+                )
+        return child
+
+    def _start(self, name: str, argv: list[str], env: Mapping[str, str] | None) -> Child:
+        child = self.supervisor.start(name, argv, env={**self.env, **(env or {})})
+        self._started[name] = child
+        return child
+
+    def start(self) -> Self:
+        """`check()`, then app and node, waiting for each; on any failure nothing is left."""
+        self.check()
+        try:
+            self.start_app()
+            self.start_node()
         except BaseException:
             self.stop()
             raise
-        log.info("local chain up: RPC %s, app %s, logs in %s", self.rpc_url, self.app_address, self.log_dir)
+        log.info("local chain up: RPC %s, app %s, logs in %s", self.rpc_url, self.app_address,
+                 self.log_dir)
         return self
 
-    def _log(self, name: str) -> IO[bytes]:
-        fh = open(self.log_dir / name, "ab")  # noqa: SIM115  (closed in stop())
-        self._logs.append(fh)
-        return fh
+    def check_alive(self) -> None:
+        """LaunchError naming the first of app/node that has exited, with its log tail."""
+        for child in self.supervisor.exited():
+            raise LaunchError(
+                f"{child.name} exited with code {child.popen.returncode}; last log lines "
+                f"({child.log_path}):\n{log_tail(child.log_path)}"
+            )
 
-    def _wait_ready(self) -> None:
-        deadline = time.monotonic() + self.ready_timeout
-        while time.monotonic() < deadline:
-            for name, proc in (("app", self.app_proc), ("node", self.node_proc)):
-                if proc is not None and proc.poll() is not None:
-                    raise LaunchError(
-                        f"{name} exited with code {proc.returncode} during start; see "
-                        f"{self.log_dir / (name + '.log')}:\n{self.tail(name)}"
-                    )
-            try:
-                with urllib.request.urlopen(self.rpc_url + "/health", timeout=1) as resp:
-                    if resp.status == 200:
-                        return
-            except OSError:
-                pass
-            time.sleep(0.1)
-        raise LaunchError(f"node did not answer /health within {self.ready_timeout:.0f}s:\n{self.tail('node')}")
+    def kill(self, name: str, sig: int = signal.SIGKILL, timeout_s: float | None = None) -> int:
+        """Signal "app" or "node" and wait for its exit code (SIGKILL after `timeout_s`)."""
+        return self.supervisor.kill(name, sig, timeout_s)
 
-    def tail(self, name: str, n: int = 20) -> str:
-        path = self.log_dir / f"{name}.log"
-        try:
-            return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
-        except OSError:
-            return ""
-
-    def stop(self, timeout: float = 15.0) -> None:
-        """Node first (SIGINT: finishes its block), then the app (SIGTERM); kill on timeout."""
-        for proc, sig in ((self.node_proc, signal.SIGINT), (self.app_proc, signal.SIGTERM)):
-            if proc is None or proc.poll() is not None:
-                continue
-            proc.send_signal(sig)
-            try:
-                proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                log.warning("pid %d ignored %s; killing it", proc.pid, sig.name)
-                proc.kill()
-                proc.wait()
-        for fh in self._logs:
-            with contextlib.suppress(OSError):
-                fh.close()
-        self._logs.clear()
+    def stop(self) -> None:
+        """The node first (SIGTERM: it finishes its block and exits 0), then the app."""
+        self.supervisor.stop(first=(NODE,))
+        if self.rpc is not None:
+            self.rpc.close()
+            self.rpc = None
 
     def __enter__(self) -> Self:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.stop()

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from abci_app import genesis_cli as gen
 from abci_app.devnet.blockstore import BlockStore, ChainTip
 from abci_app.devnet.events import EVENT_NEW_BLOCK, EVENT_TX, EventBus
 from abci_app.devnet.mempool import Mempool, MempoolConfig, MempoolError, tx_key
@@ -43,8 +44,10 @@ from abci_app.devnet.rpc_server import (
     internal,
     invalid_params,
 )
+from abci_app.dlbc.genesis import default_app_state
 from abci_app.keyfile import PUB_KEY_TYPE, KeyPair, load_key, save_key
 from abci_app.pb.tendermint.abci import types_pb2 as abci
+from abci_app.rfc3339 import format_rfc3339_ns, parse_rfc3339_ns
 
 log = logging.getLogger("abci_app.devnet")
 
@@ -92,28 +95,6 @@ def parse_laddr(laddr: str) -> tuple[str, int]:
     return host or "127.0.0.1", int(port)
 
 
-def format_time(time_ns: int) -> str:
-    """ns since epoch → RFC 3339 UTC with nanoseconds (CometBFT's block time format)."""
-    import datetime as _dt
-
-    secs, ns = divmod(time_ns, 1_000_000_000)
-    base = _dt.datetime.fromtimestamp(secs, tz=_dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
-    return f"{base}.{ns:09d}Z"
-
-
-def parse_time(text: str) -> int:
-    """RFC 3339 (genesis_time) → ns since epoch, exact; a missing or bad value is an error."""
-    import datetime as _dt
-    import re
-
-    m = re.fullmatch(r"(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(?:\.(\d{1,9}))?(Z|[+-]\d{2}:\d{2})", text)
-    if not m:
-        raise NodeError(f"genesis_time {text!r} is not RFC 3339 (e.g. 2024-01-01T00:00:00Z)")
-    base, frac, tz = m.groups()
-    dt = _dt.datetime.fromisoformat(base + ("+00:00" if tz == "Z" else tz))
-    return int(dt.timestamp()) * 1_000_000_000 + int((frac or "0").ljust(9, "0"))
-
-
 # --------------------------------------------------------------------------- genesis & key
 
 
@@ -125,17 +106,6 @@ def load_or_create_key(home: Path) -> KeyPair:
     save_key(path, key)
     log.info("generated validator key %s at %s", key.address_hex, path)
     return key
-
-
-def default_app_state() -> dict[str, Any]:
-    """The DLBC app's default app_state when the state machine is installed, else `{}`."""
-    try:
-        from abci_app.dlbc import genesis as dlbc_genesis
-
-        state = dlbc_genesis.default_app_state()
-        return dict(state)
-    except (ImportError, AttributeError):  # tree without the state machine: kvstore takes {}
-        return {}
 
 
 def genesis_block_max_bytes(genesis: dict[str, Any], default: int) -> int:
@@ -151,31 +121,25 @@ def genesis_block_max_bytes(genesis: dict[str, Any], default: int) -> int:
 
 def make_genesis(chain_id: str, key: KeyPair, app_state: Any,
                  max_block_bytes: int = MAX_BLOCK_BYTES) -> dict[str, Any]:
-    """A CometBFT v0.38 genesis with this node's key as the only validator, VE on from height 1."""
-    return {
-        "genesis_time": format_time(time.time_ns()),
-        "chain_id": chain_id,
-        "initial_height": "1",
-        "consensus_params": {
-            "block": {"max_bytes": str(max_block_bytes), "max_gas": "-1"},
-            "evidence": {"max_age_num_blocks": "100000", "max_age_duration": "172800000000000",
-                         "max_bytes": "1048576"},
-            "validator": {"pub_key_types": ["ed25519"]},
-            "version": {"app": "0"},
-            "abci": {"vote_extensions_enable_height": "1"},
-        },
-        "validators": [
-            {
-                "address": key.address.hex().upper(),
-                "pub_key": {"type": PUB_KEY_TYPE,
-                            "value": base64.b64encode(key.public_key).decode()},
-                "power": str(VALIDATOR_POWER),
-                "name": "devnode",
-            }
-        ],
-        "app_hash": "",
-        "app_state": app_state,
-    }
+    """`dlbc genesis`'s CometBFT v0.38 document (`genesis_cli.new_genesis`: time now, vote
+    extensions on from height 1) with this node's key as the only validator."""
+    doc = gen.new_genesis(
+        chain_id, [gen.validator_entry(key.public_key, VALIDATOR_POWER, "devnode")],
+        gen.FORM_V038, app_state=app_state,
+    )
+    doc["consensus_params"]["block"]["max_bytes"] = str(max_block_bytes)
+    return doc
+
+
+def genesis_time_ns(genesis: dict[str, Any]) -> int:
+    """The genesis_time in ns since the epoch, exact; a missing or bad value is an error."""
+    text = str(genesis.get("genesis_time") or "")
+    try:
+        return parse_rfc3339_ns(text)
+    except ValueError:
+        raise NodeError(
+            f"genesis_time {text!r} is not RFC 3339 (e.g. 2024-01-01T00:00:00Z)"
+        ) from None
 
 
 def load_or_create_genesis(cfg: NodeConfig, key: KeyPair) -> dict[str, Any]:
@@ -188,9 +152,7 @@ def load_or_create_genesis(cfg: NodeConfig, key: KeyPair) -> dict[str, Any]:
             shutil.copyfile(cfg.genesis, path)
         else:
             doc = make_genesis(cfg.chain_id, key, default_app_state(), cfg.max_block_bytes)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(doc, indent=2) + "\n")
-            tmp.replace(path)
+            gen.write_text_atomic(path, gen.dumps_genesis(doc))
             log.info("wrote genesis %s (chain_id %s)", path, cfg.chain_id)
     elif cfg.genesis is not None and cfg.genesis.read_bytes() != path.read_bytes():
         raise NodeError(
@@ -325,7 +287,7 @@ class DevNode:
             initial_height=max(1, int(self.genesis.get("initial_height") or 1)),
             vote_extensions_enable_height=1,
             block_store_dir=self.cfg.home / "data" / "blocks",
-            genesis_time_ns=parse_time(str(self.genesis.get("genesis_time") or "")),
+            genesis_time_ns=genesis_time_ns(self.genesis),
             block_max_bytes=genesis_block_max_bytes(self.genesis, self.cfg.max_block_bytes),
         )
 
@@ -483,7 +445,7 @@ class DevNode:
                     "version": {"block": "11", "app": "0"},
                     "chain_id": self.chain_id,
                     "height": str(height),
-                    "time": format_time(time_ns),
+                    "time": format_rfc3339_ns(time_ns),
                     "last_block_id": last_id,
                     "last_commit_hash": "",
                     "data_hash": data_hash,
@@ -592,7 +554,7 @@ class DevNode:
                 "latest_block_hash": tip.block_hash.hex().upper(),
                 "latest_app_hash": tip.app_hash.hex().upper(),
                 "latest_block_height": str(tip.height),
-                "latest_block_time": format_time(tip.time_ns),
+                "latest_block_time": format_rfc3339_ns(tip.time_ns),
                 "earliest_block_height": "1" if tip.height else "0",
                 "catching_up": False,
             },

@@ -25,6 +25,7 @@ class Code(IntEnum):
     INSUFFICIENT_FUNDS = 10
     BAD_ADDRESS = 11
     BAD_AMOUNT = 12
+    INSUFFICIENT_FEE = 13  # the sender cannot pay tx_base_fee + tx_fee_per_byte * tx bytes
     # miners
     BAD_MINER_RESOURCES = 20
     NOT_REGISTERED_MINER = 21
@@ -60,6 +61,7 @@ class Code(IntEnum):
     ALREADY_SETTLED = 65
     # tasks (continued)
     UNKNOWN_ARCHITECTURE = 70  # well-formed name, but not in params.ARCHITECTURES
+    PUBLISHER_CAP = 71  # the publisher already has max_pending_per_publisher pending tasks
     # query
     QUERY_NOT_FOUND = 80
     QUERY_BAD_PATH = 81

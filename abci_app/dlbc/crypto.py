@@ -27,6 +27,7 @@ or an address is.
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from functools import lru_cache
@@ -68,6 +69,13 @@ def address_of(public_key: bytes) -> bytes:
     """
     if len(public_key) != PUB_KEY_LEN:
         raise ValueError(f"ed25519 public key must be {PUB_KEY_LEN} bytes, got {len(public_key)}")
+    if type(public_key) is bytes:  # hashable: memoised (every tx of an account hashes its key)
+        return _address_of_key(public_key)
+    return hashlib.sha256(public_key).digest()[:ADDRESS_LEN]
+
+
+@lru_cache(maxsize=4096)
+def _address_of_key(public_key: bytes) -> bytes:
     return hashlib.sha256(public_key).digest()[:ADDRESS_LEN]
 
 
@@ -162,32 +170,47 @@ class VerifiedTxCache:
     Only successes are remembered, keyed by SHA-256(public key || signature || body): 32 bytes
     per entry whatever the tx size. (Keying on the bytes themselves, as an lru_cache does, let
     50,000 self-signed 64 KiB txs pin 3 GiB of memory through CheckTx alone.) Oldest first out.
+
+    Thread-safe (one process may serve several apps on several threads, as the tests do, and
+    they share this cache): the verification runs outside the lock; only the bookkeeping of
+    the ordered dict is serialised.
     """
 
     def __init__(self, maxsize: int) -> None:
         self.maxsize = maxsize
         self._ok: OrderedDict[bytes, None] = OrderedDict()
+        self._lock = threading.Lock()
+        self._clear_hooks: list[Callable[[], None]] = []
 
     def __call__(self, public_key: bytes, body: bytes, signature: bytes) -> bool:
         if len(public_key) != PUB_KEY_LEN or len(signature) != SIGNATURE_LEN:
             return False  # also keeps the concatenation below unambiguous
         key = hashlib.sha256(public_key + signature + body).digest()
         ok = self._ok
-        if key in ok:
-            ok.move_to_end(key)
-            return True
+        with self._lock:
+            if key in ok:
+                ok.move_to_end(key)
+                return True
         if not verify_ed25519(public_key, signature, TX_SIGN_DOMAIN + body):
             return False
-        ok[key] = None
-        if len(ok) > self.maxsize:
-            ok.popitem(last=False)
+        with self._lock:
+            ok[key] = None
+            if len(ok) > self.maxsize:
+                ok.popitem(last=False)
         return True
 
     def __len__(self) -> int:
         return len(self._ok)
 
+    def on_clear(self, hook: Callable[[], None]) -> None:
+        """Also run `hook` on `cache_clear()` (caches holding results of verified txs)."""
+        self._clear_hooks.append(hook)
+
     def cache_clear(self) -> None:
-        self._ok.clear()
+        with self._lock:
+            self._ok.clear()
+        for hook in self._clear_hooks:
+            hook()
 
 
 verify_tx_body = VerifiedTxCache(maxsize=50_000)

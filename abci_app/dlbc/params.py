@@ -19,6 +19,10 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 PPM = 1_000_000
+#: Upper bound of every integer param: amounts stay far inside the u128 balances (state.py).
+MAX_PARAM = (1 << 63) - 1
+#: Upper bound of `unbonding_seconds` (10 years): release times stay u64 nanoseconds.
+MAX_UNBONDING_SECONDS = 10 * 365 * 86_400
 
 #: Registry architectures a SubmitTask may name (DESIGN §3: publishers never ship code; miners and
 #: validators build the named module from training/models.py `ARCHITECTURES`). A plain, torch-free
@@ -39,6 +43,10 @@ WATERMARK_MAX_GAIN = 1_000_000
 #: Detection threshold bounds in ppm: below 0.5 a wrongly read bit would pass, at 1.0 none can
 #: (watermark/detect.py `_check_threshold`).
 WATERMARK_MIN_THRESHOLD_PPM = 500_000
+
+#: Upper bound of `max_reveals_per_round`; with settle.MAX_VALIDATORS it fixes the largest
+#: possible Settle tx (txs.MAX_SETTLE_BYTES).
+MAX_REVEALS_PER_ROUND = 512
 
 #: Params whose JSON value is a string; every other field is an integer.
 _STRING_FIELDS = frozenset({"watermark_matrix"})
@@ -74,15 +82,48 @@ class Params:
     """Euclidean norm of every row of X; a bit needs margin logit(threshold)/gain in weight
     space (watermark/keys.py). In [1, 1_000_000]."""
     withhold_fee_ppm: int = 50_000
-    """Share of the reward kept (to the fee pool) when a task is refunded: key withheld, no winner twice."""
-    min_task_reward: int = 1
-    """Smallest escrow a SubmitTask may carry (the ranking score divides by it)."""
+    """Share of the reward kept (to the fee pool) when a task is refunded because its publisher
+    withheld a key: fee = min(reward, max(withhold_fee_min, ceil(reward * ppm / 1e6))). 5 % makes
+    a big task's withheld round cost in proportion to the queue time it held."""
+    withhold_fee_min: int = 1_000
+    """Absolute floor of the withhold fee (docs/economics.md): = min_task_reward / 10, a little
+    under the ~1,100 an honest publisher pays in tx fees for a whole round, so withholding a key
+    is never free however small the reward (before: 1 * 5 % rounded down to 0)."""
+    min_task_reward: int = 10_000
+    """Smallest escrow a SubmitTask may carry; it must pay for a round: ~1,100 of publisher fees
+    plus ~700 of fees (commit + reveal) per miner at the default fees, i.e. a field of about ten
+    miners (docs/economics.md). 1 % of block_reward; the demos' reward of 10,000 is exactly it."""
     max_pending_tasks: int = 100_000
     """Hard cap on the pending pool, bounding state and selection time."""
+    max_pending_per_publisher: int = 100
+    """Pending tasks one account may have in the pool (SubmitTask beyond it: PUBLISHER_CAP).
+    100 tasks is ~13 h of rounds at the default phases, more than a publisher needs queued;
+    filling the 100,000-task pool then takes 1,000 funded accounts escrowing 10^9 in all."""
     max_tx_bytes: int = 65_536
     """Largest accepted tx (CheckTx and FinalizeBlock reject bigger ones)."""
-    max_reveals_per_round: int = 1_000
-    """Cap on RevealModel per round, bounding the settlement loop."""
+    max_reveals_per_round: int = 256
+    """Cap on RevealModel per round, in [1, MAX_REVEALS_PER_ROUND]. It bounds the settlement loop
+    and every vote extension (one verdict per reveal), and so the Settle tx: 150 validators x
+    256 verdicts is about 2.5 MB, which fits CometBFT's default block (4 MiB in v1.0) beside the
+    round's other txs (settle.max_settle_bytes). Sybil reveals are priced by the deposit."""
+    tx_base_fee: int = 100
+    """Fee of every successful signed tx, plus tx_fee_per_byte per raw byte, paid to the fee
+    pool (which pays the validators by voting power every block). A 147-byte transfer costs
+    247: a 5,000-tx block costs its senders ~1.2 M, more than a round's block reward."""
+    tx_fee_per_byte: int = 1
+    """Per raw tx byte (what every node stores forever): a 64 KiB tx costs 65,636."""
+    miner_bond: int = 100_000
+    """Stake a RegisterMiner bonds (10 minimum rewards). Only bonded miners count in the medians
+    of Eq. 2-3 and may commit, so steering a median past n honest miners locks (n+1) bonds."""
+    unbonding_seconds: int = 86_400
+    """BFT seconds from UnbondMiner until the bond is credited back (one day, ~180 default
+    rounds): a bond bought to steer one selection stays locked well past it. At least one
+    round (train + reveal + verify seconds)."""
+    reveal_deposit: int = 5_000
+    """Locked by every RevealModel; returned at settlement unless validators refute the claim
+    (wrong score, no watermark, model not fetchable), then forfeited to the fee pool. Half a
+    minimum reward: filling a round's 256 reveal slots (max_reveals_per_round) with junk
+    forfeits 1.28 M, more than the round's block reward, besides locking 256 miner bonds."""
 
     def to_json(self) -> dict[str, int | str]:
         return asdict(self)
@@ -119,13 +160,27 @@ class Params:
                 continue
             if not isinstance(v, int) or isinstance(v, bool) or v < 0:
                 raise ValueError(f"params.{f.name} must be a non-negative integer, got {v!r}")
+            if v > MAX_PARAM:
+                raise ValueError(f"params.{f.name} must be <= 2^63-1, got {v!r}")
         for name in ("train_seconds", "reveal_seconds", "verify_seconds", "k_ppm",
                      "min_task_reward", "max_pending_tasks", "max_tx_bytes",
-                     "max_reveals_per_round"):
+                     "max_reveals_per_round", "max_pending_per_publisher", "tx_base_fee",
+                     "miner_bond", "reveal_deposit", "withhold_fee_min"):
             if getattr(self, name) <= 0:
-                raise ValueError(f"params.{name} must be > 0")
+                raise ValueError(f"params.{name} must be > 0 (every scarce resource costs "
+                                 f"something: docs/economics.md)")
+        round_seconds = self.train_seconds + self.reveal_seconds + self.verify_seconds
+        if self.unbonding_seconds < round_seconds:
+            raise ValueError(f"params.unbonding_seconds must be >= one round (train + reveal + "
+                             f"verify = {round_seconds} s), got {self.unbonding_seconds}")
+        if self.unbonding_seconds > MAX_UNBONDING_SECONDS:
+            raise ValueError(f"params.unbonding_seconds must be <= {MAX_UNBONDING_SECONDS} "
+                             f"(10 years), got {self.unbonding_seconds}")
         if self.max_queue_len < 2:
             raise ValueError("params.max_queue_len (L) must be >= 2 so that ln L > 0 (paper Eq. 1)")
+        if self.max_reveals_per_round > MAX_REVEALS_PER_ROUND:
+            raise ValueError(f"params.max_reveals_per_round must be <= {MAX_REVEALS_PER_ROUND} "
+                             "(it bounds the Settle tx)")
         for name in ("tolerance_ppm", "watermark_threshold_ppm", "withhold_fee_ppm"):
             if getattr(self, name) > PPM:
                 raise ValueError(f"params.{name} must be <= {PPM} (ppm)")

@@ -5,17 +5,20 @@ then stateful (`# Verify …` checks inside `process_<msg>`), then execution. A 
 child of the block's view that is written through only on success, so a rejected tx changes
 nothing. The same `apply_tx` serves CheckTx (on the mempool's check view), PrepareProposal and
 ProcessProposal (on throwaway views) and FinalizeBlock: one validity path.
+
+Every successful signed tx pays its fee (tx_base_fee + tx_fee_per_byte * raw bytes) to the fee
+pool before its message runs; RegisterMiner bonds, RevealModel locks a deposit, SubmitTask is
+capped per publisher (economics.py, docs/economics.md).
 """
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from abci_app.dlbc import state
+from abci_app.dlbc import economics, state
 from abci_app.dlbc.codes import Code, InvalidTx
 from abci_app.dlbc.events import Event
 from abci_app.dlbc.params import ARCHITECTURES, PPM, Params
@@ -24,6 +27,7 @@ from abci_app.dlbc.rounds import REVEAL, TRAIN, advance_schedule
 from abci_app.dlbc.settle import process_settle
 from abci_app.dlbc.state import KV
 from abci_app.dlbc.txs import DecodedTx, decode_tx, key_commitment, model_commitment
+from abci_app.dlbc.wire import WireError, parse_json_object
 from abci_app.pb.dlbc.v1 import tx_pb2
 
 MAX_U63 = (1 << 63) - 1
@@ -87,8 +91,23 @@ def process_register_miner(view: KV, ctx: BlockCtx, sender: bytes,
     # Verify declared resources are positive (they feed the medians of Eq. 2-3)
     if not (0 < msg.bandwidth_bps <= MAX_U63 and 0 < msg.flops <= MAX_U63):
         raise InvalidTx(Code.BAD_MINER_RESOURCES, "bandwidth_bps and flops must be in 1..2^63-1")
+    # A new miner bonds miner_bond (docs/economics.md); a bonded one only updates its resources
+    bonded = 0
+    if state.get_miner(view, sender) is None:
+        bonded = economics.bond_miner(view, ctx.params, sender)
     state.set_miner(view, sender, msg.bandwidth_bps, msg.flops)
-    return [Event.of("dlbc", action="register_miner", sender=sender.hex(), miner=sender.hex())]
+    return [Event.of("dlbc", action="register_miner", sender=sender.hex(), miner=sender.hex(),
+                     amount=bonded)]
+
+
+def process_unbond_miner(view: KV, ctx: BlockCtx, sender: bytes,
+                         msg: tx_pb2.UnbondMiner) -> list[Event]:
+    # Verify the sender is a bonded miner
+    if state.get_miner(view, sender) is None:
+        raise InvalidTx(Code.NOT_REGISTERED_MINER, f"{sender.hex()} is not a bonded miner")
+    release_ns, amount = economics.unbond_miner(view, ctx.params, sender, ctx.time_ns)
+    return [Event.of("dlbc", action="unbond_miner", sender=sender.hex(), miner=sender.hex(),
+                     amount=amount, release_ns=release_ns)]
 
 
 def validate_task_spec(spec: tx_pb2.TaskSpec) -> None:
@@ -106,12 +125,12 @@ def validate_task_spec(spec: tx_pb2.TaskSpec) -> None:
                         f"known: {', '.join(ARCHITECTURES)}")
     if len(spec.hyperparams_json) > 4096:
         raise bad("hyperparams_json longer than 4096 characters")
+    # Verify the hyperparameters are a small JSON object, by a rule that does not depend on the
+    # interpreter (wire.parse_json_object: bounded depth and size before parsing)
     try:
-        hp = json.loads(spec.hyperparams_json or "{}")
-    except json.JSONDecodeError:
-        raise bad("hyperparams_json is not JSON") from None
-    if not isinstance(hp, dict):
-        raise bad("hyperparams_json must be a JSON object")
+        parse_json_object(spec.hyperparams_json or "{}")
+    except WireError as exc:
+        raise bad(f"hyperparams_json: {exc}") from None
     for name in ("model_size_bytes", "flops_per_sample", "data_size_bytes", "num_samples"):
         if not 0 < getattr(spec, name) <= MAX_U63 // 4:
             raise bad(f"{name} must be positive and < 2^61")
@@ -152,10 +171,14 @@ def process_submit_task(view: KV, ctx: BlockCtx, sender: bytes,
     if msg.reward < ctx.params.min_task_reward:
         raise InvalidTx(Code.REWARD_TOO_SMALL,
                         f"reward {msg.reward} below min_task_reward {ctx.params.min_task_reward}")
-    # Verify the pool has room
+    # Verify the pool, and the publisher's share of it, have room
     if state.pool_count(view) >= ctx.params.max_pending_tasks:
         raise InvalidTx(Code.POOL_FULL, f"pool holds max_pending_tasks="
                                         f"{ctx.params.max_pending_tasks}")
+    if state.publisher_pending(view, sender) >= ctx.params.max_pending_per_publisher:
+        raise InvalidTx(Code.PUBLISHER_CAP,
+                        f"{sender.hex()} already has max_pending_per_publisher="
+                        f"{ctx.params.max_pending_per_publisher} pending tasks")
     state.debit(view, sender, msg.reward)
     state.add_escrow(view, msg.reward)
     task_id = state.next_task_id(view)
@@ -167,7 +190,7 @@ def process_submit_task(view: KV, ctx: BlockCtx, sender: bytes,
         "submitted_height": ctx.height, "size_bytes": size, "flops": flops,
         "train_key": None, "test_key": None, "winner": None,
     })
-    state.pool_add(view, task_id, size, msg.reward, ln_fp(flops))
+    state.pool_add(view, task_id, size, msg.reward, ln_fp(flops), sender)
     return [Event.of("dlbc", action="submit_task", sender=sender.hex(), task_id=task_id,
                      amount=msg.reward)]
 
@@ -240,9 +263,10 @@ def _round_in_phase(view: KV, round_no: int, phase: str) -> dict[str, Any]:
 
 def process_commit_model(view: KV, ctx: BlockCtx, sender: bytes,
                          msg: tx_pb2.CommitModel) -> list[Event]:
-    # Verify a registered miner commits once, in TRAIN (commit-in-P1)
+    # Verify a bonded miner commits once, in TRAIN (commit-in-P1)
     if state.get_miner(view, sender) is None:
-        raise InvalidTx(Code.NOT_REGISTERED_MINER, f"{sender.hex()} is not a registered miner")
+        raise InvalidTx(Code.NOT_REGISTERED_MINER,
+                        f"{sender.hex()} is not a bonded miner (RegisterMiner bonds one)")
     rec = _round_in_phase(view, msg.round, TRAIN)
     if len(msg.commitment) != 32:
         raise InvalidTx(Code.BAD_COMMITMENT, "commitment must be 32 bytes (SHA-256)")
@@ -280,6 +304,8 @@ def process_reveal_model(view: KV, ctx: BlockCtx, sender: bytes,
         raise InvalidTx(Code.DUPLICATE_MODEL, f"model {digest.hex()} already revealed in round {n}")
     if rec.get("reveals", 0) >= ctx.params.max_reveals_per_round:
         raise InvalidTx(Code.BAD_REVEAL, "round has max_reveals_per_round reveals")
+    # Verify the miner can lock the reveal deposit (returned unless its claim is refuted)
+    economics.lock_reveal_deposit(view, ctx.params, n, sender)
     rec["reveals"] = rec.get("reveals", 0) + 1
     state.put_round(view, rec)
     state.set_digest_owner(view, n, digest, sender)
@@ -295,6 +321,7 @@ def process_reveal_model(view: KV, ctx: BlockCtx, sender: bytes,
 _PROCESS: dict[str, Callable[[KV, BlockCtx, bytes, Any], list[Event]]] = {
     "transfer": process_transfer,
     "register_miner": process_register_miner,
+    "unbond_miner": process_unbond_miner,
     "submit_task": process_submit_task,
     "release_train_key": process_release_train_key,
     "commit_model": process_commit_model,
@@ -304,8 +331,12 @@ _PROCESS: dict[str, Callable[[KV, BlockCtx, bytes, Any], list[Event]]] = {
 
 
 # -- dispatch ------------------------------------------------------------------------------------
-def apply_decoded(view: Any, ctx: BlockCtx, tx: DecodedTx, tx_index: int) -> list[Event]:
-    """Run one decoded tx on a child of `view`; keep its writes only on success."""
+def apply_decoded(view: Any, ctx: BlockCtx, tx: DecodedTx, tx_index: int,
+                  tx_bytes: int) -> list[Event]:
+    """Run one decoded tx on a child of `view`; keep its writes only on success.
+
+    A signed tx pays `economics.tx_fee(params, tx_bytes)` to the fee pool before its message
+    runs (so the message sees the balance net of the fee); a failed tx pays nothing."""
     child = view.child()
     if tx.kind == "settle":
         # Verify Settle comes from the proposer: inside a block, as its first tx
@@ -320,10 +351,26 @@ def apply_decoded(view: Any, ctx: BlockCtx, tx: DecodedTx, tx_index: int) -> lis
         if tx.nonce != nonce:
             raise InvalidTx(Code.BAD_NONCE, f"nonce {tx.nonce} but account {tx.sender.hex()} "
                                             f"expects {nonce}")
-        # Bumped before the message runs (no process_<msg> reads the nonce, and the child is
-        # dropped if it fails): one account read per tx fewer than bumping afterwards.
-        state.set_account(child, tx.sender, balance, nonce + 1)
+        # Verify the sender can pay the fee (docs/economics.md)
+        p = ctx.params
+        fee = p.tx_base_fee + p.tx_fee_per_byte * tx_bytes  # economics.tx_fee, inlined
+        if balance < fee:
+            raise InvalidTx(Code.INSUFFICIENT_FEE,
+                            f"account {tx.sender.hex()} has {balance}, the fee of this "
+                            f"{tx_bytes}-byte tx is {fee}")
+        # Fee and nonce before the message runs (no process_<msg> reads the nonce, and the child
+        # is dropped if it fails): one account read per tx fewer than doing it afterwards.
+        state.set_account(child, tx.sender, balance - fee, nonce + 1)
+        state.add_fee_pool(child, fee)
         events = _PROCESS[tx.kind](child, ctx, tx.sender, tx.msg)
+        if ctx.in_block:  # CheckTx events are never published (app.check_tx drops them)
+            # the fee rides on the message's own event (every one names its sender): one
+            # attribute is cheaper to build and index than one more event per tx
+            if events:
+                first = events[0]
+                events[0] = Event(first.type, (*first.attributes, ("fee", str(fee))))
+            else:
+                events.append(Event.of("dlbc", action="fee", sender=tx.sender.hex(), fee=fee))
     child.write_through()
     return events
 
@@ -334,7 +381,7 @@ def apply_tx(view: Any, ctx: BlockCtx, raw: bytes, tx_index: int) -> TxOutcome:
     try:
         tx = decode_tx(raw, ctx.chain_id, ctx.params.max_tx_bytes)
         kind = tx.kind
-        events = apply_decoded(view, ctx, tx, tx_index)
+        events = apply_decoded(view, ctx, tx, tx_index, len(raw))
     except InvalidTx as e:
         return TxOutcome(int(e.code), e.log, kind, ())
     return TxOutcome(0, "", kind, tuple(events))
@@ -342,7 +389,8 @@ def apply_tx(view: Any, ctx: BlockCtx, raw: bytes, tx_index: int) -> TxOutcome:
 
 def apply_block(view: Any, ctx: BlockCtx, block_hash: bytes,
                 txs: Sequence[bytes]) -> tuple[list[TxOutcome], list[Event]]:
-    """Begin-block schedule, then every tx in order: exactly one outcome per tx (DESIGN §2)."""
+    """Begin-block schedule (with the economics step: bonds released, fee pool paid out), then
+    every tx in order: exactly one outcome per tx (DESIGN §2)."""
     block_events = advance_schedule(view, ctx.params, ctx.height, ctx.time_ns, block_hash)
     outcomes = [apply_tx(view, ctx, raw, i) for i, raw in enumerate(txs)]
     return outcomes, block_events

@@ -3,19 +3,27 @@
 Paths (a leading "/" is ignored; addresses are 40 hex chars; integers are JSON numbers):
 
     params          chain parameters (params.Params fields)
-    supply          {"supply", "escrow", "fee_pool", "pending_tasks"}
-    accounts/<addr> {"address", "balance", "nonce", "miner": null | {"bandwidth_bps", "flops"}}
-    miners          {"miners": [{"address", "bandwidth_bps", "flops"}, ...]}  (by address)
+    supply          {"supply", "escrow", "fee_pool", "bonded", "unbonding", "deposits",
+                     "pending_tasks"}; supply == sum(balances) + escrow + fee_pool + bonded
+                     + unbonding + deposits (docs/economics.md)
+    accounts/<addr> {"address", "balance", "nonce", "miner": null | {"bandwidth_bps", "flops"},
+                     "bonded": int (0 unless a bonded miner), "unbonding": null |
+                     {"amount", "release_ns"}, "deposit": reveal deposit locked in the
+                     current round, "pending_tasks": its tasks in the pool}
+    miners          {"miners": [{"address", "bandwidth_bps", "flops", "bonded"}, ...]}  bonded
+                     miners (those counted in Eq. 2-3), by address
     tasks/pending   {"queue_len", "tasks": [{"id", "publisher", "reward",
-                     "ranking_score_e18"}, ...]}   best (next to be selected) first, at most
-                     1,000 entries (queue_len counts all)
+                     "ranking_score_e18"}, ...]}   best (next to be selected) first, ties by
+                     higher reward then lower id, at most 1,000 entries (queue_len counts all)
     tasks/<id>      task record: {"id", "publisher", "spec": {...hex digests}, "reward",
-                     "status": pending|selected|done|refunded, "returned", "rounds",
-                     "train_key": hex|null, "test_key": hex|null, "winner": hex|null, ...}
+                     "status": pending|selected|done|refunded|forfeited, "returned", "rounds",
+                     "train_key": hex|null, "test_key": hex|null, "winner": hex|null,
+                     "forfeit" (forfeited only): {"round", "miners", "share", "to_fee_pool"},
+                     ...}
     round           the latest round: rounds/<n> of it, or {"round": 0, "phase": "IDLE"}
     rounds/<n>      {"round", "task_id", "publisher", "status": active|closed,
                      "phase": TRAIN|REVEAL|VERIFY|DONE, "outcome": null|settled|no_winner|
-                     no_reveal|unsettled|key_withheld|test_key_withheld,
+                     no_reveal|unsettled|key_withheld|test_key_withheld|publisher_fault,
                      "start_ns", "train_end_ns", "reveal_end_ns", "verify_end_ns",
                      "start_height", "end_height", "seed": hex (watermark seed, DESIGN §7),
                      "queue_len", "publisher_share_ppm", "ranking_score_e18", "unselected",
@@ -59,9 +67,10 @@ def _pending(view: KV) -> dict[str, Any]:
     if not entries:
         return {"queue_len": 0, "tasks": []}
     ctx = compute_ranking_context(view, state.get_params(view), len(entries))
-    ranked = sorted((ctx.score_e18(size, lnf, reward), tid) for tid, size, lnf, reward in entries)
+    ranked = sorted((ctx.score_e18(size, lnf, reward), -reward, tid)
+                    for tid, size, lnf, reward in entries)
     tasks = []
-    for score, tid in ranked[:PENDING_LIMIT]:
+    for score, _neg_reward, tid in ranked[:PENDING_LIMIT]:
         t = state.get_task(view, tid) or {}
         tasks.append({"id": tid, "publisher": t.get("publisher"), "reward": t.get("reward"),
                       "ranking_score_e18": score})
@@ -86,17 +95,26 @@ def _dispatch(view: KV, parts: list[str]) -> Any:
         return state.get_params(view).to_json()
     if head == "supply" and len(parts) == 1:
         return {"supply": state.get_supply(view), "escrow": state.get_escrow(view),
-                "fee_pool": state.get_fee_pool(view), "pending_tasks": state.pool_count(view)}
+                "fee_pool": state.get_fee_pool(view), "bonded": state.get_bonded_total(view),
+                "unbonding": state.get_unbonding_total(view),
+                "deposits": state.get_deposits_total(view), "pending_tasks": state.pool_count(view)}
     if head == "accounts" and len(parts) == 2:
         addr = bytes.fromhex(parts[1])
         if len(addr) != 20:
             raise ValueError("address must be 40 hex characters")
         bal, nonce = state.get_account(view, addr)
         m = state.get_miner(view, addr)
+        unbonding = state.get_unbonding(view, addr)
         return {"address": addr.hex(), "balance": bal, "nonce": nonce,
-                "miner": None if m is None else {"bandwidth_bps": m[0], "flops": m[1]}}
+                "miner": None if m is None else {"bandwidth_bps": m[0], "flops": m[1]},
+                "bonded": state.get_bond(view, addr),
+                "unbonding": None if unbonding is None else {"release_ns": unbonding[0],
+                                                              "amount": unbonding[1]},
+                "deposit": state.get_deposit(view, state.get_current_round_no(view), addr),
+                "pending_tasks": state.publisher_pending(view, addr)}
     if head == "miners" and len(parts) == 1:
-        return {"miners": [{"address": a.hex(), "bandwidth_bps": bw, "flops": fl}
+        return {"miners": [{"address": a.hex(), "bandwidth_bps": bw, "flops": fl,
+                            "bonded": state.get_bond(view, a)}
                            for a, bw, fl in state.iter_miners(view)]}
     if head == "tasks" and len(parts) == 2:
         if parts[1] == "pending":

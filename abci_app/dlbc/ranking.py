@@ -21,7 +21,9 @@ Conventions (documented edge cases):
   middle values, none → 0. A zero median is treated as 1 (no division by zero; dn/dc then
   are the raw sizes).
 - FLOPs of a task = flops_per_sample × num_samples (both >= 1, so dc > 0 and dc^q is defined).
-- Ranking scores are integers in units of 1e-18 (`score_e18`); ties go to the lowest task id.
+- Ranking scores are integers in units of 1e-18 (`score_e18`); ties (e.g. tiny specs whose
+  scores both round to 0) go to the higher reward, then the lowest task id: a reward-1 task can
+  no longer out-rank a reward-1,000,000 one by being submitted first (docs/economics.md).
 - Reward shares are ppm; the publisher amount is floored and the miner gets the rest, so the
   two parts always add up to the block reward exactly.
 """
@@ -125,7 +127,7 @@ def compute_ranking_score_e18(model_size: int, data_size: int, flops: int, rewar
 
 def select_task(ctx: RankingContext,
                 entries: Iterable[tuple[int, int, int, int]]) -> tuple[int, int] | None:
-    """The (task_id, score_e18) with the smallest score; ties → lowest id (DESIGN §4).
+    """The (task_id, score_e18) with the smallest score; ties → higher reward, then lowest id.
 
     `entries` yields (task_id, size_bytes, ln_flops_fp, reward) in increasing task id. The loop
     is `RankingContext.score_e18` + `exp_fp` inlined (same integer operations, same results;
@@ -133,6 +135,7 @@ def select_task(ctx: RankingContext,
     """
     best_id = -1
     best = 0
+    best_reward = 0
     q, lnm, bw = ctx.q_fp, ctx.ln_median_compute_fp, ctx.median_bandwidth
     ln2, e_hi, e_mid, mask, one = LN2_FP, _E_HI, _E_MID, _LO_MASK, ONE
     for task_id, size, ln_flops, reward in entries:
@@ -142,8 +145,8 @@ def select_task(ctx: RankingContext,
         e = (e * (one + lo + ((lo * lo) >> 65) + (((lo * lo * lo) >> 128) // 6))) >> 64
         e = e << n if n >= 0 else e >> -n
         s = ((((size << 64) // bw) + e) * SCORE_SCALE) // (reward << 64)
-        if best_id < 0 or s < best:
-            best_id, best = task_id, s
+        if best_id < 0 or s < best or (s == best and reward > best_reward):
+            best_id, best, best_reward = task_id, s, reward
     return None if best_id < 0 else (best_id, best)
 
 

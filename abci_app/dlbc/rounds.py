@@ -8,11 +8,15 @@ gap between blocks is handled in one step:
 - no active round and a non-empty pool → start round n+1 with the smallest-ranking task
   (paper Eq. 1-4); seed = hash of this block (DESIGN §7); the still-unselected task ids are
   recorded in the round (the paper's "unselected task record").
-- TRAIN ended and the publisher never released the data key → the task is refunded less
-  `withhold_fee_ppm` (to the fee pool), the round closes "key_withheld".
-- REVEAL ended: test key never revealed → refund less fee, "test_key_withheld"; no model
+- TRAIN ended and the publisher never released the data key → the task is refunded less the
+  withhold fee (`economics.withhold_fee`, to the fee pool), the round closes "key_withheld".
+- REVEAL ended with the test key never revealed → "test_key_withheld": if a model was revealed
+  that is a publisher fault (the miners' models are public now), the escrow goes to the
+  revealers (`economics.pay_publisher_fault`); else refund less the withhold fee. No model
   revealed → "no_reveal", task goes back to the pool once (refunded in full the second time).
 - VERIFY ended without a Settle → "unsettled", task back to the pool once likewise.
+Every close without a Settle returns the round's reveal deposits (nobody was refuted). Then
+`economics.begin_block`: matured miner bonds are released and the fee pool is paid out.
 
 Settlement itself (a winner) is `settle.process_settle`; the next round starts at the next block.
 """
@@ -21,9 +25,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from abci_app.dlbc import state
+from abci_app.dlbc import economics, state
 from abci_app.dlbc.events import Event
-from abci_app.dlbc.params import PPM, Params
+from abci_app.dlbc.params import Params
 from abci_app.dlbc.ranking import (
     RankingContext,
     compute_publisher_share_ppm,
@@ -38,7 +42,7 @@ TRAIN, REVEAL, VERIFY = "TRAIN", "REVEAL", "VERIFY"
 
 
 def compute_ranking_context(view: KV, params: Params, queue_len: int) -> RankingContext:
-    """Eq. 1 for this queue length and the medians of Eq. 2-3 over registered miners."""
+    """Eq. 1 for this queue length and the medians of Eq. 2-3 over bonded miners."""
     bws: list[int] = []
     fls: list[int] = []
     for _addr, bw, fl in state.iter_miners(view):
@@ -82,7 +86,7 @@ def start_round(view: KV, params: Params, height: int, time_ns: int,
     }
     # kept beside the record so the record stays small however long the pool is
     state.set_unselected(view, n, [i for i in ids if i != task_id])
-    state.pool_remove(view, task_id)
+    state.pool_remove(view, task_id, bytes.fromhex(task["publisher"]))
     task["status"] = "selected"
     task["rounds"].append(n)
     state.put_task(view, task)
@@ -92,10 +96,10 @@ def start_round(view: KV, params: Params, height: int, time_ns: int,
                      seed=rec["seed"])]
 
 
-def refund_task(view: KV, task: dict[str, Any], fee_ppm: int) -> tuple[int, int]:
-    """Escrow back to the publisher less `fee_ppm` (to the fee pool). Returns (refund, fee)."""
+def refund_task(view: KV, task: dict[str, Any], fee: int) -> tuple[int, int]:
+    """Escrow back to the publisher less `fee` (to the fee pool). Returns (refund, fee)."""
     reward = task["reward"]
-    fee = reward * fee_ppm // PPM
+    fee = min(fee, reward)
     state.add_escrow(view, -reward)
     state.add_fee_pool(view, fee)
     state.credit(view, bytes.fromhex(task["publisher"]), reward - fee)
@@ -111,7 +115,7 @@ def return_or_refund(view: KV, task: dict[str, Any]) -> str:
         task["status"] = "pending"
         state.put_task(view, task)
         state.pool_add(view, task["id"], task["size_bytes"], task["reward"],
-                       ln_fp(task["flops"]))
+                       ln_fp(task["flops"]), bytes.fromhex(task["publisher"]))
         return "returned"
     refund_task(view, task, 0)
     return "refunded"
@@ -123,6 +127,13 @@ def close_round(view: KV, rec: dict[str, Any], outcome: str, height: int) -> Non
     rec["phase"] = "DONE"
     rec["end_height"] = height
     state.put_round(view, rec)
+
+
+def close_unsettled(view: KV, rec: dict[str, Any], outcome: str, height: int) -> list[Event]:
+    """Close a round that ends without a Settle: nobody was refuted, every deposit returns."""
+    events = economics.settle_reveal_deposits(view, rec["round"], set())
+    close_round(view, rec, outcome, height)
+    return events
 
 
 def advance_schedule(view: KV, params: Params, height: int, time_ns: int,
@@ -139,8 +150,9 @@ def advance_schedule(view: KV, params: Params, height: int, time_ns: int,
         assert task is not None
         if rec["phase"] == TRAIN and time_ns >= rec["train_end_ns"]:
             if not rec["key_released"]:
-                refund, _fee = refund_task(view, task, params.withhold_fee_ppm)
-                close_round(view, rec, "key_withheld", height)
+                refund, _fee = refund_task(view, task,
+                                           economics.withhold_fee(params, task["reward"]))
+                events += close_unsettled(view, rec, "key_withheld", height)
                 events.append(Event.of("dlbc.round", round=n, phase="DONE",
                                        task_id=task["id"], outcome="key_withheld",
                                        amount=refund))
@@ -149,16 +161,27 @@ def advance_schedule(view: KV, params: Params, height: int, time_ns: int,
             state.put_round(view, rec)
             events.append(Event.of("dlbc.round", round=n, phase=REVEAL, task_id=task["id"]))
         elif rec["phase"] == REVEAL and time_ns >= rec["reveal_end_ns"]:
+            revealed = next(state.iter_reveals(view, n), None) is not None
             if not rec["test_key_revealed"]:
-                refund, _fee = refund_task(view, task, params.withhold_fee_ppm)
-                close_round(view, rec, "test_key_withheld", height)
+                if revealed:
+                    # Publisher fault (§5): the models are public, the test set never came
+                    fault = economics.pay_publisher_fault(view, task, n)
+                    close_round(view, rec, "test_key_withheld", height)
+                    events += fault
+                    events.append(Event.of("dlbc.round", round=n, phase="DONE",
+                                           task_id=task["id"], outcome="test_key_withheld",
+                                           task="forfeited", amount=0))
+                    continue
+                refund, _fee = refund_task(view, task,
+                                           economics.withhold_fee(params, task["reward"]))
+                events += close_unsettled(view, rec, "test_key_withheld", height)
                 events.append(Event.of("dlbc.round", round=n, phase="DONE",
                                        task_id=task["id"], outcome="test_key_withheld",
                                        amount=refund))
                 continue
-            if next(state.iter_reveals(view, n), None) is None:
+            if not revealed:
                 what = return_or_refund(view, task)
-                close_round(view, rec, "no_reveal", height)
+                events += close_unsettled(view, rec, "no_reveal", height)
                 events.append(Event.of("dlbc.round", round=n, phase="DONE",
                                        task_id=task["id"], outcome="no_reveal", task=what))
                 continue
@@ -168,10 +191,11 @@ def advance_schedule(view: KV, params: Params, height: int, time_ns: int,
             events.append(Event.of("dlbc.round", round=n, phase=VERIFY, task_id=task["id"]))
         elif rec["phase"] == VERIFY and time_ns >= rec["verify_end_ns"]:
             what = return_or_refund(view, task)
-            close_round(view, rec, "unsettled", height)
+            events += close_unsettled(view, rec, "unsettled", height)
             events.append(Event.of("dlbc.round", round=n, phase="DONE", task_id=task["id"],
                                    outcome="unsettled", task=what))
         else:
             break
+    events += economics.begin_block(view, time_ns)
     view.set(state.K_LAST_TIME, state.u64(max(time_ns, 0)))
     return events

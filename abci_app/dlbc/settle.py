@@ -1,75 +1,187 @@
-"""Settlement of a round from validators' vote extensions (DESIGN §6, paper IV-D/IV-H).
+"""Settlement of a round from validators' vote extensions (DESIGN §6, paper IV-C/IV-D/IV-H).
 
 The proposer of height H+1 injects `Settle{round, extended_commit}` with the
-`ExtendedCommitInfo` of height H. Every node then, deterministically:
+`ExtendedCommitInfo` of height H. The proposer chooses which of the signed extensions it
+received go in, so the rule below is built so that this choice cannot change the outcome.
 
-0. Requires the round to be in VERIFY since at least height H, so that every extension was
-   made after the last possible reveal.
-1. Verifies each COMMIT vote: a known validator (power from state, not from the message), no
-   duplicates, and the ed25519 extension signature over CanonicalVoteExtension{ext, H,
-   commit round, chain id}. One forged signature rejects the whole Settle.
-2. Counts the power whose extension is a well-formed `VerdictSet` for this round; it must be
-   more than 2/3 of the total power.
-3. Walks the round's reveals in decreasing claimed score (ties: miner address): the first whose
-   verdicts from > 2/3 of total power say "watermark ok and |measured - claimed| <= tolerance"
-   wins, provided the power-weighted median of its measured scores (the verified score) reaches
-   the task's minimum score. Weighted median: scores sorted ascending, the first whose
-   cumulative power reaches half of the power that reported on that model.
-4. Pays: escrowed task reward → winner; block reward (minted) split publisher/miner by
-   Eq. 5-6 with the queue length at round start; records the winner; closes the round. With no
-   winner the task goes back to the pool once (see rounds.return_or_refund).
+The rule. Let T be the total voting power (from state, never from the message) and f < T/3 the
+power of faulty validators. Every node, deterministically:
+
+0. Requires the round to be in VERIFY since at least height H (every extension was made after
+   the last possible reveal) and the Settle to fit `max_settle_bytes(params)`.
+1. Verifies every entry of the commit: a known validator, each at most once (whatever its
+   flag, so nothing can be padded in); COMMIT entries carry an ed25519 extension signature over
+   CanonicalVoteExtension{ext, H, commit round, chain id}; other entries carry nothing. One bad
+   entry rejects the whole Settle.
+2. A validator is *present* when its extension is a valid, **complete** `VerdictSet` for this
+   round (its verifier finished). Present power must exceed 2T/3.
+3. For every revealed model m, over the present validators: confirmations C(m) = power of
+   verdicts "watermark ok and |measured - claimed| <= tolerance", refutations R(m) = power of the
+   other verdicts on m. m is **confirmed** when 3·C(m) > T and not 3·R(m) > T; **refuted** when
+   3·R(m) > T and not 3·C(m) > T; otherwise undecided.
+4. The verified score of m is the power-weighted (lower) median of the measured scores of all
+   present verdicts on m. The winner is the confirmed model with the **highest verified score**
+   that reaches the task's minimum (ties: earlier reveal height, then lower miner address).
+   Claims only order the verifiers' work (paper IV-C); they never rank models.
+5. No winner, and the present power saying "test set unusable" exceeds T/3: the publisher broke
+   or withheld its test set after miners revealed: `economics.pay_publisher_fault`.
+6. Pays: escrow → winner, block reward split by Eq. 5-6; reveal deposits back except for
+   refuted models (forfeited). No winner and no publisher fault: the task goes back to the pool
+   once (rounds.return_or_refund).
+
+Why the outcome is the same for every admissible subset S (present power > 2T/3) as long as more
+than 2T/3 of the power is honest and honest validators that finished agree on each verdict:
+the honest power inside S is at least power(S) - f > 2T/3 - T/3 = T/3, so a model every honest
+validator confirms (refutes, finds the test set of unusable) crosses the T/3 line in every S,
+while the faulty power alone (f < T/3) never crosses it. Inside S the honest power is more than
+half (power(S) - f > f because power(S) > 2T/3 > 2f), so the weighted median is an honest score:
+the verified score, and with it the winner, is the same in every S.
+`tests/dlbc/test_settle_subsets.py` enumerates every admissible subset for 4 and 7 validators
+with up to f Byzantine ones and several Byzantine strategies.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from google.protobuf.message import DecodeError
-
-from abci_app.dlbc import state
+from abci_app.dlbc import economics, state
 from abci_app.dlbc.codes import Code, InvalidTx
 from abci_app.dlbc.crypto import ADDRESS_LEN, verify_vote_extension
 from abci_app.dlbc.events import Event
-from abci_app.dlbc.params import Params
+from abci_app.dlbc.params import PPM, Params
 from abci_app.dlbc.ranking import split_block_reward
-from abci_app.dlbc.rounds import VERIFY, close_round, return_or_refund
+from abci_app.dlbc.rounds import REVEAL, VERIFY, close_round, return_or_refund
 from abci_app.dlbc.state import KV
+from abci_app.dlbc.wire import WireError, parse_canonical
 from abci_app.pb.dlbc.v1 import tx_pb2, vote_pb2
 
+BLOCK_ID_FLAG_ABSENT = 1
 BLOCK_ID_FLAG_COMMIT = 2
-MAX_VERDICTS = 1_000
-MAX_EXTENSION_BYTES = 128 * 1024
+BLOCK_ID_FLAG_NIL = 3
+
+#: Most validators a DLBC chain may have (checked at InitChain; the set is fixed after it).
+#: Bounds the Settle tx together with the per-extension bound below.
+MAX_VALIDATORS = 150
+#: Encoded size of one Verdict inside a VerdictSet, at most: tag+len of the entry (3), miner
+#: (2+20), digest (2+32), watermark_ok (2), score_ppm (1+3 for <= 1e6).
+VERDICT_MAX_BYTES = 3 + 22 + 34 + 2 + 4
+#: VerdictSet fields besides its verdicts: round (1+10), complete (2), test_set_unusable (2).
+VERDICT_SET_OVERHEAD = 16
+#: One ExtendedVoteInfo besides its extension: entry tag+len (4), validator{address 2+20,
+#: power 1+10} with its tag+len (2), extension tag+len (4), signature (2+64), flag (2).
+VOTE_INFO_OVERHEAD = 4 + 2 + 22 + 11 + 4 + 66 + 2
+#: Settle besides its votes: round (1+10), extended_commit tag+len (6), commit round (1+10).
+SETTLE_OVERHEAD = 32
 
 
-@dataclass(frozen=True, slots=True)
-class VerdictVote:
-    power: int
-    watermark_ok: bool
-    score_ppm: int
+def max_extension_bytes(params: Params) -> int:
+    """The largest valid vote extension: one verdict per reveal the round may hold."""
+    return VERDICT_SET_OVERHEAD + params.max_reveals_per_round * VERDICT_MAX_BYTES
 
 
-def decode_verdict_set(ext: bytes, round_no: int | None = None) -> vote_pb2.VerdictSet | None:
-    """A well-formed VerdictSet (for `round_no` when given), else None. Never raises."""
-    if not ext or len(ext) > MAX_EXTENSION_BYTES:
+def max_settle_bytes(params: Params) -> int:
+    """The largest valid Settle: every validator's largest extension. An honest Settle always
+    fits; `txs.MAX_SETTLE_BYTES` is this at the largest allowed `max_reveals_per_round`."""
+    return SETTLE_OVERHEAD + MAX_VALIDATORS * (VOTE_INFO_OVERHEAD + max_extension_bytes(params))
+
+
+# ------------------------------------------------------------------------------ extensions
+
+
+def revealed_models(view: KV, round_no: int) -> dict[tuple[bytes, bytes], int]:
+    """(miner, model digest) -> claimed score of every reveal of the round."""
+    out: dict[tuple[bytes, bytes], int] = {}
+    for miner, rev in state.iter_reveals(view, round_no):
+        out[(miner, bytes.fromhex(rev["model_digest"]))] = rev["claimed_score_ppm"]
+    return out
+
+
+def decode_verdict_set(ext: bytes, round_no: int,
+                       revealed: Iterable[tuple[bytes, bytes]]) -> vote_pb2.VerdictSet | None:
+    """A valid VerdictSet for `round_no`, else None (never raises).
+
+    Valid: canonical encoding with no unknown field (no padding), verdicts strictly increasing
+    by (miner, digest) (so none twice), each on a model revealed in the round (so at most one
+    per reveal), scores in ppm, and a test-set complaint carries no verdict."""
+    known = set(revealed)
+    if not ext or len(ext) > VERDICT_SET_OVERHEAD + len(known) * VERDICT_MAX_BYTES:
         return None
     try:
-        vs: vote_pb2.VerdictSet = vote_pb2.VerdictSet.FromString(ext)
-    except (DecodeError, RuntimeError, ValueError):
+        vs = parse_canonical(vote_pb2.VerdictSet, ext)
+    except WireError:
         return None
-    if round_no is not None and vs.round != round_no:
+    if vs.round != round_no or (vs.test_set_unusable and len(vs.verdicts)):
         return None
-    if len(vs.verdicts) > MAX_VERDICTS:
-        return None
+    last = b""
     for v in vs.verdicts:
-        if len(v.miner) != ADDRESS_LEN or len(v.model_digest) != 32 or v.score_ppm > 1_000_000:
+        key = bytes(v.miner) + bytes(v.model_digest)
+        if (len(v.miner) != ADDRESS_LEN or len(v.model_digest) != 32 or v.score_ppm > PPM
+                or key <= last or (bytes(v.miner), bytes(v.model_digest)) not in known):
             return None
+        last = key
     return vs
 
 
-def is_well_formed_extension(ext: bytes) -> bool:
-    """VerifyVoteExtension's shape check: empty, or a well-formed VerdictSet."""
-    return not ext or decode_verdict_set(ext) is not None
+def extension_round(view: KV) -> dict[str, Any] | None:
+    """The round an extension of the next height may speak about: the active round when its
+    committed phase is REVEAL or VERIFY. (An extension of height H is made and checked on the
+    state of H-1; the block H that opens VERIFY runs no reveal, so the reveals of H-1 are final
+    for every extension a Settle may use: those of heights >= verify_height.)"""
+    rec = state.get_active_round(view)
+    if rec is None or rec["phase"] not in (REVEAL, VERIFY):
+        return None
+    return rec
+
+
+def check_extension(view: KV, ext: bytes) -> bool:
+    """VerifyVoteExtension: empty, or a valid VerdictSet for `extension_round`.
+
+    Checked against committed state, the same state the extension's author saw in ExtendVote."""
+    if not ext:
+        return True
+    rec = extension_round(view)
+    if rec is None:
+        return False
+    return decode_verdict_set(ext, rec["round"], revealed_models(view, rec["round"])) is not None
+
+
+# ------------------------------------------------------------------------------ the decision
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """One present validator's complete verdict set, decoded."""
+
+    power: int
+    verdicts: dict[tuple[bytes, bytes], tuple[bool, int]]  # looked up, never iterated
+    test_set_unusable: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ModelResult:
+    miner: bytes
+    confirm_power: int
+    refute_power: int
+    verified_score_ppm: int
+    status: str  # "confirmed" | "refuted" | "undecided"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"miner": self.miner.hex(), "status": self.status,
+                "verified_score_ppm": self.verified_score_ppm,
+                "confirm_power": self.confirm_power, "refute_power": self.refute_power}
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    winner: tuple[bytes, dict[str, Any], int] | None  # (miner, reveal, verified score)
+    results: tuple[ModelResult, ...]  # one per reveal, by miner address
+    publisher_fault: bool
+
+    @property
+    def refuted(self) -> set[bytes]:
+        return {r.miner for r in self.results if r.status == "refuted"}
 
 
 def weighted_median(votes: list[tuple[int, int]]) -> int:
@@ -83,28 +195,71 @@ def weighted_median(votes: list[tuple[int, int]]) -> int:
     return 0
 
 
-def collect_verdicts(view: KV, settle: tx_pb2.Settle, round_no: int, height: int,
-                     chain_id: str) -> tuple[dict[tuple[bytes, bytes], list[VerdictVote]], int]:
-    """Steps 1-2: verified verdicts keyed by (miner, digest), and the total power."""
+def decide(reveals: list[tuple[bytes, dict[str, Any]]], reports: list[Report], total_power: int,
+           tolerance_ppm: int, min_score_ppm: int) -> Decision:
+    """Steps 3-5 of the module docstring; pure, so the subset tests can call it directly."""
+    results: list[ModelResult] = []
+    candidates: list[tuple[int, int, bytes, dict[str, Any]]] = []
+    for miner, rev in sorted(reveals, key=lambda r: r[0]):
+        key = (miner, bytes.fromhex(rev["model_digest"]))
+        claimed = rev["claimed_score_ppm"]
+        confirm = refute = 0
+        scores: list[tuple[int, int]] = []
+        for r in reports:
+            found = r.verdicts.get(key)
+            if found is None:
+                continue
+            ok, score = found
+            scores.append((score, r.power))
+            if ok and abs(score - claimed) <= tolerance_ppm:
+                confirm += r.power
+            else:
+                refute += r.power
+        confirmed, refuted = 3 * confirm > total_power, 3 * refute > total_power
+        status = ("confirmed" if confirmed and not refuted
+                  else "refuted" if refuted and not confirmed else "undecided")
+        verified = weighted_median(scores) if scores else 0
+        results.append(ModelResult(miner, confirm, refute, verified, status))
+        if status == "confirmed" and verified >= min_score_ppm:
+            candidates.append((-verified, rev["height"], miner, rev))
+    winner = None
+    if candidates:
+        neg_score, _h, miner, rev = min(candidates, key=lambda c: (c[0], c[1], c[2]))
+        winner = (miner, rev, -neg_score)
+    unusable = sum(r.power for r in reports if r.test_set_unusable)
+    fault = winner is None and 3 * unusable > total_power
+    return Decision(winner, tuple(results), fault)
+
+
+# ------------------------------------------------------------------------------ Settle
+
+
+def collect_reports(view: KV, settle: tx_pb2.Settle, round_no: int, height: int,
+                    chain_id: str) -> tuple[list[Report], int]:
+    """Steps 1-2: the present validators' reports and the total power; raises on a bad entry."""
     validators = state.get_validators(view)
     total_power = sum(p for _, p in validators.values())
     if total_power <= 0:
         raise InvalidTx(Code.BAD_SETTLE, "no validators in state")
+    revealed = revealed_models(view, round_no)
     ec = settle.extended_commit
     seen: set[bytes] = set()
-    present = 0
-    verdicts: dict[tuple[bytes, bytes], list[VerdictVote]] = {}
+    reports: list[Report] = []
     for vote in ec.votes:
-        if vote.block_id_flag != BLOCK_ID_FLAG_COMMIT:
-            continue
         addr = bytes(vote.validator.address)
-        # Verify the voter is a current validator, counted once
+        # Verify every entry names a current validator, once
         known = validators.get(addr)
         if known is None:
             raise InvalidTx(Code.SETTLE_UNKNOWN_VALIDATOR, f"unknown validator {addr.hex()}")
         if addr in seen:
             raise InvalidTx(Code.SETTLE_DUPLICATE_VOTE, f"validator {addr.hex()} voted twice")
         seen.add(addr)
+        if vote.block_id_flag != BLOCK_ID_FLAG_COMMIT:
+            # Verify an entry without a commit vote carries nothing (no padding)
+            if vote.vote_extension or vote.extension_signature:
+                raise InvalidTx(Code.BAD_SETTLE, f"non-commit entry of {addr.hex()} carries an "
+                                                 "extension")
+            continue
         pub, power = known
         # Verify the extension signature exactly as CometBFT made it
         if not verify_vote_extension(pub, bytes(vote.extension_signature),
@@ -112,41 +267,18 @@ def collect_verdicts(view: KV, settle: tx_pb2.Settle, round_no: int, height: int
             raise InvalidTx(Code.SETTLE_BAD_SIGNATURE,
                             f"vote extension signature of {addr.hex()} does not verify "
                             f"for height {height - 1} round {ec.round}")
-        vs = decode_verdict_set(bytes(vote.vote_extension), round_no)
-        if vs is None:
-            continue
-        present += power
-        mine: set[tuple[bytes, bytes]] = set()
-        for v in vs.verdicts:
-            key = (bytes(v.miner), bytes(v.model_digest))
-            if key in mine:  # a validator's verdict on a model counts once (its first)
-                continue
-            mine.add(key)
-            verdicts.setdefault(key, []).append(VerdictVote(power, v.watermark_ok, v.score_ppm))
-    # Verify more than 2/3 of the voting power sent verdicts for this round
+        vs = decode_verdict_set(bytes(vote.vote_extension), round_no, revealed)
+        if vs is None or not vs.complete:
+            continue  # signed by its validator, but not a finished verdict set: not present
+        reports.append(Report(power, {
+            (bytes(v.miner), bytes(v.model_digest)): (v.watermark_ok, v.score_ppm)
+            for v in vs.verdicts}, vs.test_set_unusable))
+    present = sum(r.power for r in reports)
+    # Verify more than 2/3 of the voting power finished verifying this round
     if 3 * present <= 2 * total_power:
         raise InvalidTx(Code.SETTLE_INSUFFICIENT_POWER,
-                        f"verdicts carry power {present} of {total_power}; need > 2/3")
-    return verdicts, total_power
-
-
-def find_winner(reveals: list[tuple[bytes, dict[str, Any]]],
-                verdicts: dict[tuple[bytes, bytes], list[VerdictVote]], total_power: int,
-                tolerance_ppm: int, min_score_ppm: int) -> tuple[bytes, dict[str, Any], int] | None:
-    """Step 3: (miner, reveal, verified score) of the winner, or None."""
-    order = sorted(reveals, key=lambda r: (-r[1]["claimed_score_ppm"], r[0]))
-    for miner, rev in order:
-        claimed = rev["claimed_score_ppm"]
-        votes = verdicts.get((miner, bytes.fromhex(rev["model_digest"])), [])
-        confirmed = sum(v.power for v in votes
-                        if v.watermark_ok and abs(v.score_ppm - claimed) <= tolerance_ppm)
-        if 3 * confirmed <= 2 * total_power:
-            continue
-        score = weighted_median([(v.score_ppm, v.power) for v in votes])
-        if score < min_score_ppm:
-            continue
-        return miner, rev, score
-    return None
+                        f"complete verdicts carry power {present} of {total_power}; need > 2/3")
+    return reports, total_power
 
 
 def process_settle(view: KV, params: Params, chain_id: str, height: int,
@@ -164,18 +296,31 @@ def process_settle(view: KV, params: Params, chain_id: str, height: int,
     if height - 1 < rec["verify_height"]:
         raise InvalidTx(Code.WRONG_PHASE, f"extensions of height {height - 1} predate VERIFY "
                                           f"(height {rec['verify_height']}) of round {n}")
-    verdicts, total_power = collect_verdicts(view, settle, n, height, chain_id)
+    # Verify the size: an honest Settle of every validator's largest extension fits
+    if settle.ByteSize() > max_settle_bytes(params):
+        raise InvalidTx(Code.BAD_SETTLE, f"Settle is {settle.ByteSize()} bytes, max is "
+                                         f"{max_settle_bytes(params)}")
+    reports, total_power = collect_reports(view, settle, n, height, chain_id)
     task = state.get_task(view, rec["task_id"])
-    assert task is not None
+    if task is None:  # rounds and tasks are written together: a broken store, not bad input
+        raise RuntimeError(f"round {n} names task {rec['task_id']}, which is not in state")
     reveals = list(state.iter_reveals(view, n))
-    won = find_winner(reveals, verdicts, total_power, params.tolerance_ppm,
+    decision = decide(reveals, reports, total_power, params.tolerance_ppm,
                       task["spec"]["min_score_ppm"])
-    if won is None:
+    rec["verdicts"] = [r.to_json() for r in decision.results]
+    if decision.winner is None:
+        if decision.publisher_fault:
+            events = economics.pay_publisher_fault(view, task, n)
+            close_round(view, rec, "publisher_fault", height)
+            return [*events, Event.of("dlbc.round", round=n, phase="DONE", task_id=task["id"],
+                                      outcome="publisher_fault")]
+        events = economics.settle_reveal_deposits(view, n, decision.refuted)
         what = return_or_refund(view, task)
         close_round(view, rec, "no_winner", height)
-        return [Event.of("dlbc.round", round=n, phase="DONE", task_id=task["id"],
-                         outcome="no_winner", task=what)]
-    miner, rev, score = won
+        return [*events, Event.of("dlbc.round", round=n, phase="DONE", task_id=task["id"],
+                                  outcome="no_winner", task=what)]
+    miner, rev, score = decision.winner
+    events = economics.settle_reveal_deposits(view, n, decision.refuted)
     publisher = bytes.fromhex(task["publisher"])
     reward = task["reward"]
     pub_amt, miner_amt = split_block_reward(params.block_reward, rec["publisher_share_ppm"])
@@ -193,6 +338,6 @@ def process_settle(view: KV, params: Params, chain_id: str, height: int,
         "block_reward_miner": miner_amt, "block_reward_publisher": pub_amt,
     }
     close_round(view, rec, "settled", height)
-    return [Event.of("dlbc.round", round=n, phase="DONE", task_id=task["id"],
-                     outcome="settled", miner=miner.hex(), score_ppm=score,
-                     amount=reward + miner_amt)]
+    return [*events, Event.of("dlbc.round", round=n, phase="DONE", task_id=task["id"],
+                              outcome="settled", miner=miner.hex(), score_ppm=score,
+                              amount=reward + miner_amt)]

@@ -19,8 +19,18 @@ Key layout (all integers big-endian, addresses 20 raw bytes):
     digest/<n>/<digest>    addr (one reveal per model digest per round)
     unselected/<n u64>     u64 ids of the tasks left pending when round n started
 
-Invariant (tested): sum(balances) + escrow + fee_pool == supply, where supply grows only by the
-block rewards minted at settlement.
+Economics (docs/economics.md; amounts u128 big-endian, totals decimal ascii):
+
+    meta/bonded            sum of active miner bonds     meta/unbonding      sum of unbonding
+    meta/deposits          sum of locked reveal deposits
+    bond/<addr>            amount (present exactly while miner/<addr> is: a bonded miner)
+    unbonding/<addr>       release time ns u64 ‖ amount (one entry per address; merged)
+    unbondq/<ns u64><addr> b"\x01": the release queue, ordered by time then address
+    deposit/<n u64><addr>  amount locked by the reveal of <addr> in round n
+    pubpending/<addr>      decimal ascii: pending (pooled) tasks of publisher <addr>
+
+Invariant (tested): sum(balances) + escrow + fee_pool + bonded + unbonding + deposits == supply,
+where supply grows only by the block rewards minted at settlement.
 """
 
 from __future__ import annotations
@@ -63,6 +73,15 @@ P_COMMIT = b"commit/"
 P_REVEAL = b"reveal/"
 P_DIGEST = b"digest/"
 P_UNSELECTED = b"unselected/"
+K_BONDED = b"meta/bonded"
+K_UNBONDING = b"meta/unbonding"
+K_DEPOSITS = b"meta/deposits"
+P_BOND = b"bond/"
+P_UNBONDING = b"unbonding/"
+P_UNBOND_QUEUE = b"unbondq/"
+P_DEPOSIT = b"deposit/"
+P_PUB_PENDING = b"pubpending/"
+_RELEASE = struct.Struct(">Q16s")  # release ns, amount u128
 
 
 class KV(Protocol):
@@ -196,9 +215,115 @@ def set_miner(view: KV, addr: bytes, bandwidth_bps: int, flops: int) -> None:
 
 
 def iter_miners(view: KV) -> Iterator[tuple[bytes, int, int]]:
+    """Bonded miners (a miner record exists exactly while its bond does), by address."""
     for key, raw in view.iter_prefix(P_MINER):
         bw, fl = _MINER.unpack(raw)
         yield key[len(P_MINER):], bw, fl
+
+
+def delete_miner(view: KV, addr: bytes) -> None:
+    view.delete(P_MINER + addr)
+
+
+# -- bonds, unbonding, reveal deposits ----------------------------------------------------------
+def _u128(n: int) -> bytes:
+    return n.to_bytes(16, "big")
+
+
+def get_bonded_total(view: KV) -> int:
+    return _get_int(view, K_BONDED)
+
+
+def get_unbonding_total(view: KV) -> int:
+    return _get_int(view, K_UNBONDING)
+
+
+def get_deposits_total(view: KV) -> int:
+    return _get_int(view, K_DEPOSITS)
+
+
+def get_bond(view: KV, addr: bytes) -> int:
+    raw = view.get(P_BOND + addr)
+    return 0 if raw is None else int.from_bytes(raw, "big")
+
+
+def set_bond(view: KV, addr: bytes, amount: int) -> None:
+    """Record `amount` as `addr`'s active bond (0 deletes it), keeping meta/bonded in step."""
+    old = get_bond(view, addr)
+    if amount == 0:
+        view.delete(P_BOND + addr)
+    else:
+        view.set(P_BOND + addr, _u128(amount))
+    _set_int(view, K_BONDED, get_bonded_total(view) + amount - old)
+
+
+def get_unbonding(view: KV, addr: bytes) -> tuple[int, int] | None:
+    """(release time ns, amount) of `addr`'s unbonding bond, or None."""
+    raw = view.get(P_UNBONDING + addr)
+    if raw is None:
+        return None
+    release_ns, amount = _RELEASE.unpack(raw)
+    return release_ns, int.from_bytes(amount, "big")
+
+
+def add_unbonding(view: KV, addr: bytes, amount: int, release_ns: int) -> tuple[int, int]:
+    """Queue `amount` for release at `release_ns`; an entry already waiting is merged into it
+    (released at the later time). Returns the entry's (release_ns, amount)."""
+    release_ns = min(max(release_ns, 0), _LO64)  # a u64 key part whatever the params say
+    old = get_unbonding(view, addr)
+    total = amount
+    if old is not None:
+        view.delete(P_UNBOND_QUEUE + u64(old[0]) + addr)
+        release_ns = max(release_ns, old[0])
+        total += old[1]
+    view.set(P_UNBONDING + addr, _RELEASE.pack(release_ns, _u128(total)))
+    view.set(P_UNBOND_QUEUE + u64(release_ns) + addr, b"\x01")
+    _set_int(view, K_UNBONDING, get_unbonding_total(view) + amount)
+    return release_ns, total
+
+
+def take_matured_unbondings(view: KV, time_ns: int) -> list[tuple[bytes, int]]:
+    """Remove every unbonding entry released at or before `time_ns`; (addr, amount) in queue
+    order (release time, then address). The caller credits them."""
+    n = len(P_UNBOND_QUEUE)
+    due: list[bytes] = []
+    for key, _ in view.iter_prefix(P_UNBOND_QUEUE):
+        if _U64.unpack_from(key, n)[0] > time_ns:
+            break
+        due.append(key)
+    out: list[tuple[bytes, int]] = []
+    for key in due:
+        addr = key[n + 8:]
+        entry = get_unbonding(view, addr)
+        view.delete(key)
+        view.delete(P_UNBONDING + addr)
+        amount = 0 if entry is None else entry[1]
+        _set_int(view, K_UNBONDING, get_unbonding_total(view) - amount)
+        out.append((addr, amount))
+    return out
+
+
+def get_deposit(view: KV, n: int, addr: bytes) -> int:
+    raw = view.get(P_DEPOSIT + u64(n) + addr)
+    return 0 if raw is None else int.from_bytes(raw, "big")
+
+
+def lock_deposit(view: KV, n: int, addr: bytes, amount: int) -> None:
+    """Debit `amount` from `addr` (INSUFFICIENT_FUNDS if it cannot) into its round-n deposit."""
+    debit(view, addr, amount)
+    view.set(P_DEPOSIT + u64(n) + addr, _u128(get_deposit(view, n, addr) + amount))
+    _set_int(view, K_DEPOSITS, get_deposits_total(view) + amount)
+
+
+def take_deposits(view: KV, n: int) -> list[tuple[bytes, int]]:
+    """Remove every deposit of round n; (addr, amount) by address. The caller pays them out."""
+    p = P_DEPOSIT + u64(n)
+    items = [(key[len(p):], int.from_bytes(raw, "big")) for key, raw in view.iter_prefix(p)]
+    for addr, _ in items:
+        view.delete(p + addr)
+    if items:
+        _set_int(view, K_DEPOSITS, get_deposits_total(view) - sum(a for _, a in items))
+    return items
 
 
 def set_validator(view: KV, addr: bytes, pub_key: bytes, power: int) -> None:
@@ -206,6 +331,13 @@ def set_validator(view: KV, addr: bytes, pub_key: bytes, power: int) -> None:
         view.delete(P_VAL + addr)
     else:
         view.set(P_VAL + addr, pub_key + _U64.pack(power))
+
+
+def iter_validators(view: KV) -> Iterator[tuple[bytes, int]]:
+    """(address, power) of every validator in state, in increasing address (deterministic)."""
+    n = len(P_VAL)
+    for key, raw in view.iter_prefix(P_VAL):
+        yield key[n:], _U64.unpack_from(raw, 32)[0]
 
 
 def get_validators(view: KV) -> dict[bytes, tuple[bytes, int]]:
@@ -230,16 +362,32 @@ def pool_count(view: KV) -> int:
     return _get_int(view, K_POOL_COUNT)
 
 
-def pool_add(view: KV, task_id: int, size: int, reward: int, ln_flops_fp: int) -> None:
+def publisher_pending(view: KV, publisher: bytes) -> int:
+    """Tasks of `publisher` in the pool (max_pending_per_publisher caps SubmitTask on it)."""
+    return _get_int(view, P_PUB_PENDING + publisher)
+
+
+def _add_publisher_pending(view: KV, publisher: bytes, delta: int) -> None:
+    n = publisher_pending(view, publisher) + delta
+    if n <= 0:
+        view.delete(P_PUB_PENDING + publisher)
+    else:
+        _set_int(view, P_PUB_PENDING + publisher, n)
+
+
+def pool_add(view: KV, task_id: int, size: int, reward: int, ln_flops_fp: int,
+             publisher: bytes) -> None:
     if view.get(P_POOL + u64(task_id)) is None:
         _set_int(view, K_POOL_COUNT, pool_count(view) + 1)
+        _add_publisher_pending(view, publisher, 1)
     view.set(P_POOL + u64(task_id),
              _POOL.pack(task_id, size, reward, ln_flops_fp >> 64, ln_flops_fp & _LO64))
 
 
-def pool_remove(view: KV, task_id: int) -> None:
+def pool_remove(view: KV, task_id: int, publisher: bytes) -> None:
     if view.get(P_POOL + u64(task_id)) is not None:
         _set_int(view, K_POOL_COUNT, pool_count(view) - 1)
+        _add_publisher_pending(view, publisher, -1)
     view.delete(P_POOL + u64(task_id))
 
 

@@ -5,7 +5,8 @@ Public contract (miner/publisher CLIs and tests use these):
     build_signed_tx(signer, chain_id, nonce, msg) -> bytes
         `signer` is an Ed25519PrivateKey or abci_app.keyfile.KeyPair; `msg` is one of the
         dlbc.v1 messages below (build them with the helpers or `tx_pb2.<Msg>(...)`).
-    transfer(to, amount) / register_miner(bandwidth_bps, flops) / submit_task(spec, reward)
+    transfer(to, amount) / register_miner(bandwidth_bps, flops) / unbond_miner()
+    submit_task(spec, reward)
     task_spec(...) / release_train_key(task_id, key) / commit_model(round, commitment)
     reveal_test_set(task_id, test_key) / reveal_model(round, model_uri, model_digest, salt,
         claimed_score_ppm, checkpoint_digests)
@@ -25,10 +26,12 @@ increments with every accepted tx.
 from __future__ import annotations
 
 import hashlib
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from google.protobuf.message import DecodeError, Message
+from google.protobuf.message import Message
 
 from abci_app.dlbc.codes import Code, InvalidTx
 from abci_app.dlbc.crypto import (
@@ -40,10 +43,13 @@ from abci_app.dlbc.crypto import (
     sign_tx_body,
     verify_tx_body,
 )
+from abci_app.dlbc.wire import WireError, parse_canonical
 from abci_app.pb.dlbc.v1 import tx_pb2
 from abci_app.pb.tendermint.abci import types_pb2 as abci_pb2
 
-MAX_SETTLE_BYTES = 8 << 20
+#: The stateless size bound of a Settle: `settle.max_settle_bytes` at the largest allowed
+#: `max_reveals_per_round` (process_settle checks the chain's own, smaller bound).
+MAX_SETTLE_BYTES = 32 + 150 * (4 + 2 + 22 + 11 + 4 + 66 + 2 + 16 + 512 * 65)
 
 # oneof field name of TxBody for each message type
 MSG_FIELD: dict[type[Message], str] = {
@@ -55,6 +61,7 @@ MSG_FIELD: dict[type[Message], str] = {
     tx_pb2.RevealTestSet: "reveal_test_set",
     tx_pb2.RevealModel: "reveal_model",
     tx_pb2.Settle: "settle",
+    tx_pb2.UnbondMiner: "unbond_miner",
 }
 
 
@@ -111,6 +118,10 @@ def task_spec(*, architecture: str, hyperparams_json: str = "{}", model_size_byt
     )
 
 
+def unbond_miner() -> tx_pb2.UnbondMiner:
+    return tx_pb2.UnbondMiner()
+
+
 def submit_task(spec: tx_pb2.TaskSpec, reward: int) -> tx_pb2.SubmitTask:
     return tx_pb2.SubmitTask(spec=spec, reward=reward)
 
@@ -145,17 +156,86 @@ class DecodedTx:
     nonce: int
 
 
+class DecodedTxCache:
+    """Successful `decode_tx` results of *signed* txs, keyed by the raw tx bytes.
+
+    A tx is decoded at CheckTx, again at every recheck, at PrepareProposal, ProcessProposal and
+    FinalizeBlock; the answer is a pure function of (raw bytes, chain id, max_tx_bytes), so
+    the later calls reuse the first one's (protobuf parsing, signature-cache lookup, address).
+    Only successes are kept, each with the chain id and size limit it was checked against
+    (a hit under other values is a miss). Bounded by count and by raw bytes held (a tx is
+    pinned with its parsed message, so 64 KiB txs must not fill memory); oldest out first.
+    Lookups are lock-free dict reads; inserts take a lock (apps served on several threads of
+    one process share the cache).
+    Clearing `crypto.verify_tx_body` clears this too: a cached decode carries a verified
+    signature, and a cold replay must verify again.
+    """
+
+    def __init__(self, max_entries: int, max_bytes: int) -> None:
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self._items: OrderedDict[bytes, tuple[str, int, DecodedTx]] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def get(self, raw: bytes, chain_id: str, max_tx_bytes: int) -> DecodedTx | None:
+        hit = self._items.get(raw)
+        if hit is not None and hit[0] == chain_id and hit[1] == max_tx_bytes:
+            return hit[2]
+        return None
+
+    def put(self, raw: bytes, chain_id: str, max_tx_bytes: int, tx: DecodedTx) -> None:
+        if len(raw) > self.max_bytes:
+            return
+        with self._lock:
+            items = self._items
+            old = items.pop(raw, None)
+            if old is not None:
+                self._bytes -= len(raw)
+            items[raw] = (chain_id, max_tx_bytes, tx)
+            self._bytes += len(raw)
+            while len(items) > self.max_entries or self._bytes > self.max_bytes:
+                key, _ = items.popitem(last=False)
+                self._bytes -= len(key)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def cache_clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+            self._bytes = 0
+
+
+decoded_txs = DecodedTxCache(max_entries=50_000, max_bytes=16 << 20)
+verify_tx_body.on_clear(decoded_txs.cache_clear)
+
+
 def decode_tx(raw: bytes, chain_id: str, max_tx_bytes: int) -> DecodedTx:
-    """Stateless stage (STYLE: tower-abci stages): size, shape, chain id, signature."""
+    """Stateless stage (STYLE: tower-abci stages): size, shape, chain id, signature.
+
+    Memoised for signed txs that pass (`DecodedTxCache`); failures are recomputed each time."""
+    hit = decoded_txs.get(raw, chain_id, max_tx_bytes)
+    if hit is not None:
+        return hit
+    tx = _decode_tx(raw, chain_id, max_tx_bytes)
+    if tx.kind != "settle":
+        decoded_txs.put(raw, chain_id, max_tx_bytes, tx)
+    return tx
+
+
+def _decode_tx(raw: bytes, chain_id: str, max_tx_bytes: int) -> DecodedTx:
     # Verify size (a Settle carries every validator's verdicts: it has its own, larger bound)
     if len(raw) > max(max_tx_bytes, MAX_SETTLE_BYTES):
         raise InvalidTx(Code.TX_TOO_LARGE, f"tx is {len(raw)} bytes, max is {max_tx_bytes}")
     # Verify the envelope decodes
+    # (canonical encoding, no unknown field: the bytes say exactly what the fields say,
+    # wire.parse_canonical; no padding, no second encoding of one tx)
     try:
-        signed = tx_pb2.SignedTx.FromString(raw)
-        body = tx_pb2.TxBody.FromString(signed.body)
-    except (DecodeError, RuntimeError, ValueError) as e:
-        raise InvalidTx(Code.MALFORMED_TX, f"tx does not decode as dlbc.v1.SignedTx: {e}") from None
+        signed = parse_canonical(tx_pb2.SignedTx, raw)
+        body = parse_canonical(tx_pb2.TxBody, signed.body)
+    except WireError as e:
+        raise InvalidTx(Code.MALFORMED_TX, f"tx {e}") from None
     kind = body.WhichOneof("msg")
     if kind is None:
         raise InvalidTx(Code.EMPTY_MSG, "TxBody carries no message")

@@ -65,20 +65,40 @@ def verdict_path(home: Path | str, round_no: int) -> Path:
     return Path(home) / "verdicts" / f"round-{int(round_no)}.json"
 
 
+@dataclass(frozen=True, slots=True)
+class VerdictFile:
+    """What the verifier has found so far for one round.
+
+    complete: it has finished the round (only complete sets count in Settle, settle.py step 2);
+    test_set_unusable: the publisher's revealed test set could not be used (fetch, digest,
+    decryption or loading failed), which settles the round as the publisher's fault."""
+
+    verdicts: tuple[Verdict, ...]
+    complete: bool = True
+    test_set_unusable: bool = False
+
+
 def write_verdicts(home: Path | str, round_no: int,
-                   verdicts: Iterable[Verdict | dict[str, Any]]) -> Path:
-    """Atomically (re)write this validator's verdicts for `round_no`. Validates every entry."""
+                   verdicts: Iterable[Verdict | dict[str, Any]], *, complete: bool = True,
+                   test_set_unusable: bool = False) -> Path:
+    """Atomically (re)write this validator's verdicts for `round_no`. Validates every entry;
+    one verdict per model (the first of duplicates is kept), as the chain requires."""
     items = [v if isinstance(v, Verdict) else Verdict.from_json(v) for v in verdicts]
     if len(items) > MAX_VERDICTS:
         raise ValueError(f"at most {MAX_VERDICTS} verdicts per round")
+    if test_set_unusable and items:
+        raise ValueError("a round whose test set is unusable has no scores to report")
     path = verdict_path(home, round_no)
-    data = json.dumps({"round": int(round_no), "verdicts": [v.to_json() for v in items]},
+    data = json.dumps({"round": int(round_no), "verdicts": [v.to_json() for v in items],
+                       "complete": bool(complete), "test_set_unusable": bool(test_set_unusable)},
                       sort_keys=True).encode()
     return atomic_write(path, data)
 
 
-def read_verdicts(home: Path | str, round_no: int) -> list[Verdict] | None:
-    """The verdicts for `round_no`, or None when absent or malformed. Never raises."""
+def read_verdicts(home: Path | str, round_no: int) -> VerdictFile | None:
+    """The verdict file of `round_no`, or None when absent or malformed. Never raises.
+
+    A file without `complete` is complete (the verifier writes its verdicts once, at the end)."""
     try:
         path = verdict_path(home, round_no)
         with open(path, "rb") as f:
@@ -89,8 +109,29 @@ def read_verdicts(home: Path | str, round_no: int) -> list[Verdict] | None:
         if not isinstance(obj, dict) or obj.get("round") != round_no:
             return None
         raw = obj.get("verdicts")
-        if not isinstance(raw, list) or len(raw) > MAX_VERDICTS:
+        complete = obj.get("complete", True)
+        unusable = obj.get("test_set_unusable", False)
+        if (not isinstance(raw, list) or len(raw) > MAX_VERDICTS
+                or not isinstance(complete, bool) or not isinstance(unusable, bool)):
             return None
-        return [Verdict.from_json(v) for v in raw]
-    except (OSError, ValueError, KeyError, TypeError):
+        return VerdictFile(tuple(Verdict.from_json(v) for v in raw), complete, unusable)
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
         return None
+
+
+def extension_bytes(round_no: int, found: VerdictFile) -> bytes:
+    """The vote extension ExtendVote sends: the canonical VerdictSet, verdicts sorted by
+    (miner, digest), one per model (what settle.decode_verdict_set accepts)."""
+    from abci_app.pb.dlbc.v1 import vote_pb2
+
+    unique: dict[bytes, Verdict] = {}
+    for v in found.verdicts:
+        unique.setdefault(v.miner + v.model_digest, v)
+    ordered = [unique[k] for k in sorted(unique)]
+    ext: bytes = vote_pb2.VerdictSet(
+        round=round_no, complete=found.complete, test_set_unusable=found.test_set_unusable,
+        verdicts=[vote_pb2.Verdict(miner=v.miner, model_digest=v.model_digest,
+                                   watermark_ok=v.watermark_ok, score_ppm=v.score_ppm)
+                  for v in ordered],
+    ).SerializeToString(deterministic=True)
+    return ext

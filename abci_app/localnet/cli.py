@@ -24,14 +24,17 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from abci_app import genesis_cli as gen
 from abci_app.localnet import demo
 from abci_app.localnet import plan as lp
+from abci_app.localnet.binary import find_cometbft
 from abci_app.localnet.ports import require_free
 from abci_app.localnet.runner import (
+    LaunchError,
     NodeContext,
     SidecarHook,
     Supervisor,
@@ -139,7 +142,9 @@ def prepare(
 
     `accounts`/`params`: the genesis inputs (default: parsed from args; --demo adds its own)."""
     root: Path = args.home.resolve()
-    settings = lp.ConsensusSettings(max_tx_bytes=args.max_tx_bytes) if args.max_tx_bytes else None
+    settings = lp.ConsensusSettings(
+        max_tx_bytes=args.max_tx_bytes, timeout_commit=args.timeout_commit
+    )
     existing = lp.load_plan(root)
     if existing is not None:
         if existing.validators != args.validators:
@@ -160,10 +165,10 @@ def prepare(
                 file=sys.stderr,
             )
         existing.root = str(root)  # the folder may have been moved since
-        if settings is None:
+        if not settings.max_tx_bytes:
             genesis = lp.node_home(root, 0) / "config" / "genesis.json"
             doc = gen.load_genesis(genesis)
-            settings = lp.ConsensusSettings(max_tx_bytes=lp.app_max_tx_bytes(doc))
+            settings = replace(settings, max_tx_bytes=lp.app_max_tx_bytes(doc))
         return lp.repatch_ports(root, existing, args.base_port, settings)
     if any(p.name not in _ALLOWED_IN_FRESH_HOME for p in root.iterdir()):
         raise lp.LocalnetError(
@@ -267,6 +272,7 @@ def devnet_argv(args: argparse.Namespace) -> tuple[list[str], list[str]]:
             ("--chain-id", args.chain_id != DEFAULT_CHAIN_ID),
             ("--sidecar", bool(args.sidecar)),
             ("--max-tx-bytes", bool(args.max_tx_bytes)),
+            ("--timeout-commit", args.timeout_commit != lp.ConsensusSettings().timeout_commit),
             ("--reward", args.reward is not None),
             ("--until-height", bool(args.until_height)),
             ("--prepare-only", args.prepare_only),
@@ -283,7 +289,8 @@ def devnet_argv(args: argparse.Namespace) -> tuple[list[str], list[str]]:
 
 def _fallback(args: argparse.Namespace) -> int:
     print(
-        f"`{args.cometbft}` is not on PATH, so a real CometBFT localnet cannot start.",
+        f"no CometBFT binary found ({args.cometbft or 'none on PATH, none built in .tools/'}), "
+        "so a real CometBFT localnet cannot start.",
         file=sys.stderr,
     )
     print(f"To get it: {gen.INSTALL_HINT}", file=sys.stderr)
@@ -343,15 +350,16 @@ def _start_demo(
     settings: demo.DemoSettings,
     timeout_s: float,
 ) -> list[demo.DemoProcess]:
-    """Publisher + miners once for the whole network, against node0's RPC; returns when each
+    """Publisher (node0's RPC) + miners (node1's) once for the whole network; returns when each
     serves its artifact port (so a bad key or busy port fails here, with its log tail)."""
     procs = demo.demo_processes(
-        Path(plan.root), plan.rpc_url(0), plan.validators, plan.base_port, settings, sys.executable
-    )
+        Path(plan.root), plan.rpc_url(0), plan.validators, plan.base_port, settings, sys.executable,
+        miner_rpc_url=demo.miner_rpc_url(plan),
+    )  # fmt: skip
     children = [sup.start(p.name, p.argv) for p in procs]
     for p, child in zip(procs, children, strict=True):
         wait_for_port(p.artifact_port, child, timeout_s)
-    print("started the demo publisher and miners (against node0's RPC):")
+    print("started the demo publisher and miners (publisher on node0's RPC, miners on node1's):")
     for line in demo.describe(procs, keys):
         print(line)
     return procs
@@ -381,7 +389,9 @@ def run_localnet(args: argparse.Namespace) -> int:
         return 1
     if version is None:
         return _fallback(args)
-    cometbft = shutil.which(args.cometbft) or args.cometbft
+    cometbft = find_cometbft(args.cometbft)
+    if cometbft is None:  # vanished since detect_cometbft ran
+        return _fallback(args)
     sup: Supervisor | None = None
     restore = install_signal_handlers()
     try:
@@ -397,7 +407,8 @@ def run_localnet(args: argparse.Namespace) -> int:
             settings = demo_settings(args)
             demo.demo_ports(args.validators, args.base_port)  # in range?
             keys = demo.load_or_generate_keys(root)
-            accounts, params = demo.genesis_inputs(accounts, params, keys.publisher, settings)
+            accounts, params = demo.genesis_inputs(accounts, params, keys.publisher, settings,
+                                                   keys.miners)
         elif (args.samples, args.small_budget, args.reward) != (None, None, None):
             print(
                 "warning: --samples/--small-budget/--reward only apply with --demo", file=sys.stderr
@@ -429,7 +440,7 @@ def run_localnet(args: argparse.Namespace) -> int:
                 print("then, once for the network:")
                 procs = demo.demo_processes(
                     root, plan.rpc_url(0), plan.validators, plan.base_port, settings,
-                    sys.executable,
+                    sys.executable, miner_rpc_url=demo.miner_rpc_url(plan),
                 )  # fmt: skip
                 for p in procs:
                     print(f"  {shlex.join(p.argv)} &")
@@ -451,7 +462,7 @@ def run_localnet(args: argparse.Namespace) -> int:
         print("all nodes committed height >= 1. Ctrl-C stops everything.", flush=True)
         _print_howto(plan, keys is not None)
         return _follow(plan, sup, args)
-    except (lp.LocalnetError, gen.GenesisError) as exc:
+    except (LaunchError, gen.GenesisError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except (KeyboardInterrupt, Terminated):
@@ -465,18 +476,29 @@ def run_localnet(args: argparse.Namespace) -> int:
 
 def _follow(plan: lp.LocalnetPlan, sup: Supervisor, args: argparse.Namespace) -> int:
     """Print heights (and, with --demo, the round) every few seconds; stop at --until-height or
-    when a child dies."""
+    when no `cometbft node` is left running.
+
+    A crashed child is reported once, with how to restart it, and the rest carry on: a BFT
+    network of N validators keeps committing with up to f = (N-1)//3 of them down, which is
+    exactly what an operator runs a localnet to see."""
     last_print = 0.0
     deadline = time.monotonic() + args.timeout + args.until_height * 5
+    reported: set[int] = set()
     while True:
-        dead = sup.exited()
-        if dead:
-            c = dead[0]
+        for c in sup.exited():
+            if id(c.popen) in reported:
+                continue
+            reported.add(id(c.popen))
             print(
-                f"error: {c.name} exited with code {c.popen.returncode}; stopping the localnet. "
-                f"Last log lines ({c.log_path}):\n{log_tail(c.log_path)}",
+                f"warning: {c.name} exited with code {c.popen.returncode}; the other processes "
+                f"carry on. Restart it with: {shlex.join(c.argv)}\nLast log lines "
+                f"({c.log_path}):\n{log_tail(c.log_path)}",
                 file=sys.stderr,
+                flush=True,
             )
+        nodes = [c for c in sup.children if c.name.startswith("cometbft")]
+        if nodes and all(c.popen.poll() is not None for c in nodes):
+            print("error: every cometbft node has exited; stopping the localnet", file=sys.stderr)
             return 1
         now = time.monotonic()
         heights = [node_height(plan.rpc_url(i)) for i in range(plan.validators)]
@@ -545,6 +567,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="mempool max_tx_bytes (default: the app's params.max_tx_bytes)",
     )
     p.add_argument(
+        "--timeout-commit",
+        default=lp.ConsensusSettings().timeout_commit,
+        metavar="DURATION",
+        help="consensus.timeout_commit of every node, a Go duration (default: %(default)s, about "
+        "one block a second; phases are measured in BFT seconds, so shorter is only faster)",
+    )
+    p.add_argument(
         "--sidecar",
         action="append",
         default=[],
@@ -580,7 +609,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     demo_opts.add_argument(
         "--reward", type=int, default=None, help=f"demo task reward (default {demo.DEMO_REWARD})"
     )
-    p.add_argument("--cometbft", default="cometbft", help="cometbft binary (default: from PATH)")
+    p.add_argument(
+        "--cometbft",
+        default=None,
+        metavar="PATH",
+        help="cometbft binary (default: `cometbft` on PATH, else the project's pinned build "
+        "in .tools/ made by `make tools`)",
+    )
     p.add_argument("--timeout", type=float, default=60.0, help="startup timeout seconds")
     p.add_argument("--until-height", type=int, default=0, help="stop after every node reaches H")
     p.add_argument("--prepare-only", action="store_true", help="generate and patch, start nothing")

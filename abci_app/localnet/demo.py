@@ -11,7 +11,8 @@ What the demo adds to a plain localnet, mirroring `dlbc devnet` (abci_app/devnet
 main jobs tell the same story:
 
 - key files HOME/keys/{publisher,miner-1,miner-2}.json (abci_app.keyfile; reused when present),
-- the publisher funded in genesis (--account path) and short phase lengths (--param path:
+- the publisher and both miners funded in genesis (--account path; a miner pays a bond, tx fees
+  and reveal deposits: docs/economics.md) and short phase lengths (--param path:
   TRAIN 60 s, REVEAL 12 s, VERIFY 30 s) unless the operator gives those names himself,
 - `dlbc task submit --demo` (publisher: escrows the reward, hosts the encrypted data, releases the
   keys in its round, paper §III) and two `dlbc mine` with different budgets (miner-1 trains all of
@@ -31,16 +32,15 @@ from pathlib import Path
 from typing import Any
 
 from abci_app import genesis_cli as gen
+from abci_app import ports as net_ports
 from abci_app.keyfile import KeyFileError, KeyPair, load_key, save_key
 from abci_app.localnet.plan import (
     LOOPBACK,
     PORT_STRIDE,
     LocalnetError,
     LocalnetPlan,
-    load_plan,
     node_home,
 )
-from abci_app.localnet.ports import port_is_free
 
 KEYS_DIR = "keys"
 PUBLISHER = "publisher"
@@ -52,6 +52,9 @@ DEMO_PARAMS: tuple[tuple[str, int], ...] = (
     ("verify_seconds", 30),
 )
 PUBLISHER_BALANCE = 10_000_000
+#: Each demo miner's genesis balance: the miner bond (100,000), tx fees and a reveal deposit per
+#: round (docs/economics.md), for many rounds.
+MINER_BALANCE = 1_000_000
 DEMO_REWARD = 10_000
 DEMO_SAMPLES = 96
 SMALL_BUDGET_S = 5.0
@@ -105,6 +108,10 @@ class DemoKeys:
     def publisher(self) -> KeyPair:
         return self.keys[PUBLISHER]
 
+    @property
+    def miners(self) -> list[KeyPair]:
+        return [self.keys[name] for name in MINERS]
+
     def save_new(self) -> None:
         """Write the generated keys (0600, atomic; never overwrites an existing file)."""
         for name in self.new:
@@ -145,13 +152,18 @@ def genesis_inputs(
     params: Sequence[tuple[str, Any]],
     publisher: KeyPair,
     settings: DemoSettings,
+    miners: Sequence[KeyPair] = (),
 ) -> tuple[list[tuple[str, int]], list[tuple[str, Any]]]:
-    """The operator's --account/--param plus the demo's: the publisher's balance (unless the
-    operator funds that address himself) and the demo phase lengths (unless he sets them)."""
-    addr = publisher.address_hex
+    """The operator's --account/--param plus the demo's: the publisher's and the `miners'`
+    balances (unless the operator funds an address himself; miners pay a bond, fees and
+    deposits) and the demo phase lengths (unless he sets them)."""
     out_accounts = list(accounts)
-    if addr not in {a for a, _ in accounts}:
-        out_accounts.append((addr, settings.publisher_balance))
+    funded = {a for a, _ in accounts}
+    for key, balance in ((publisher, settings.publisher_balance),
+                         *((m, MINER_BALANCE) for m in miners)):
+        if key.address_hex not in funded:
+            out_accounts.append((key.address_hex, balance))
+            funded.add(key.address_hex)
     given = {name for name, _ in params}
     out_params = [(n, v) for n, v in DEMO_PARAMS if n not in given] + list(params)
     return out_accounts, out_params
@@ -212,13 +224,12 @@ def demo_ports(validators: int, base_port: int) -> list[tuple[str, int]]:
 
 
 def require_demo_ports_free(validators: int, base_port: int, host: str = LOOPBACK) -> None:
-    busy = [(n, p) for n, p in demo_ports(validators, base_port) if not port_is_free(p, host)]
-    if busy:
-        listed = ", ".join(f"{p} ({n} artifacts)" for n, p in busy)
-        raise LocalnetError(
-            f"port(s) already in use on {host}: {listed}. Another localnet or devnet may be "
-            "running; fix: stop it, or pass --base-port P (--demo uses P+10N..P+10N+2 too)"
-        )
+    net_ports.require_free(
+        [(f"{name} artifacts", p) for name, p in demo_ports(validators, base_port)],
+        "pass --base-port P (--demo uses P+10N..P+10N+2 too)",
+        host=host,
+        error=LocalnetError,
+    )
 
 
 def next_task_name(publisher_workdir: Path) -> str:
@@ -242,11 +253,15 @@ def demo_processes(
     python: str,
     *,
     log_level: str = "info",
+    miner_rpc_url: str | None = None,
 ) -> list[DemoProcess]:
-    """argv of the publisher and the two miners, all against `rpc_url` (node0's RPC)."""
+    """argv of the publisher (against `rpc_url`, node0's RPC) and the two miners (against
+    `miner_rpc_url`, another node's when the network has one: what a miner broadcasts must
+    reach the proposer by CometBFT's gossip, not by sharing the publisher's node)."""
     ports = dict(demo_ports(validators, base_port))
     cli = [python, "-m", "abci_app.cli"]
     common = ["--rpc", rpc_url, "--log-level", log_level]
+    miner_common = ["--rpc", miner_rpc_url or rpc_url, "--log-level", log_level]
     pub_dir = root / PUBLISHER
     procs = [
         DemoProcess(
@@ -264,7 +279,7 @@ def demo_processes(
     budgets: dict[str, float | None] = {MINERS[0]: None, MINERS[1]: settings.small_budget_s}
     for name in MINERS:
         argv = [
-            *cli, "mine", "--key", str(key_file(root, name)), *common,
+            *cli, "mine", "--key", str(key_file(root, name)), *miner_common,
             "--workdir", str(root / name), "--artifact-port", str(ports[name]),
             "--threads", str(settings.threads),
         ]  # fmt: skip
@@ -302,45 +317,10 @@ def round_summary(abci_query: Any) -> str | None:
     return text
 
 
+def miner_rpc_url(plan: LocalnetPlan) -> str:
+    """The demo miners follow node1 (node0 when alone); the publisher uses node0."""
+    return plan.rpc_url(1 if plan.validators > 1 else 0)
+
+
 def round_query_url(rpc_url: str) -> str:
     return f"{rpc_url}/abci_query?path={urllib.parse.quote(chr(34) + 'round' + chr(34))}"
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """For cometbft/localnet.sh: `python -m abci_app.localnet.demo [dlbc localnet options]`
-    prints, for the localnet already prepared at --home, one line per demo process,
-    `NAME<TAB>PORT<TAB>COMMAND` (COMMAND shell-quoted), then `verify-extra<TAB>-<TAB>FLAGS` for
-    the verifiers. It parses `dlbc localnet`'s own options, so the script forwards its arguments
-    unchanged and both paths start the very same commands."""
-    import sys
-
-    from abci_app import cli
-    from abci_app.localnet.cli import demo_settings
-
-    args = cli.build_parser().parse_args(["localnet", *(sys.argv[1:] if argv is None else argv)])
-    try:
-        root = Path(args.home).resolve()
-        plan = _prepared_plan(root)
-        settings = demo_settings(args)
-        params = genesis_params(root)
-    except (LocalnetError, gen.GenesisError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    procs = demo_processes(
-        root, plan.rpc_url(0), plan.validators, plan.base_port, settings, sys.executable
-    )
-    for p in procs:
-        print(f"{p.name}\t{p.artifact_port}\t{shlex.join(p.argv)}")
-    print(f"verify-extra\t-\t{shlex.join(verifier_args(params, settings))}")
-    return 0
-
-
-def _prepared_plan(root: Path) -> LocalnetPlan:
-    plan = load_plan(root)
-    if plan is None:
-        raise LocalnetError(f"{root} holds no prepared localnet; fix: run `dlbc localnet` first")
-    return plan
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

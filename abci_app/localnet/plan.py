@@ -28,13 +28,14 @@ import hashlib
 import json
 import tomllib
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from abci_app import genesis_cli as gen
 from abci_app.dlbc.crypto import address_of
 from abci_app.localnet.tomlpatch import TomlPatchError, TomlScalar, patch_toml
+from abci_app.supervisor import LaunchError
 
 DEFAULT_BASE_PORT = 26656
 PORT_STRIDE = 10
@@ -44,7 +45,7 @@ MANIFEST = "localnet.json"
 NODE_PREFIX = "node"
 
 
-class LocalnetError(RuntimeError):
+class LocalnetError(LaunchError):
     """A localnet cannot be prepared or started; the message names the problem and the fix."""
 
 
@@ -353,6 +354,8 @@ def prepare_localnet(
     )
     if settings is None:
         settings = ConsensusSettings(max_tx_bytes=app_max_tx_bytes(doc))
+    elif not settings.max_tx_bytes:  # 0: follow the app's own cap
+        settings = replace(settings, max_tx_bytes=app_max_tx_bytes(doc))
     node_ids = patch_config_files(root, validators, ports, settings)
     for i in range(validators):
         app_home(root, i).mkdir(parents=True, exist_ok=True)

@@ -1,50 +1,42 @@
-"""Is a loopback TCP port free? Checked for every planned port *before* anything starts.
-
-Why bind instead of connect: a listener on 0.0.0.0 or one still starting does not always
-answer a connect, but it always makes a bind on 127.0.0.1 fail. SO_REUSEADDR is set like Go's
-and asyncio's listeners do, so a port only in TIME_WAIT from a previous run counts as free.
-"""
+"""The localnet's planned ports (`NodePorts` of each node), checked through `abci_app.ports`
+before anything starts; a busy one is named as `36667 (node1 RPC)` with the --base-port fix."""
 
 from __future__ import annotations
 
-import errno
-import socket
 from collections.abc import Iterable
 
-from abci_app.localnet.plan import LOOPBACK, LocalnetError, NodePorts
-
-
-def port_is_free(port: int, host: str = LOOPBACK) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError as exc:
-            if exc.errno in (errno.EADDRINUSE, errno.EACCES):
-                return False
-            raise
-    return True
+from abci_app import ports as net_ports
+from abci_app.localnet.plan import LOOPBACK, PORT_STRIDE, LocalnetError, NodePorts, plan_ports
 
 
 def busy_ports(ports: Iterable[NodePorts], host: str = LOOPBACK) -> list[tuple[int, str, int]]:
     """(node index, role, port) for each planned port something else already holds."""
     busy: list[tuple[int, str, int]] = []
     for i, node in enumerate(ports):
-        for role, port in node.labelled():
-            if not port_is_free(port, host):
-                busy.append((i, role, port))
+        busy += [(i, role, port) for role, port in net_ports.busy(node.labelled(), host)]
     return busy
 
 
 def require_free(ports: list[NodePorts], base_port: int, host: str = LOOPBACK) -> None:
     """Raise LocalnetError naming every busy port and the fix."""
-    busy = busy_ports(ports, host)
-    if not busy:
-        return
-    listed = ", ".join(f"{port} (node{i} {role})" for i, role, port in busy)
     span = f"{ports[0].p2p}..{ports[-1].sidecar}"
-    raise LocalnetError(
-        f"port(s) already in use on {host}: {listed}. Another cometbft, devnet or localnet may "
-        f"be running; fix: stop it, or pass --base-port P (this localnet uses {span}, "
-        f"10 ports per node from P)"
+    net_ports.require_free(
+        [(f"node{i} {role}", p) for i, node in enumerate(ports) for role, p in node.labelled()],
+        f"pass --base-port P (this localnet uses {span}, 10 ports per node from P)",
+        host=host,
+        error=LocalnetError,
     )
+
+
+def free_base_port(
+    validators: int, *, extra: int = 0, start: int = 30000, step: int = 97, host: str = LOOPBACK
+) -> int:
+    """A --base-port whose localnet block is free: every node's ports and `extra` more right
+    after the last node's (`--demo`'s artifact servers: 3). For tests and benchmarks."""
+
+    def ports_at(base: int) -> list[int]:
+        nodes = [p for node in plan_ports(validators, base) for _, p in node.labelled()]
+        after = base + PORT_STRIDE * validators
+        return nodes + list(range(after, after + extra))
+
+    return net_ports.free_base(ports_at, start=start, step=step, host=host)

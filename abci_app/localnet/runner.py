@@ -1,135 +1,28 @@
-"""Start and stop a localnet's processes: N `python -m abci_app`, N `cometbft node`, sidecars.
+"""Start a localnet's processes: N `python -m abci_app`, N `cometbft node`, verifiers, sidecars.
 
-Why a supervisor of our own: the operator's Ctrl-C, a crashed node or a failed health check must
-all end in the same place — every child stopped, none orphaned. Each child runs in its own
-session (process group) so that we can signal its whole tree, gets SIGTERM first (CometBFT and the
-app both shut down cleanly on it, the app committing nothing half-done, DESIGN §9) and SIGKILL
-after a grace period. Logs go to DIR/logs/<name>.log, never to our terminal, so the operator sees
-one status line per few blocks.
+The process handling itself (process groups, SIGTERM then SIGKILL, logs, kill/restart) is the
+shared `abci_app.supervisor.Supervisor`; this module knows the localnet's order of start (apps
+before nodes: CometBFT dials proxy_app once at start) and how to ask a node's RPC for heights and
+app hashes.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import signal
-import socket
-import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from abci_app.localnet.plan import LOOPBACK, LocalnetError, LocalnetPlan, app_home, node_home
+from abci_app.supervisor import Child, LaunchError, Supervisor, log_tail, wait_for_port
 
-
-@dataclass(slots=True)
-class Child:
-    name: str
-    argv: list[str]
-    log_path: Path
-    popen: subprocess.Popen[bytes]
-    log_file: IO[bytes]
-
-
-@dataclass(slots=True)
-class Supervisor:
-    """Owns child processes; `stop()` is idempotent and safe to call from `finally`."""
-
-    log_dir: Path
-    children: list[Child] = field(default_factory=list)
-    grace_s: float = 10.0
-
-    def start(
-        self, name: str, argv: Sequence[str], *, env: Mapping[str, str] | None = None
-    ) -> Child:
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        log_path = self.log_dir / f"{name}.log"
-        log_file = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
-        try:
-            popen = subprocess.Popen(
-                list(argv),
-                stdin=subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                env={**os.environ, **(env or {})},
-            )
-        except OSError as exc:
-            log_file.close()
-            raise LocalnetError(f"cannot start {name} ({argv[0]}): {exc.strerror}") from None
-        child = Child(name, list(argv), log_path, popen, log_file)
-        self.children.append(child)
-        return child
-
-    def exited(self) -> list[Child]:
-        return [c for c in self.children if c.popen.poll() is not None]
-
-    def stop(self) -> None:
-        """SIGTERM every child's process group (newest first), wait, SIGKILL what is left.
-
-        SIGINT/SIGTERM are ignored meanwhile: a second Ctrl-C must not abort the cleanup halfway
-        and orphan the children not yet stopped."""
-        previous = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            self._stop_all()
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-
-    def _stop_all(self) -> None:
-        for child in reversed(self.children):
-            _signal_group(child.popen, signal.SIGTERM)
-        deadline = time.monotonic() + self.grace_s
-        for child in reversed(self.children):
-            remaining = max(0.0, deadline - time.monotonic())
-            try:
-                child.popen.wait(timeout=remaining)
-            except subprocess.TimeoutExpired:
-                _signal_group(child.popen, signal.SIGKILL)
-                child.popen.wait()
-            # Grandchildren the child left behind in its group go too.
-            _signal_group(child.popen, signal.SIGKILL)
-            child.log_file.close()
-        self.children.clear()
-
-
-def _signal_group(popen: subprocess.Popen[bytes], sig: int) -> None:
-    try:
-        os.killpg(popen.pid, sig)  # start_new_session=True: pgid == pid
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def log_tail(path: Path, lines: int = 15) -> str:
-    try:
-        text = path.read_bytes()[-8192:].decode(errors="replace")
-    except OSError:
-        return "(no log)"
-    return "\n".join("    " + ln for ln in text.splitlines()[-lines:])
-
-
-def wait_for_port(port: int, child: Child, timeout_s: float, host: str = LOOPBACK) -> None:
-    """Until `child` accepts TCP on `port`; fails fast if it exits first."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if child.popen.poll() is not None:
-            raise LocalnetError(
-                f"{child.name} exited with code {child.popen.returncode} before listening on "
-                f"{host}:{port}; last log lines ({child.log_path}):\n{log_tail(child.log_path)}"
-            )
-        try:
-            with socket.create_connection((host, port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise LocalnetError(
-        f"{child.name} did not listen on {host}:{port} within {timeout_s:.0f}s; see {child.log_path}"
-    )
+__all__ = ["Child", "LaunchError", "Supervisor", "log_tail", "wait_for_port"]
 
 
 def rpc_get(url: str, timeout_s: float = 2.0) -> Any:

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from abci_app.devnet.launch import LaunchError, LocalChain, free_port
+from abci_app.devnet.launch import LaunchError, LocalChain
+from abci_app.ports import free_port
 from training.rpc_client import RpcClient
 
 pytestmark = pytest.mark.timeout(120)
@@ -22,7 +23,7 @@ def test_local_chain_up_and_down(tmp_path: Path) -> None:
             assert rpc.chain_id() == "launch-test"
         procs = [chain.app_proc, chain.node_proc]
     assert all(p is not None and p.poll() is not None for p in procs)
-    assert chain.node_proc is not None and chain.node_proc.returncode == 0  # clean Ctrl-C exit
+    assert chain.node_proc is not None and chain.node_proc.returncode == 0  # stopped first: clean exit
     assert "DEVELOPMENT STAND-IN" in (tmp_path / "logs" / "node.log").read_text()
 
 
@@ -32,7 +33,7 @@ def test_invalid_port_in_use_starts_nothing(tmp_path: Path) -> None:
         busy.listen()
         port = busy.getsockname()[1]
         chain = LocalChain(tmp_path, app="kvstore", app_port=free_port(), rpc_port=port)
-        with pytest.raises(LaunchError, match=f"RPC port {port} is already in use"):
+        with pytest.raises(LaunchError, match=rf"already in use on 127\.0\.0\.1: {port} \(RPC\)"):
             chain.start()
     assert chain.app_proc is None and chain.node_proc is None
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from devnet.procs import Chain, free_port, spawn_node
+from devnet.procs import Chain
 from training.rpc_client import Backoff, Block, RpcClient, RpcError
 
 pytestmark = pytest.mark.timeout(120)
@@ -36,7 +36,7 @@ def test_restart_resumes_heights_and_followers_miss_nothing(tmp_path: Path) -> N
         t = threading.Thread(target=follow, daemon=True)
         t.start()
         rpc.wait_for_height(first.height + 2)
-        assert chain.stop_node(signal.SIGINT) == 0  # Ctrl-C: clean exit
+        assert chain.kill("node", signal.SIGINT) == 0  # Ctrl-C: clean exit
         stopped_at = max(b.height for b in seen) if seen else first.height
         assert "stopped at height" in chain.log()
 
@@ -67,11 +67,8 @@ def test_kill9_node_and_app_then_restart_both(tmp_path: Path) -> None:
         res = rpc.broadcast_tx_commit(b"durable=yes")
         assert res.ok
         rpc.wait_for_height(res.height + 2)
-        assert chain.node is not None and chain.app is not None
-        chain.node.kill()
-        chain.app.kill()
-        chain.node.wait()
-        chain.app.wait()
+        chain.kill("node")  # kill -9
+        chain.kill("app")
         chain.start_app()
         chain.start_node()
         latest = rpc.wait_for_height(res.height + 3)
@@ -89,10 +86,13 @@ def test_kill9_node_and_app_then_restart_both(tmp_path: Path) -> None:
 
 
 def test_invalid_no_app_fails_with_clear_message(tmp_path: Path) -> None:
-    log = tmp_path / "node.log"
-    proc = spawn_node(tmp_path / "node", free_port(), free_port(), log, "--app-connect-timeout", "0.5")
-    assert proc.wait(timeout=30) == 1
-    text = log.read_text()
+    chain = Chain.create(tmp_path)  # no app started: nothing listens on its port
+    try:
+        chain.start_node("--app-connect-timeout", "0.5", ready=False)
+        assert chain.exit_code("node") == 1
+        text = chain.log()
+    finally:
+        chain.close()
     assert "cannot connect to ABCI app" in text and "python -m abci_app" in text
     assert "Traceback" not in text
 
@@ -104,8 +104,8 @@ def test_invalid_rpc_port_in_use(tmp_path: Path) -> None:
     busy.listen()
     try:
         chain.start_app()
-        chain.node = spawn_node(tmp_path / "node", chain.app_port, chain.rpc_port, tmp_path / "node.log")
-        assert chain.node.wait(timeout=30) == 1
+        chain.start_node(ready=False)
+        assert chain.exit_code("node") == 1
         text = chain.log()
         assert "cannot listen for RPC" in text and "--rpc-laddr" in text
         assert "Traceback" not in text
@@ -120,10 +120,13 @@ def test_invalid_genesis_with_foreign_validator(tmp_path: Path) -> None:
 
     genesis = tmp_path / "genesis.json"
     genesis.write_text(json.dumps(make_genesis("other-chain", KeyPair.generate(), {})))
-    log = tmp_path / "node.log"
-    proc = spawn_node(tmp_path / "node", free_port(), free_port(), log, "--genesis", str(genesis))
-    assert proc.wait(timeout=30) == 1
-    text = log.read_text()
+    chain = Chain.create(tmp_path)
+    try:
+        chain.start_node("--genesis", str(genesis), ready=False)
+        assert chain.exit_code("node") == 1
+        text = chain.log()
+    finally:
+        chain.close()
     assert "exactly one validator" in text and "Traceback" not in text
 
 
@@ -217,10 +220,8 @@ def test_app_killed_inside_finalize_block_then_resume(tmp_path: Path) -> None:
         while rpc.latest_height() < 5 and time.monotonic() < deadline:
             time.sleep(0.1)
         time.sleep(0.5)  # the app is now asleep inside FinalizeBlock(6)
-        assert chain.app is not None and chain.node is not None
-        chain.app.kill()
-        chain.app.wait()
-        assert chain.node.wait(timeout=20) == 1  # halts like CometBFT, no traceback
+        chain.kill("app")  # kill -9
+        assert chain.exit_code("node", timeout=20) == 1  # halts like CometBFT, no traceback
         text = chain.log()
         assert "height 6 failed" in text and "restart with the same --home" in text
         assert "Traceback" not in text

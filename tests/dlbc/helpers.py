@@ -28,7 +28,9 @@ NS = 1_000_000_000
 # short phases so a whole round fits in a few blocks
 TEST_PARAMS = {"train_seconds": 100, "reveal_seconds": 20, "verify_seconds": 30,
                "k_ppm": 1_000_000, "max_queue_len": 10, "block_reward": 1_000,
-               "tolerance_ppm": 20_000, "withhold_fee_ppm": 100_000}
+               "tolerance_ppm": 20_000, "withhold_fee_ppm": 100_000,
+               # small test rewards stay valid; fees, bonds and deposits keep their defaults
+               "min_task_reward": 10}
 
 
 class Key:
@@ -72,10 +74,14 @@ def ts(time_ns: int) -> Timestamp:
     return Timestamp(seconds=time_ns // NS, nanos=time_ns % NS)
 
 
-def verdict_set(round_no: int, verdicts: Sequence[tuple[bytes, bytes, bool, int]]) -> bytes:
-    return vote_pb2.VerdictSet(round=round_no, verdicts=[
-        vote_pb2.Verdict(miner=m, model_digest=d, watermark_ok=ok, score_ppm=s)
-        for m, d, ok, s in verdicts]).SerializeToString()
+def verdict_set(round_no: int, verdicts: Sequence[tuple[bytes, bytes, bool, int]], *,
+                complete: bool = True, test_set_unusable: bool = False) -> bytes:
+    """A valid extension: canonical, verdicts in (miner, digest) order, as ExtendVote sends."""
+    return vote_pb2.VerdictSet(
+        round=round_no, complete=complete, test_set_unusable=test_set_unusable, verdicts=[
+            vote_pb2.Verdict(miner=m, model_digest=d, watermark_ok=ok, score_ppm=s)
+            for m, d, ok, s in sorted(verdicts, key=lambda v: v[0] + v[1])],
+    ).SerializeToString(deterministic=True)
 
 
 def extended_commit(validators: Sequence[tuple[Key, int]], extensions: Sequence[bytes],
@@ -143,11 +149,20 @@ class Node:
         return int(self.query(f"accounts/{key.address.hex()}")["balance"])
 
     def total_held(self) -> int:
-        """sum(balances) + escrow + fee pool: must equal supply."""
+        """sum(balances) + escrow + fee pool + bonds (active, unbonding) + reveal deposits:
+        must equal supply (docs/economics.md)."""
         from abci_app.dlbc import state
 
-        s = sum(b for _, b, _ in state.iter_accounts(self.app.store))
-        return s + state.get_escrow(self.app.store) + state.get_fee_pool(self.app.store)
+        st = self.app.store
+        s = sum(b for _, b, _ in state.iter_accounts(st))
+        return (s + state.get_escrow(st) + state.get_fee_pool(st) + state.get_bonded_total(st)
+                + state.get_unbonding_total(st) + state.get_deposits_total(st))
+
+    def fee(self, tx: bytes) -> int:
+        """The fee this chain charges for `tx` (economics.tx_fee on its params)."""
+        from abci_app.dlbc import economics, state
+
+        return economics.tx_fee(state.get_params(self.app.store), len(tx))
 
     def close(self) -> None:
         self.app.close()

@@ -21,8 +21,10 @@ PUB1, PUB2 = Key("publisher1"), Key("publisher2")
 HONEST, OVERCLAIM, COPIER = Key("honest"), Key("overclaim"), Key("copier")
 KEYS = {PUB1.name: (b"A" * 32, b"a" * 32), PUB2.name: (b"B" * 32, b"b" * 32)}
 REWARDS = {PUB1.name: 5_000, PUB2.name: 3_000}
-BALANCES = {PUB1.address: 100_000, PUB2.address: 100_000, HONEST.address: 10,
-            OVERCLAIM.address: 10, COPIER.address: 10}
+# miners need a bond (100,000), reveal deposits (5,000) and fees (docs/economics.md)
+MINER_START = 1_000_000
+BALANCES = {PUB1.address: 100_000, PUB2.address: 100_000, HONEST.address: MINER_START,
+            OVERCLAIM.address: MINER_START, COPIER.address: MINER_START}
 
 
 def digest(name: str) -> bytes:

@@ -99,7 +99,8 @@ def test_init_chain_with_empty_app_state_uses_defaults(tmp_path: Path) -> None:
     try:
         assert node.query("params") == Params().to_json()
         node.finalize([])
-        assert node.query("supply") == {"supply": 0, "escrow": 0, "fee_pool": 0,
+        assert node.query("supply") == {"supply": 0, "escrow": 0, "fee_pool": 0, "bonded": 0,
+                                        "unbonding": 0, "deposits": 0,
                                         "pending_tasks": 0}
     finally:
         node.close()

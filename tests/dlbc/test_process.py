@@ -17,6 +17,7 @@ from .helpers import CHAIN_ID, NS, Key, Node, app_state, spec_for
 VALS = [Key(f"val{i}") for i in range(4)]
 ALICE, BOB, MINER = Key("alice"), Key("bob"), Key("miner")
 TRAIN_KEY, TEST_KEY = b"K" * 32, b"T" * 32
+MINER_START = 2_000  # pays a few tx fees, not much more; never registered
 
 
 @pytest.fixture
@@ -24,7 +25,7 @@ def node(tmp_path: Path) -> Node:
     for k in (ALICE, BOB, MINER):
         k.nonce = 0
     n = Node(tmp_path, [(k, 10) for k in VALS],
-             app_state({ALICE.address: 100_000, MINER.address: 50}))
+             app_state({ALICE.address: 100_000, MINER.address: MINER_START}))
     yield n
     n.close()
 
@@ -34,20 +35,23 @@ def codes(resp: abci.ResponseFinalizeBlock) -> list[int]:
 
 
 def test_process_transfer_moves_funds_and_bumps_nonce(node: Node) -> None:
-    r = node.finalize([ALICE.tx(txs.transfer(BOB.address, 700))])
+    tx = ALICE.tx(txs.transfer(BOB.address, 700))
+    r = node.finalize([tx])
     assert codes(r) == [0]
-    assert node.balance(ALICE) == 99_300 and node.balance(BOB) == 700
+    assert node.balance(ALICE) == 99_300 - node.fee(tx) and node.balance(BOB) == 700
     assert node.query(f"accounts/{ALICE.address.hex()}")["nonce"] == 1
-    assert node.query("supply")["supply"] == node.total_held() == 100_050
+    assert node.query("supply")["supply"] == node.total_held() == 100_000 + MINER_START
 
 
 def test_invalid_transfer_insufficient_funds_changes_nothing(node: Node) -> None:
     before = node.app.store.last_app_hash
-    r = node.finalize([BOB.tx(txs.transfer(ALICE.address, 1))])
+    tx = MINER.tx(txs.transfer(ALICE.address, MINER_START))  # the fee comes first
+    r = node.finalize([tx])
     assert codes(r) == [Code.INSUFFICIENT_FUNDS]
-    assert "has 0, needs 1" in r.tx_results[0].log
-    assert node.query(f"accounts/{BOB.address.hex()}") == {
-        "address": BOB.address.hex(), "balance": 0, "nonce": 0, "miner": None}
+    assert f"has {MINER_START - node.fee(tx)}, needs {MINER_START}" in r.tx_results[0].log
+    assert node.query(f"accounts/{MINER.address.hex()}") == {
+        "address": MINER.address.hex(), "balance": MINER_START, "nonce": 0, "miner": None,
+        "bonded": 0, "unbonding": None, "deposit": 0, "pending_tasks": 0}
     assert before != node.app.store.last_app_hash  # the block itself still commits
 
 
@@ -98,9 +102,10 @@ def test_invalid_settle_via_mempool(node: Node) -> None:
 
 def test_process_submit_task_escrows_reward(node: Node) -> None:
     spec = spec_for("t1", train_key=TRAIN_KEY, test_key=TEST_KEY)
-    r = node.finalize([ALICE.tx(txs.submit_task(spec, 5_000))])
+    tx = ALICE.tx(txs.submit_task(spec, 5_000))
+    r = node.finalize([tx])
     assert codes(r) == [0]
-    assert node.balance(ALICE) == 95_000
+    assert node.balance(ALICE) == 95_000 - node.fee(tx)
     assert node.query("supply")["escrow"] == 5_000
     task = node.query("tasks/1")
     assert task["status"] == "pending" and task["reward"] == 5_000
@@ -145,7 +150,7 @@ def test_process_submit_task_accepts_every_registry_architecture(node: Node, arc
 def test_invalid_submit_task_reward_and_funds(node: Node) -> None:
     spec = spec_for("x", train_key=TRAIN_KEY, test_key=TEST_KEY)
     assert codes(node.finalize([ALICE.tx(txs.submit_task(spec, 0))])) == [Code.REWARD_TOO_SMALL]
-    assert codes(node.finalize([MINER.tx(txs.submit_task(spec, 51))])) == [
+    assert codes(node.finalize([MINER.tx(txs.submit_task(spec, MINER_START))])) == [
         Code.INSUFFICIENT_FUNDS]
 
 
@@ -153,7 +158,7 @@ def test_invalid_commit_from_unregistered_miner(node: Node) -> None:
     node.finalize([ALICE.tx(txs.submit_task(spec_for("c", train_key=TRAIN_KEY,
                                                      test_key=TEST_KEY), 100))])
     node.finalize([])  # round 1 starts
-    r = node.finalize([BOB.tx(txs.commit_model(1, b"\x00" * 32))])
+    r = node.finalize([MINER.tx(txs.commit_model(1, b"\x00" * 32))])
     assert codes(r) == [Code.NOT_REGISTERED_MINER]
     assert node.query("round")["commitments"] == []
 
@@ -161,7 +166,7 @@ def test_invalid_commit_from_unregistered_miner(node: Node) -> None:
 def test_invalid_release_train_key_mismatch_and_not_publisher(node: Node) -> None:
     node.finalize([ALICE.tx(txs.submit_task(spec_for("r", train_key=TRAIN_KEY,
                                                      test_key=TEST_KEY), 100)),
-                   ALICE.tx(txs.transfer(BOB.address, 10))])
+                   ALICE.tx(txs.transfer(BOB.address, 10_000))])  # BOB pays fees
     node.finalize([])
     r = node.finalize([ALICE.tx(txs.release_train_key(1, b"W" * 32)),
                        BOB.tx(txs.release_train_key(1, TRAIN_KEY)),

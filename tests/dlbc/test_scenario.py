@@ -18,6 +18,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from abci_app.abci_client import AbciClient
 from abci_app.dlbc import txs
 from abci_app.dlbc.codes import Code
@@ -38,12 +40,16 @@ from .rounds_fixture import (
     reset_nonces,
 )
 
+ROOT = Path(__file__).resolve().parents[2]
+#: The newest supported Python with the consensus core's libraries (`make compat`).
+COMPAT_PYTHON = ROOT / ".venv-py313" / "bin" / "python"
 
-def spawn(home: Path, address: str) -> subprocess.Popen[bytes]:
+
+def spawn(home: Path, address: str, python: str = sys.executable) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "abci_app", "--home", str(home), "--address", address,
+        [python, "-m", "abci_app", "--home", str(home), "--address", address,
          "--app", "dlbc", "--log-level", "warning"],
-        env=dict(os.environ), stderr=subprocess.DEVNULL)
+        env={**os.environ, "PYTHONPATH": str(ROOT)}, stderr=subprocess.DEVNULL)
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
@@ -152,15 +158,23 @@ async def run_scenario(tmp_path: Path, addrs: list[str]) -> None:
     assert pub_amt + miner_amt == 1_000
     after = {k.name: (await query(driver, f"accounts/{k.address.hex()}"))["balance"]
              for k in (HONEST, OVERCLAIM, COPIER, PUB1)}
-    assert after["honest"] == before["honest"] + REWARDS[PUB1.name] + miner_amt
+    # the winner's reveal deposit comes back; the over-claimer's claim is refuted by 3 of 4
+    # validators (> 1/3 of the power): its deposit is forfeited (docs/economics.md)
+    deposit = (await query(driver, "params"))["reveal_deposit"]
+    assert after["honest"] == before["honest"] + REWARDS[PUB1.name] + miner_amt + deposit
     assert after["overclaim"] == before["overclaim"]
     assert after["copier"] == before["copier"]
     assert after["publisher1"] == before["publisher1"] + pub_amt
-    # supply: genesis + one minted block reward, all of it held by accounts, escrow and fees
+    # supply: genesis + one minted block reward, all of it held by accounts (the validators'
+    # hold the fees paid out to them), escrow, the fee pool, bonds and reveal deposits
     sup = await query(driver, "supply")
     assert sup["supply"] == supply0 + 1_000
-    held = sum([(await query(driver, f"accounts/{a.hex()}"))["balance"] for a in BALANCES])
-    assert held + sup["escrow"] + sup["fee_pool"] == sup["supply"]
+    holders = [*BALANCES, *(v.address for v in vals)]
+    held = sum([(await query(driver, f"accounts/{a.hex()}"))["balance"] for a in holders])
+    assert held + sup["escrow"] + sup["fee_pool"] + sup["bonded"] + sup["unbonding"] \
+        + sup["deposits"] == sup["supply"]
+    assert sup["bonded"] == 3 * 100_000 and sum(
+        [(await query(driver, f"accounts/{v.address.hex()}"))["balance"] for v in vals]) > 0
     assert sup["escrow"] == REWARDS[PUB2.name]
     # height 8: the next round picks the other publisher's task
     t += NS
@@ -174,6 +188,25 @@ async def run_scenario(tmp_path: Path, addrs: list[str]) -> None:
 def test_scenario_four_validators_full_round(tmp_path: Path) -> None:
     addrs = [f"unix://{tmp_path}/v{i}.sock" for i in range(4)]
     procs = [spawn(tmp_path / f"home{i}", addrs[i]) for i in range(4)]
+    try:
+        asyncio.run(run_scenario(tmp_path, addrs))
+    finally:
+        for p in procs:
+            stop(p)
+
+
+@pytest.mark.skipif(not COMPAT_PYTHON.exists(),
+                    reason="no .venv-py313: `make compat` found no python3.13 on this machine")
+@pytest.mark.skipif(sys.version_info[:2] == (3, 13), reason="this run is itself on 3.13")
+def test_scenario_agrees_bit_for_bit_across_python_versions(tmp_path: Path) -> None:
+    """Validators 0-1 on the oldest supported Python (this one), 2-3 on the newest: the same
+    scenario, every app hash identical at every height (run_scenario asserts it)."""
+    out = subprocess.run([str(COMPAT_PYTHON), "-c", "import sys; print(sys.version_info[:2])"],
+                         capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "(3, 13)" and sys.version_info[:2] == (3, 11)
+    addrs = [f"unix://{tmp_path}/v{i}.sock" for i in range(4)]
+    pythons = [sys.executable, sys.executable, str(COMPAT_PYTHON), str(COMPAT_PYTHON)]
+    procs = [spawn(tmp_path / f"home{i}", addrs[i], pythons[i]) for i in range(4)]
     try:
         asyncio.run(run_scenario(tmp_path, addrs))
     finally:

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 import torch
-from sidecars.helpers import TINY_TASK, key, wait_for
+from sidecars.helpers import MINER_START, TINY_TASK, fees_paid, key, wait_for
 
 from abci_app.dlbc.params import Params
 from training.artifacts import load_model, sha256_file
@@ -33,9 +33,12 @@ from watermark import WatermarkError, detect_file
 # would embed or look for the wrong key and the round would not settle.
 PARAMS = {"train_seconds": 14, "reveal_seconds": 6, "verify_seconds": 10,
           "watermark_bits": 128, "watermark_matrix": "diff"}
-REWARD = 5_000
+REWARD = 10_000  # params.min_task_reward
 START = 1_000_000
 PUB, STRONG, WEAK = key(1), key(2), key(3)
+#: Genesis of the flow: the publisher and both miners (bond, fees, deposits) are funded.
+GENESIS_BALANCES = {PUB.address.hex(): START, STRONG.address.hex(): MINER_START,
+                    WEAK.address.hex(): MINER_START}
 
 
 def run_round(url: str, app_home: Path, tmp_path: Path, timeout: float = 90) -> dict[str, Any]:
@@ -69,13 +72,16 @@ def run_round(url: str, app_home: Path, tmp_path: Path, timeout: float = 90) -> 
         balances = {k: rpc.query_json(f"accounts/{k.address.hex()}")["balance"]
                     for k in (PUB, STRONG, WEAK)}
         escrow = rpc.query_json("supply")["escrow"]
+        fees = {k: fees_paid(rpc, k.address) for k in (PUB, STRONG, WEAK)}
+        params = rpc.query_json("params")
     finally:
         for s in sidecars:
             s.stop()
         for t in threads:
             t.join(timeout=30)
         rpc.close()
-    return {"rec": rec, "balances": balances, "escrow": escrow, "strong": strong, "weak": weak,
+    return {"rec": rec, "balances": balances, "escrow": escrow, "fees": fees, "params": params,
+            "strong": strong, "weak": weak,
             "verifier": verifier, "publisher": publisher, "app_home": app_home,
             "tmp_path": tmp_path}
 
@@ -97,11 +103,14 @@ def check_round(r: dict[str, Any], caplog: pytest.LogCaptureFixture) -> None:
     doc = json.loads((r["app_home"] / "verdicts" / "round-1.json").read_text())
     assert sorted(v["miner"] for v in doc["verdicts"]) == sorted(checks)
 
-    # Verify the money: escrow to the winner, block reward split, nothing to the loser
-    bal = r["balances"]
-    assert bal[STRONG] == REWARD + winner["block_reward_miner"]
-    assert bal[WEAK] == 0
-    assert bal[PUB] == START - REWARD + winner["block_reward_publisher"]
+    # Verify the money: escrow to the winner, block reward split, nothing to the loser; every
+    # account paid its tx fees, both miners still hold their bond and got their reveal deposit
+    # back (both claims were confirmed)
+    bal, fees, bond = r["balances"], r["fees"], r["params"]["miner_bond"]
+    assert all(fees[k] > 0 for k in (PUB, STRONG, WEAK))
+    assert bal[STRONG] == MINER_START - bond - fees[STRONG] + REWARD + winner["block_reward_miner"]
+    assert bal[WEAK] == MINER_START - bond - fees[WEAK]
+    assert bal[PUB] == START - fees[PUB] - REWARD + winner["block_reward_publisher"]
     assert r["escrow"] == 0
 
     # Verify the served model and checkpoints are the ones revealed on chain

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from sidecars.helpers import key, local_chain, wait_for
+from sidecars.helpers import MINER_START, key, local_chain, wait_for
 
 from abci_app.keyfile import save_key
 
@@ -26,7 +26,8 @@ def test_sidecar_commands_play_one_round(tmp_path: Path) -> None:
         save_key(tmp_path / f"{name}.json", k)
     dlbc = [sys.executable, "-m", "abci_app.cli"]
     with local_chain(tmp_path / "chain", params=PARAMS,
-                     balances={pub.address.hex(): 100_000}) as chain:
+                     balances={pub.address.hex(): 100_000, strong.address.hex(): MINER_START,
+                               weak.address.hex(): MINER_START}) as chain:
         common = ["--rpc", chain.rpc_url, "--rounds", "1", "--log-level", "info"]
         logs = {n: open(tmp_path / f"{n}.log", "w") for n in ("strong", "weak", "ver", "pub")}  # noqa: SIM115
         miner = ["mine", "--artifact-port", "0", "--threads", "1", "--commit-margin", "3"]
@@ -45,7 +46,7 @@ def test_sidecar_commands_play_one_round(tmp_path: Path) -> None:
             running["pub"] = subprocess.Popen(
                 [*dlbc, "task", "submit", "--key", str(tmp_path / "pub.json"), "--demo",
                  "--samples", "48", "--hparams", '{"depth": 2, "base_width": 8}',
-                 "--reward", "777", "--artifact-port", "0", "--workdir", str(tmp_path / "pub"),
+                 "--reward", "10777", "--artifact-port", "0", "--workdir", str(tmp_path / "pub"),
                  *common], stdout=logs["pub"], stderr=subprocess.STDOUT)
             codes = {n: p.wait(timeout=150) for n, p in running.items()}
         finally:

@@ -17,29 +17,17 @@ from pathlib import Path
 import pytest
 
 from abci_app.cli import main as dlbc
-from abci_app.devnet_cmd import LocalChain, port_free
+from abci_app.devnet.launch import LocalChain
+from abci_app.ports import free_base, port_is_free
 
 pytestmark = pytest.mark.slow
 
 
 def _free_base() -> int:
-    rng = random.Random()
-    for _ in range(50):
-        base = rng.randrange(30000, 60000)
-        ports = [base, base + 1, base + 10, base + 11, base + 12]
-        socks = []
-        try:
-            for p in ports:
-                s = socket.socket()
-                socks.append(s)
-                s.bind(("127.0.0.1", p))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no free port block")
+    """RPC, app, publisher and two miners' artifact ports free (a random start: runs in parallel
+    must not race for the same block)."""
+    return free_base(lambda b: (b, b + 1, b + 10, b + 11, b + 12),
+                     start=random.randrange(30000, 31000), stop=60000, step=101)
 
 
 def test_devnet_one_round(tmp_path: Path) -> None:
@@ -68,7 +56,9 @@ def test_devnet_one_round(tmp_path: Path) -> None:
     chain = LocalChain(out, rpc_port=base, app_port=base + 1, block_time=0.5)
     try:
         chain.start_app()
-        rpc = chain.start_node()
+        chain.start_node()
+        rpc = chain.rpc
+        assert rpc is not None
         rec = rpc.query_json("rounds/1")
         rpc_height = rpc.latest_height()
     finally:
@@ -99,7 +89,7 @@ def test_invalid_devnet_port_in_use(tmp_path: Path, capsys: pytest.CaptureFixtur
                      "--base-port", str(base)])
     err = capsys.readouterr().err
     assert code == 1
-    assert f"app (ABCI) port {base + 1} already in use" in err and "--base-port" in err
+    assert f"already in use on 127.0.0.1: {base + 1} (app ABCI)" in err and "--base-port" in err
     assert not (tmp_path / "d" / "logs").exists()  # nothing was started
 
 
@@ -146,6 +136,6 @@ def test_devnet_ctrl_c_stops_everything(tmp_path: Path) -> None:
     while not lines.empty():
         seen.append(lines.get())
     assert any("Ctrl-C: stopping" in ln for ln in seen), "".join(seen)
-    # SO_REUSEADDR (in port_free) ignores TIME_WAIT leftovers but not a live listener
-    busy = [p for p in (base, base + 1, base + 10, base + 11) if not port_free(p)]
+    # SO_REUSEADDR (in port_is_free) ignores TIME_WAIT leftovers but not a live listener
+    busy = [p for p in (base, base + 1, base + 10, base + 11) if not port_is_free(p)]
     assert not busy, f"still listening after Ctrl-C: {busy}"

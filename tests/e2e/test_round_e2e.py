@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from sidecars.helpers import local_chain
 
-from .flow import PARAMS, PUB, START, capture_logs, check_round, run_round
+from .flow import GENESIS_BALANCES, PARAMS, capture_logs, check_round, run_round
 
 pytestmark = pytest.mark.slow
 
@@ -22,6 +22,6 @@ pytestmark = pytest.mark.slow
 def test_round_pays_the_better_miner(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     capture_logs(caplog)
     with local_chain(tmp_path / "chain", params=PARAMS,
-                     balances={PUB.address.hex(): START}) as chain:
+                     balances=GENESIS_BALANCES) as chain:
         result = run_round(chain.rpc_url, chain.app_home, tmp_path)
     check_round(result, caplog)

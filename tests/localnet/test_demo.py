@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import socket
 import stat
 import subprocess
@@ -22,18 +21,13 @@ from abci_app.keyfile import KeyPair, load_key, save_key
 from abci_app.localnet import demo
 from abci_app.localnet import plan as lp
 from abci_app.localnet.cli import devnet_argv
-from abci_app.localnet.ports import busy_ports
+from abci_app.localnet.ports import busy_ports, free_base_port
 
 
 def _free_demo_base(validators: int) -> int:
     """A base whose node ports and demo artifact ports are all free."""
-    for base in range(42000, 60000, 157):
-        if not busy_ports(lp.plan_ports(validators, base)) and all(
-            busy_ports([lp.NodePorts(p, p, p, p, p)]) == []
-            for _, p in demo.demo_ports(validators, base)
-        ):
-            return base
-    raise RuntimeError("no free port range")
+    return free_base_port(validators, extra=len(demo.demo_ports(validators, 42000)), start=42000,
+                          step=157)
 
 
 def _localnet_args(**over: object) -> argparse.Namespace:
@@ -101,6 +95,20 @@ def test_genesis_inputs_fund_publisher_and_respect_overrides():
     state = gen.build_app_state(None, accounts=accounts, params=params)
     assert state["params"]["train_seconds"] == 200 and state["params"]["verify_seconds"] == 30
     assert demo.verifier_args(params, settings) == ["--threads", "1", "--per-model-seconds", "15"]
+
+
+def test_genesis_inputs_fund_the_miners_too():
+    """Miners bond, pay fees and lock reveal deposits: the demo funds them (unless the operator
+    funds an address himself), each enough for the bond and many rounds."""
+    pub, m1, m2 = (KeyPair.from_seed(bytes([i]) * 32) for i in (1, 2, 3))
+    settings = demo.DemoSettings()
+    accounts, _ = demo.genesis_inputs([(m2.address_hex, 5)], [], pub, settings, [m1, m2])
+    assert accounts == [(m2.address_hex, 5), (pub.address_hex, demo.PUBLISHER_BALANCE),
+                        (m1.address_hex, demo.MINER_BALANCE)]
+    state = gen.build_app_state(None, accounts=accounts, params=[])
+    p = state["params"]
+    assert demo.MINER_BALANCE >= p["miner_bond"] + 20 * (p["reveal_deposit"] + 1_000)
+    assert settings.reward >= p["min_task_reward"]
 
 
 def test_invalid_demo_settings_and_port_range():
@@ -191,7 +199,7 @@ def test_fallback_without_cometbft_runs_devnet_with_mapped_options(tmp_path: Pat
     assert "--validators 4 is ignored" in err
     assert f"running: dlbc devnet --out {tmp_path / 'net' / 'devnet'} --base-port {base + 1}" in err
     # devnet itself checked the mapped RPC port and stopped before starting anything
-    assert f"RPC port {base + 1}" in err and "already in use" in err
+    assert f"already in use on 127.0.0.1: {base + 1} (RPC)" in err
 
 
 # ------------------------------------------------------------------------------ bad input (CLI)
@@ -252,9 +260,12 @@ def test_demo_prepare_only_funds_publisher_in_every_genesis_and_resumes(tmp_path
         p = doc["app_state"]["params"]
         assert (p["train_seconds"], p["reveal_seconds"], p["verify_seconds"]) == (60, 20, 30)
     assert len(digests) == 1
-    # The start commands: one publisher and two miners for the network, all on node0's RPC.
+    # The start commands: one publisher for the network on node0's RPC, two miners on node1's
+    # (their txs must reach the proposer by gossip), one verifier per node on its own node.
     assert out.count(" task submit --demo ") == 1 and out.count(" mine ") == 2
-    assert out.count(f"--rpc http://127.0.0.1:{base + 1} ") == 3 + 1  # + node0's verifier
+    node1_rpc = lp.node_ports(1, base).rpc
+    assert out.count(f"--rpc http://127.0.0.1:{base + 1} ") == 1 + 1  # + node0's verifier
+    assert out.count(f"--rpc http://127.0.0.1:{node1_rpc} ") == 2 + 1  # + node1's verifier
     # Verifiers are bounded like devnet's: one thread, half of VERIFY per model.
     assert out.count("--threads 1 --per-model-seconds 15") == 3
     # Rerun: same keys, genesis untouched, accepted as a demo chain.
@@ -298,6 +309,8 @@ def test_localnet_demo_starts_sidecars_once_and_tears_down(tmp_path: Path):
         assert stat.S_IMODE((home / "keys" / f"{n}.json").stat().st_mode) == 0o600
     genesis = json.loads((home / "node0" / "config" / "genesis.json").read_text())
     assert demo.genesis_balance(genesis, keys["publisher"].address_hex) == demo.PUBLISHER_BALANCE
+    for m in demo.MINERS:  # a miner pays its bond, fees and deposits (docs/economics.md)
+        assert demo.genesis_balance(genesis, keys[m].address_hex) == demo.MINER_BALANCE
     assert genesis["app_state"]["params"]["train_seconds"] == 60
     # Each started once, as its own account, with its own line and log.
     starts = ("  publisher (", "  miner-")
@@ -327,8 +340,8 @@ def test_localnet_demo_starts_sidecars_once_and_tears_down(tmp_path: Path):
 
 @pytest.mark.timeout(90)
 def test_localnet_sh_demo_starts_sidecars_once_and_tears_down(tmp_path: Path):
-    """cometbft/localnet.sh with DEMO=1: the same demo commands (printed by
-    `python -m abci_app.localnet.demo` from the same options), bash process handling."""
+    """cometbft/localnet.sh with DEMO=1: its variables and arguments reach `dlbc localnet --demo`,
+    which starts the publisher and miners once and leaves nothing running."""
     exe = _fake_cometbft(tmp_path, "0.38.17")
     home = tmp_path / "net"
     base = _free_demo_base(1)
@@ -351,7 +364,7 @@ def test_localnet_sh_demo_starts_sidecars_once_and_tears_down(tmp_path: Path):
     out = proc.stdout
     assert "reached height 3 on every node" in out
     for name in ("publisher", "miner-1", "miner-2"):
-        assert out.count(f"\n{name}: ") == 1, out
+        assert out.count(f"  {name} (") == 1, out  # "  publisher (ADDRESS): ARGV"
         assert (home / "logs" / f"{name}.log").exists()
     assert f"--artifact-port {base + 10} --name demo-1" in out
     publisher = load_key(home / "keys" / "publisher.json")
@@ -359,25 +372,3 @@ def test_localnet_sh_demo_starts_sidecars_once_and_tears_down(tmp_path: Path):
     assert demo.genesis_balance(genesis, publisher.address_hex) == demo.PUBLISHER_BALANCE
     assert genesis["app_state"]["params"]["verify_seconds"] == 20
     assert _processes_mentioning(str(home)) == []
-
-
-def test_demo_printer_matches_the_cli_plan(tmp_path: Path, capsys):
-    """`python -m abci_app.localnet.demo` (the script's source of commands) prints exactly the
-    processes `dlbc localnet --demo` starts, and refuses an unprepared folder."""
-    assert demo.main(["--home", str(tmp_path / "none")]) == 1
-    assert "holds no prepared localnet" in capsys.readouterr().err
-    exe = _fake_cometbft(tmp_path, "0.38.17")
-    home = tmp_path / "net"
-    base = _free_demo_base(2)
-    common = ["--validators", "2", "--home", str(home), "--base-port", str(base)]
-    extra = ["--demo", "--small-budget", "2", "--param", "verify_seconds=40"]
-    assert cli.main(["localnet", *common, *extra, "--cometbft", str(exe), "--prepare-only"]) == 0
-    capsys.readouterr()
-    assert demo.main([*common, *extra]) == 0
-    rows = [ln.split("\t") for ln in capsys.readouterr().out.splitlines()]
-    expected = demo.demo_processes(
-        home, f"http://127.0.0.1:{base + 1}", 2, base,
-        demo.DemoSettings(small_budget_s=2.0), sys.executable,
-    )  # fmt: skip
-    assert rows[:3] == [[p.name, str(p.artifact_port), shlex.join(p.argv)] for p in expected]
-    assert rows[3] == ["verify-extra", "-", "--threads 1 --per-model-seconds 20"]

@@ -14,7 +14,7 @@ import pytest
 
 from abci_app import cli
 from abci_app.localnet import plan as lp
-from abci_app.localnet.ports import busy_ports
+from abci_app.localnet.ports import busy_ports, free_base_port
 
 HERE = Path(__file__).parent
 
@@ -32,10 +32,7 @@ def _fake_cometbft(tmp_path: Path, version: str) -> Path:
 
 
 def _free_base(validators: int) -> int:
-    for base in range(32000, 60000, 131):
-        if not busy_ports(lp.plan_ports(validators, base)):
-            return base
-    raise RuntimeError("no free port range")
+    return free_base_port(validators, start=32000, step=131)
 
 
 def test_invalid_missing_cometbft_says_how_to_install(tmp_path: Path, capsys):
@@ -273,7 +270,7 @@ def test_localnet_signal_stops_every_child(tmp_path: Path, sig: signal.Signals):
 
 @pytest.mark.timeout(120)
 def test_localnet_sh_runs_and_tears_down(tmp_path: Path):
-    """cometbft/localnet.sh: same patching code, bash process handling, no leftovers."""
+    """cometbft/localnet.sh: its variables become `dlbc localnet` flags; no leftovers."""
     exe = _fake_cometbft(tmp_path, "1.0.1")
     home = tmp_path / "net"
     env = {

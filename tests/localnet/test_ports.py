@@ -6,15 +6,11 @@ import socket
 
 import pytest
 
+from abci_app import ports as net_ports
 from abci_app.localnet import plan as lp
-from abci_app.localnet.ports import busy_ports, port_is_free, require_free
-
-
-def _free_base(validators: int) -> int:
-    for base in range(31000, 60000, 97):
-        if not busy_ports(lp.plan_ports(validators, base)):
-            return base
-    raise RuntimeError("no free port range on this machine")
+from abci_app.localnet.ports import busy_ports, free_base_port, require_free
+from abci_app.ports import busy, free_base, free_port, port_is_free
+from abci_app.supervisor import LaunchError
 
 
 def test_port_is_free_sees_a_listener():
@@ -35,7 +31,7 @@ def test_wildcard_listener_blocks_loopback_port():
 
 
 def test_invalid_busy_port_is_named_with_the_fix():
-    base = _free_base(2)
+    base = free_base_port(2, start=31000)
     ports = lp.plan_ports(2, base)
     with socket.socket() as srv:
         srv.bind(("127.0.0.1", ports[1].rpc))
@@ -46,3 +42,39 @@ def test_invalid_busy_port_is_named_with_the_fix():
     msg = str(info.value)
     assert f"{ports[1].rpc} (node1 RPC)" in msg and "--base-port" in msg
     require_free(ports, base)  # freed again
+
+
+def test_free_port_is_free_and_busy_names_what_is_taken():
+    port = free_port()
+    assert port_is_free(port)
+    with socket.socket() as srv:
+        srv.bind(("127.0.0.1", port))
+        srv.listen()
+        other = free_port()
+        assert other != port
+        assert busy([("RPC", port), ("app ABCI", other)]) == [("RPC", port)]
+        with pytest.raises(LaunchError) as info:
+            net_ports.require_free([("RPC", port), ("app ABCI", other)], "pass --base-port P")
+    msg = str(info.value)
+    assert f"already in use on 127.0.0.1: {port} (RPC)." in msg and msg.endswith("pass --base-port P")
+    assert str(other) not in msg
+    net_ports.require_free([("RPC", port)], "unused")  # freed again
+
+
+def test_free_base_skips_a_block_with_a_busy_port():
+    base = free_base(lambda b: (b, b + 1), start=40000, step=50)
+    with socket.socket() as srv:
+        srv.bind(("127.0.0.1", base + 1))
+        srv.listen()
+        assert free_base(lambda b: (b, b + 1), start=base, step=50) >= base + 50
+        with pytest.raises(RuntimeError, match="no free block"):
+            free_base(lambda b: (base + 1,), start=base, stop=base + 100, step=50)
+
+
+def test_localnet_free_base_port_covers_the_demo_ports():
+    base = free_base_port(1, extra=3, start=41000)
+    with socket.socket() as srv:
+        srv.bind(("127.0.0.1", base + 12))  # miner-2's artifact port with 1 validator
+        srv.listen()
+        assert free_base_port(1, extra=3, start=base) != base
+        assert free_base_port(1, start=base) == base  # the nodes' own ports are still free

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from devnet.procs import Chain
 
-from training.rpc_client import Block, RpcClient, RpcError, tx_hash
+from training.rpc_client import MEMPOOL_REFUSED, Block, RpcClient, RpcError, tx_hash
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -66,8 +66,13 @@ def test_invalid_tx_gets_checktx_code_over_rpc(rpc: RpcClient) -> None:
 
 def test_invalid_duplicate_tx_refused_by_mempool_cache(rpc: RpcClient) -> None:
     assert rpc.broadcast_tx_commit(b"dup=1").ok
-    with pytest.raises(RpcError, match="already exists in cache"):
-        rpc.broadcast_tx_sync(b"dup=1")
+    # CometBFT answers the mempool cache's refusal with a JSON-RPC error; the client turns it
+    # into a refused result, as a CheckTx refusal, so a resend is never a transport failure
+    res = rpc.broadcast_tx_sync(b"dup=1")
+    assert res.code == MEMPOOL_REFUSED and res.codespace == "mempool"
+    assert "already exists in cache" in res.log
+    again = rpc.broadcast_tx_commit(b"dup=1")
+    assert again.check_tx.code == MEMPOOL_REFUSED and not again.ok and again.height == 0
 
 
 def test_broadcast_tx_sync_then_follow_events(rpc: RpcClient, chain: Chain) -> None:

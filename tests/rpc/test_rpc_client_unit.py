@@ -3,29 +3,22 @@
 from __future__ import annotations
 
 import logging
-import socket
 import time
 
 import pytest
 
+from abci_app.ports import free_port as _dead_port  # nothing listens there
+from abci_app.rfc3339 import format_rfc3339_ns
 from training.rpc_client import (
     Backoff,
     NodeUnreachable,
     RpcClient,
-    format_rfc3339_ns,
+    RpcError,
     parse_event,
     parse_rfc3339_ns,
     parse_tx_result,
     tx_hash,
 )
-
-
-def _dead_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()  # nothing listens there now
-    return port
 
 
 def test_retry_backoff_is_bounded_and_logged(caplog: pytest.LogCaptureFixture) -> None:
@@ -68,6 +61,12 @@ def test_parse_rfc3339_ns_exact() -> None:
     assert parse_rfc3339_ns("2024-05-01T14:00:00.5+02:00") == 1714564800 * 10**9 + 500_000_000
     t = 1_732_430_000_123_456_789
     assert parse_rfc3339_ns(format_rfc3339_ns(t)) == t
+
+
+def test_invalid_block_time_from_the_node_is_an_rpc_error() -> None:
+    for bad in ("2024-05-01 12:00:00Z", "2024-02-30T00:00:00Z", "", "2024-05-01T12:00:00.1234567890Z"):
+        with pytest.raises(RpcError, match="RFC 3339"):
+            parse_rfc3339_ns(bad)
 
 
 def test_parse_tx_result_and_events() -> None:

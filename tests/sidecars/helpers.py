@@ -7,24 +7,18 @@ real training. Sizes are kept tiny so a whole round fits in seconds on 2 CPU cor
 from __future__ import annotations
 
 import contextlib
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from abci_app.devnet_cmd import LocalChain
+from abci_app.devnet.launch import LocalChain
 from abci_app.keyfile import KeyPair
+from abci_app.ports import free_port
 
 # The demo task used by the chain tests: 48 images of 16x16, a 2-level U-Net 8 filters wide.
 TINY_TASK = {"samples": 48, "image_size": 16, "hparams": {"depth": 2, "base_width": 8}}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextlib.contextmanager
@@ -61,3 +55,20 @@ def start_thread(target: Callable[[], Any], name: str) -> threading.Thread:
     t = threading.Thread(target=target, name=name, daemon=True)
     t.start()
     return t
+
+
+#: What the chain tests give a miner in genesis: its bond (100,000), tx fees and reveal deposits
+#: for many rounds (docs/economics.md).
+MINER_START = 1_000_000
+
+
+def fees_paid(rpc: Any, address: bytes) -> int:
+    """Every tx fee `address` paid so far: the `fee` attribute its txs' `dlbc` events carry, in
+    every block (process.apply_decoded)."""
+    total = 0
+    for height in range(1, rpc.latest_height() + 1):
+        for tx in rpc.get_block(height).txs:
+            for e in tx.result.events if tx.result.ok else ():
+                if e.type == "dlbc" and e.get("sender") == address.hex() and e.get("fee"):
+                    total += int(e.get("fee") or 0)
+    return total

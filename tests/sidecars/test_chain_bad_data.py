@@ -10,7 +10,7 @@ from pathlib import Path
 from training.miner import Miner, MinerConfig
 from training.publisher import DemoDataConfig, Publisher, PublisherConfig
 
-from .helpers import TINY_TASK, key, local_chain, wait_for
+from .helpers import MINER_START, TINY_TASK, key, local_chain, wait_for
 
 # "direct": TINY_TASK's 8-wide U-Net (288 coordinates) cannot hold the default "diff" (2 x 256).
 PARAMS = {"train_seconds": 4, "reveal_seconds": 2, "verify_seconds": 2,
@@ -20,11 +20,12 @@ PARAMS = {"train_seconds": 4, "reveal_seconds": 2, "verify_seconds": 2,
 def test_invalid_tampered_training_data(tmp_path: Path) -> None:
     pub_key, miner_key = key(31), key(32)
     with local_chain(tmp_path / "chain", params=PARAMS,
-                     balances={pub_key.address.hex(): 10_000}) as chain:
+                     balances={pub_key.address.hex(): 100_000,
+                               miner_key.address.hex(): MINER_START}) as chain:
         miner = Miner(MinerConfig(rpc_url=chain.rpc_url, workdir=tmp_path / "miner",
                                   poll_seconds=0.2, progress=False), miner_key)
         pub = Publisher(PublisherConfig(rpc_url=chain.rpc_url, workdir=tmp_path / "pub",
-                                        poll_seconds=0.2, reward=100), pub_key)
+                                        poll_seconds=0.2, reward=10_000), pub_key)
         task = pub.prepare_demo(DemoDataConfig(**TINY_TASK), "demo")
         blob = task.directory / "train.npz.enc"
         blob.write_bytes(blob.read_bytes()[:-1] + b"\x00")  # one flipped byte, same size

@@ -13,13 +13,13 @@ from abci_app.cli import main as dlbc
 from training.miner import Miner, MinerConfig
 from training.publisher import DemoDataConfig, Publisher, PublisherConfig
 
-from .helpers import TINY_TASK, key, local_chain, wait_for
+from .helpers import MINER_START, TINY_TASK, fees_paid, key, local_chain, wait_for
 
 # "direct": TINY_TASK's 8-wide U-Net (288 coordinates) cannot hold the default "diff" (2 x 256).
 PARAMS = {"train_seconds": 3, "reveal_seconds": 2, "verify_seconds": 2,
           "withhold_fee_ppm": 100_000, "watermark_matrix": "direct"}
-REWARD = 1_000
-START = 50_000
+REWARD = 10_000  # params.min_task_reward
+START = 500_000
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +28,8 @@ def withheld(tmp_path_factory: pytest.TempPathFactory):
     tmp = tmp_path_factory.mktemp("withheld")
     pub_key, miner_key = key(11), key(12)
     with local_chain(tmp / "chain", params=PARAMS,
-                     balances={pub_key.address.hex(): START}) as chain:
+                     balances={pub_key.address.hex(): START,
+                               miner_key.address.hex(): MINER_START}) as chain:
         miner = Miner(MinerConfig(rpc_url=chain.rpc_url, workdir=tmp / "miner",
                                   poll_seconds=0.2, progress=False), miner_key)
         pub = Publisher(PublisherConfig(rpc_url=chain.rpc_url, workdir=tmp / "pub",
@@ -53,7 +54,9 @@ def withheld(tmp_path_factory: pytest.TempPathFactory):
         yield {"chain": chain, "pub": pub_key, "miner": miner_key, "rec": rec,
                "miner_sc": miner, "alive": alive, "rpc_url": chain.rpc_url,
                "balances": {k: rpc.query_json(f"accounts/{k.address.hex()}")["balance"]
-                            for k in (pub_key, miner_key)}}
+                            for k in (pub_key, miner_key)},
+               "fees": {k: fees_paid(rpc, k.address) for k in (pub_key, miner_key)},
+               "params": rpc.query_json("params")}
 
 
 def test_invalid_publisher_never_releases_key(withheld: dict) -> None:
@@ -64,10 +67,14 @@ def test_invalid_publisher_never_releases_key(withheld: dict) -> None:
     assert m.metrics.get("commits_total") == 0 and m.metrics.get("training_seconds_total") == 0
     assert m.metrics.get("rounds_seen_total") >= 1
     assert not m.round_dir(1).exists() and not list(m.artifact_root.iterdir())
-    # Verify the escrow came back less the withhold fee
-    fee = REWARD * PARAMS["withhold_fee_ppm"] // 1_000_000
-    assert withheld["balances"][withheld["pub"]] == START - fee
-    assert withheld["balances"][withheld["miner"]] == 0
+    # Verify the escrow came back less the withhold fee (10 % of 10,000 = the 1,000 floor); the
+    # publisher paid its SubmitTask fee, the miner its RegisterMiner fee and bond
+    p, fees = withheld["params"], withheld["fees"]
+    fee = max(p["withhold_fee_min"], -(-REWARD * PARAMS["withhold_fee_ppm"] // 1_000_000))
+    assert fee == 1_000 and fees[withheld["pub"]] > 0
+    assert withheld["balances"][withheld["pub"]] == START - fee - fees[withheld["pub"]]
+    assert withheld["balances"][withheld["miner"]] == \
+        MINER_START - p["miner_bond"] - fees[withheld["miner"]]
 
 
 def test_query_round_json_matches_chain(withheld: dict, capsys: pytest.CaptureFixture[str]) -> None:
@@ -113,7 +120,7 @@ def test_task_submit_cli_lands_a_task(withheld: dict, tmp_path: Path, source: st
         make_segmentation_2d(24, 16, seed=5).save_npz(tmp_path / "mine.npz")
         data_args = ["--data", str(tmp_path / "mine.npz"), "--arch", "fcn",
                      "--hparams", '{"depth": 2, "base_width": 16}']
-    code = dlbc(["task", "submit", "--key", str(keyfile), *data_args, "--reward", "500",
+    code = dlbc(["task", "submit", "--key", str(keyfile), *data_args, "--reward", "10500",
                  "--artifact-port", "0", "--workdir", str(tmp_path / "w"), "--no-wait",
                  "--rpc", withheld["rpc_url"], "--log-level", "warning"])
     out, err = capsys.readouterr()
@@ -122,7 +129,7 @@ def test_task_submit_cli_lands_a_task(withheld: dict, tmp_path: Path, source: st
     assert m, out
     with RpcClient(withheld["rpc_url"]) as rpc:
         task = rpc.query_json(f"tasks/{m.group(1)}")
-    assert task["publisher"] == withheld["pub"].address.hex() and task["reward"] == 500
+    assert task["publisher"] == withheld["pub"].address.hex() and task["reward"] == 10_500
     assert task["spec"]["architecture"] == ("unet2d" if source == "demo" else "fcn")
     assert task["spec"]["input_shape"] == ([1, 32, 32] if source == "demo" else [1, 16, 16])
     assert (tmp_path / "w" / "submitted.json").exists()

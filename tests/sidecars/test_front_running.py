@@ -30,7 +30,7 @@ from training.miner import Miner, MinerConfig, RoundWork
 from training.publisher import DemoDataConfig, PreparedTask, Publisher, PublisherConfig
 from watermark import detect
 
-from .helpers import free_port, key, local_chain
+from .helpers import MINER_START, free_port, key, local_chain
 
 PARAMS = {"train_seconds": 12, "reveal_seconds": 8, "verify_seconds": 2}
 PUB, MINER = key(31), key(32)
@@ -86,7 +86,8 @@ def round_one(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     demo = DemoDataConfig(samples=40)  # what `dlbc task submit --demo --samples 40` prepares
     out: dict[str, Any] = {}
     with local_chain(tmp / "chain", params=PARAMS,
-                     balances={PUB.address.hex(): 100_000}) as chain:
+                     balances={PUB.address.hex(): 100_000,
+                               MINER.address.hex(): MINER_START}) as chain:
         mcfg = MinerConfig(rpc_url=chain.rpc_url, workdir=tmp / "miner", poll_seconds=0.2,
                            max_train_seconds=2.0, max_epochs=1, commit_margin_seconds=2.0,
                            progress=False)
@@ -97,7 +98,7 @@ def round_one(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         argv = ["task", "submit", "--demo", "--key", str(tmp / "pub.json"), "--rpc",
                 chain.rpc_url, "--workdir", str(tmp / "pub"), "--name", "demo", "--samples",
                 str(demo.samples), "--seed", str(demo.seed), "--artifact-port", str(pub_port),
-                "--reward", "1000", "--no-wait"]
+                "--reward", "10000", "--no-wait"]
         out["cli"] = []
         for extra in ([], [], ["--seed", "8"]):
             with contextlib.redirect_stdout(capsys_like._out), \
@@ -110,7 +111,7 @@ def round_one(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         task1 = PreparedTask.load(tmp / "pub" / "artifacts" / "demo")
         # The publisher restarts as a long-running sidecar: same keys, same files, no new submit.
         pcfg = PublisherConfig(rpc_url=chain.rpc_url, workdir=tmp / "pub", poll_seconds=0.2,
-                               reward=1_000, artifact_port=pub_port)
+                               reward=10_000, artifact_port=pub_port)
         second = Publisher(pcfg, PUB)
         task2 = second.prepare_demo(demo, "demo")
         out["pub_reused"] = (task2.reused, task2.train_key == task1.train_key,

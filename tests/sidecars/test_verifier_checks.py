@@ -171,12 +171,15 @@ def test_nothing_written_next_to_served_files(served: dict) -> None:
                      "truncated.safetensors", "wrong.safetensors"]
 
 
-def test_invalid_file_uri_from_a_miner_gives_no_verdict(served: dict) -> None:
-    """A reveal pointing at the validator's own disk is never opened (DESIGN §8)."""
+def test_invalid_file_uri_from_a_miner_is_refuted_unopened(served: dict) -> None:
+    """A reveal pointing at the validator's own disk is never opened (DESIGN §8), and since no
+    validator can fetch it, the claim is refuted (its reveal deposit is forfeited,
+    docs/economics.md) rather than left without a verdict."""
     reveal = _reveal(served["srv"], "model.safetensors", served["digest"])
     reveal["model_uri"] = (served["root"] / "model.safetensors").as_uri()
-    with pytest.raises(Unavailable, match="only http"):
-        _check(served, reveal)
+    chk = _check(served, reveal)
+    assert chk.verdict and not chk.watermark_ok and chk.score_ppm == 0
+    assert "only http" in chk.reason
     chk = check_model(reveal, SPEC, SEED, served["test"], scheme=SCHEME,
                       max_bytes=1 << 24, timeout=5.0, allow_file=True)  # operator opt-in
     assert chk.verdict and chk.watermark_ok

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from abci_app.pb.tendermint.abci import types_pb2 as tendermint_dot_abci_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x10\x64lbc/v1/tx.proto\x12\x07\x64lbc.v1\x1a\x1btendermint/abci/types.proto\"?\n\x08SignedTx\x12\x0c\n\x04\x62ody\x18\x01 \x01(\x0c\x12\x12\n\npublic_key\x18\x02 \x01(\x0c\x12\x11\n\tsignature\x18\x03 \x01(\x0c\"\x9e\x03\n\x06TxBody\x12\x10\n\x08\x63hain_id\x18\x01 \x01(\t\x12\r\n\x05nonce\x18\x02 \x01(\x04\x12%\n\x08transfer\x18\n \x01(\x0b\x32\x11.dlbc.v1.TransferH\x00\x12\x30\n\x0eregister_miner\x18\x0b \x01(\x0b\x32\x16.dlbc.v1.RegisterMinerH\x00\x12*\n\x0bsubmit_task\x18\x0c \x01(\x0b\x32\x13.dlbc.v1.SubmitTaskH\x00\x12\x35\n\x11release_train_key\x18\r \x01(\x0b\x32\x18.dlbc.v1.ReleaseTrainKeyH\x00\x12,\n\x0c\x63ommit_model\x18\x0e \x01(\x0b\x32\x14.dlbc.v1.CommitModelH\x00\x12\x31\n\x0freveal_test_set\x18\x0f \x01(\x0b\x32\x16.dlbc.v1.RevealTestSetH\x00\x12,\n\x0creveal_model\x18\x10 \x01(\x0b\x32\x14.dlbc.v1.RevealModelH\x00\x12!\n\x06settle\x18\x11 \x01(\x0b\x32\x0f.dlbc.v1.SettleH\x00\x42\x05\n\x03msg\"&\n\x08Transfer\x12\n\n\x02to\x18\x01 \x01(\x0c\x12\x0e\n\x06\x61mount\x18\x02 \x01(\x04\"5\n\rRegisterMiner\x12\x15\n\rbandwidth_bps\x18\x01 \x01(\x04\x12\r\n\x05\x66lops\x18\x02 \x01(\x04\"\xed\x02\n\x08TaskSpec\x12\x14\n\x0c\x61rchitecture\x18\x01 \x01(\t\x12\x18\n\x10hyperparams_json\x18\x02 \x01(\t\x12\x18\n\x10model_size_bytes\x18\x03 \x01(\x04\x12\x18\n\x10\x66lops_per_sample\x18\x04 \x01(\x04\x12\x10\n\x08\x64\x61ta_uri\x18\x05 \x01(\t\x12\x17\n\x0f\x64\x61ta_size_bytes\x18\x06 \x01(\x04\x12\x13\n\x0b\x64\x61ta_sha256\x18\x07 \x01(\x0c\x12\x17\n\x0f\x64\x61ta_key_sha256\x18\x08 \x01(\x0c\x12\x10\n\x08test_uri\x18\t \x01(\t\x12\x13\n\x0btest_sha256\x18\n \x01(\x0c\x12\x17\n\x0ftest_key_sha256\x18\x0b \x01(\x0c\x12\x0e\n\x06metric\x18\x0c \x01(\t\x12\x15\n\rmin_score_ppm\x18\r \x01(\r\x12\x13\n\x0binput_shape\x18\x0e \x03(\r\x12\x13\n\x0bnum_classes\x18\x0f \x01(\r\x12\x13\n\x0bnum_samples\x18\x10 \x01(\x04\"=\n\nSubmitTask\x12\x1f\n\x04spec\x18\x01 \x01(\x0b\x32\x11.dlbc.v1.TaskSpec\x12\x0e\n\x06reward\x18\x02 \x01(\x04\"/\n\x0fReleaseTrainKey\x12\x0f\n\x07task_id\x18\x01 \x01(\x04\x12\x0b\n\x03key\x18\x02 \x01(\x0c\"0\n\x0b\x43ommitModel\x12\r\n\x05round\x18\x01 \x01(\x04\x12\x12\n\ncommitment\x18\x02 \x01(\x0c\"2\n\rRevealTestSet\x12\x0f\n\x07task_id\x18\x01 \x01(\x04\x12\x10\n\x08test_key\x18\x02 \x01(\x0c\"\x8a\x01\n\x0bRevealModel\x12\r\n\x05round\x18\x01 \x01(\x04\x12\x11\n\tmodel_uri\x18\x02 \x01(\t\x12\x14\n\x0cmodel_digest\x18\x03 \x01(\x0c\x12\x0c\n\x04salt\x18\x04 \x01(\x0c\x12\x19\n\x11\x63laimed_score_ppm\x18\x05 \x01(\r\x12\x1a\n\x12\x63heckpoint_digests\x18\x06 \x03(\x0c\"U\n\x06Settle\x12\r\n\x05round\x18\x01 \x01(\x04\x12<\n\x0f\x65xtended_commit\x18\x02 \x01(\x0b\x32#.tendermint.abci.ExtendedCommitInfob\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x10\x64lbc/v1/tx.proto\x12\x07\x64lbc.v1\x1a\x1btendermint/abci/types.proto\"?\n\x08SignedTx\x12\x0c\n\x04\x62ody\x18\x01 \x01(\x0c\x12\x12\n\npublic_key\x18\x02 \x01(\x0c\x12\x11\n\tsignature\x18\x03 \x01(\x0c\"\xcc\x03\n\x06TxBody\x12\x10\n\x08\x63hain_id\x18\x01 \x01(\t\x12\r\n\x05nonce\x18\x02 \x01(\x04\x12%\n\x08transfer\x18\n \x01(\x0b\x32\x11.dlbc.v1.TransferH\x00\x12\x30\n\x0eregister_miner\x18\x0b \x01(\x0b\x32\x16.dlbc.v1.RegisterMinerH\x00\x12*\n\x0bsubmit_task\x18\x0c \x01(\x0b\x32\x13.dlbc.v1.SubmitTaskH\x00\x12\x35\n\x11release_train_key\x18\r \x01(\x0b\x32\x18.dlbc.v1.ReleaseTrainKeyH\x00\x12,\n\x0c\x63ommit_model\x18\x0e \x01(\x0b\x32\x14.dlbc.v1.CommitModelH\x00\x12\x31\n\x0freveal_test_set\x18\x0f \x01(\x0b\x32\x16.dlbc.v1.RevealTestSetH\x00\x12,\n\x0creveal_model\x18\x10 \x01(\x0b\x32\x14.dlbc.v1.RevealModelH\x00\x12!\n\x06settle\x18\x11 \x01(\x0b\x32\x0f.dlbc.v1.SettleH\x00\x12,\n\x0cunbond_miner\x18\x12 \x01(\x0b\x32\x14.dlbc.v1.UnbondMinerH\x00\x42\x05\n\x03msg\"&\n\x08Transfer\x12\n\n\x02to\x18\x01 \x01(\x0c\x12\x0e\n\x06\x61mount\x18\x02 \x01(\x04\"5\n\rRegisterMiner\x12\x15\n\rbandwidth_bps\x18\x01 \x01(\x04\x12\r\n\x05\x66lops\x18\x02 \x01(\x04\"\r\n\x0bUnbondMiner\"\xed\x02\n\x08TaskSpec\x12\x14\n\x0c\x61rchitecture\x18\x01 \x01(\t\x12\x18\n\x10hyperparams_json\x18\x02 \x01(\t\x12\x18\n\x10model_size_bytes\x18\x03 \x01(\x04\x12\x18\n\x10\x66lops_per_sample\x18\x04 \x01(\x04\x12\x10\n\x08\x64\x61ta_uri\x18\x05 \x01(\t\x12\x17\n\x0f\x64\x61ta_size_bytes\x18\x06 \x01(\x04\x12\x13\n\x0b\x64\x61ta_sha256\x18\x07 \x01(\x0c\x12\x17\n\x0f\x64\x61ta_key_sha256\x18\x08 \x01(\x0c\x12\x10\n\x08test_uri\x18\t \x01(\t\x12\x13\n\x0btest_sha256\x18\n \x01(\x0c\x12\x17\n\x0ftest_key_sha256\x18\x0b \x01(\x0c\x12\x0e\n\x06metric\x18\x0c \x01(\t\x12\x15\n\rmin_score_ppm\x18\r \x01(\r\x12\x13\n\x0binput_shape\x18\x0e \x03(\r\x12\x13\n\x0bnum_classes\x18\x0f \x01(\r\x12\x13\n\x0bnum_samples\x18\x10 \x01(\x04\"=\n\nSubmitTask\x12\x1f\n\x04spec\x18\x01 \x01(\x0b\x32\x11.dlbc.v1.TaskSpec\x12\x0e\n\x06reward\x18\x02 \x01(\x04\"/\n\x0fReleaseTrainKey\x12\x0f\n\x07task_id\x18\x01 \x01(\x04\x12\x0b\n\x03key\x18\x02 \x01(\x0c\"0\n\x0b\x43ommitModel\x12\r\n\x05round\x18\x01 \x01(\x04\x12\x12\n\ncommitment\x18\x02 \x01(\x0c\"2\n\rRevealTestSet\x12\x0f\n\x07task_id\x18\x01 \x01(\x04\x12\x10\n\x08test_key\x18\x02 \x01(\x0c\"\x8a\x01\n\x0bRevealModel\x12\r\n\x05round\x18\x01 \x01(\x04\x12\x11\n\tmodel_uri\x18\x02 \x01(\t\x12\x14\n\x0cmodel_digest\x18\x03 \x01(\x0c\x12\x0c\n\x04salt\x18\x04 \x01(\x0c\x12\x19\n\x11\x63laimed_score_ppm\x18\x05 \x01(\r\x12\x1a\n\x12\x63heckpoint_digests\x18\x06 \x03(\x0c\"U\n\x06Settle\x12\r\n\x05round\x18\x01 \x01(\x04\x12<\n\x0f\x65xtended_commit\x18\x02 \x01(\x0b\x32#.tendermint.abci.ExtendedCommitInfob\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,23 +35,25 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SIGNEDTX']._serialized_start=58
   _globals['_SIGNEDTX']._serialized_end=121
   _globals['_TXBODY']._serialized_start=124
-  _globals['_TXBODY']._serialized_end=538
-  _globals['_TRANSFER']._serialized_start=540
-  _globals['_TRANSFER']._serialized_end=578
-  _globals['_REGISTERMINER']._serialized_start=580
-  _globals['_REGISTERMINER']._serialized_end=633
-  _globals['_TASKSPEC']._serialized_start=636
-  _globals['_TASKSPEC']._serialized_end=1001
-  _globals['_SUBMITTASK']._serialized_start=1003
-  _globals['_SUBMITTASK']._serialized_end=1064
-  _globals['_RELEASETRAINKEY']._serialized_start=1066
-  _globals['_RELEASETRAINKEY']._serialized_end=1113
-  _globals['_COMMITMODEL']._serialized_start=1115
-  _globals['_COMMITMODEL']._serialized_end=1163
-  _globals['_REVEALTESTSET']._serialized_start=1165
-  _globals['_REVEALTESTSET']._serialized_end=1215
-  _globals['_REVEALMODEL']._serialized_start=1218
-  _globals['_REVEALMODEL']._serialized_end=1356
-  _globals['_SETTLE']._serialized_start=1358
-  _globals['_SETTLE']._serialized_end=1443
+  _globals['_TXBODY']._serialized_end=584
+  _globals['_TRANSFER']._serialized_start=586
+  _globals['_TRANSFER']._serialized_end=624
+  _globals['_REGISTERMINER']._serialized_start=626
+  _globals['_REGISTERMINER']._serialized_end=679
+  _globals['_UNBONDMINER']._serialized_start=681
+  _globals['_UNBONDMINER']._serialized_end=694
+  _globals['_TASKSPEC']._serialized_start=697
+  _globals['_TASKSPEC']._serialized_end=1062
+  _globals['_SUBMITTASK']._serialized_start=1064
+  _globals['_SUBMITTASK']._serialized_end=1125
+  _globals['_RELEASETRAINKEY']._serialized_start=1127
+  _globals['_RELEASETRAINKEY']._serialized_end=1174
+  _globals['_COMMITMODEL']._serialized_start=1176
+  _globals['_COMMITMODEL']._serialized_end=1224
+  _globals['_REVEALTESTSET']._serialized_start=1226
+  _globals['_REVEALTESTSET']._serialized_end=1276
+  _globals['_REVEALMODEL']._serialized_start=1279
+  _globals['_REVEALMODEL']._serialized_end=1417
+  _globals['_SETTLE']._serialized_start=1419
+  _globals['_SETTLE']._serialized_end=1504
 # @@protoc_insertion_point(module_scope)

@@ -18,7 +18,7 @@ class SignedTx(_message.Message):
     def __init__(self, body: _Optional[bytes] = ..., public_key: _Optional[bytes] = ..., signature: _Optional[bytes] = ...) -> None: ...
 
 class TxBody(_message.Message):
-    __slots__ = ("chain_id", "nonce", "transfer", "register_miner", "submit_task", "release_train_key", "commit_model", "reveal_test_set", "reveal_model", "settle")
+    __slots__ = ("chain_id", "nonce", "transfer", "register_miner", "submit_task", "release_train_key", "commit_model", "reveal_test_set", "reveal_model", "settle", "unbond_miner")
     CHAIN_ID_FIELD_NUMBER: _ClassVar[int]
     NONCE_FIELD_NUMBER: _ClassVar[int]
     TRANSFER_FIELD_NUMBER: _ClassVar[int]
@@ -29,6 +29,7 @@ class TxBody(_message.Message):
     REVEAL_TEST_SET_FIELD_NUMBER: _ClassVar[int]
     REVEAL_MODEL_FIELD_NUMBER: _ClassVar[int]
     SETTLE_FIELD_NUMBER: _ClassVar[int]
+    UNBOND_MINER_FIELD_NUMBER: _ClassVar[int]
     chain_id: str
     nonce: int
     transfer: Transfer
@@ -39,7 +40,8 @@ class TxBody(_message.Message):
     reveal_test_set: RevealTestSet
     reveal_model: RevealModel
     settle: Settle
-    def __init__(self, chain_id: _Optional[str] = ..., nonce: _Optional[int] = ..., transfer: _Optional[_Union[Transfer, _Mapping]] = ..., register_miner: _Optional[_Union[RegisterMiner, _Mapping]] = ..., submit_task: _Optional[_Union[SubmitTask, _Mapping]] = ..., release_train_key: _Optional[_Union[ReleaseTrainKey, _Mapping]] = ..., commit_model: _Optional[_Union[CommitModel, _Mapping]] = ..., reveal_test_set: _Optional[_Union[RevealTestSet, _Mapping]] = ..., reveal_model: _Optional[_Union[RevealModel, _Mapping]] = ..., settle: _Optional[_Union[Settle, _Mapping]] = ...) -> None: ...
+    unbond_miner: UnbondMiner
+    def __init__(self, chain_id: _Optional[str] = ..., nonce: _Optional[int] = ..., transfer: _Optional[_Union[Transfer, _Mapping]] = ..., register_miner: _Optional[_Union[RegisterMiner, _Mapping]] = ..., submit_task: _Optional[_Union[SubmitTask, _Mapping]] = ..., release_train_key: _Optional[_Union[ReleaseTrainKey, _Mapping]] = ..., commit_model: _Optional[_Union[CommitModel, _Mapping]] = ..., reveal_test_set: _Optional[_Union[RevealTestSet, _Mapping]] = ..., reveal_model: _Optional[_Union[RevealModel, _Mapping]] = ..., settle: _Optional[_Union[Settle, _Mapping]] = ..., unbond_miner: _Optional[_Union[UnbondMiner, _Mapping]] = ...) -> None: ...
 
 class Transfer(_message.Message):
     __slots__ = ("to", "amount")
@@ -56,6 +58,10 @@ class RegisterMiner(_message.Message):
     bandwidth_bps: int
     flops: int
     def __init__(self, bandwidth_bps: _Optional[int] = ..., flops: _Optional[int] = ...) -> None: ...
+
+class UnbondMiner(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
 
 class TaskSpec(_message.Message):
     __slots__ = ("architecture", "hyperparams_json", "model_size_bytes", "flops_per_sample", "data_uri", "data_size_bytes", "data_sha256", "data_key_sha256", "test_uri", "test_sha256", "test_key_sha256", "metric", "min_score_ppm", "input_shape", "num_classes", "num_samples")

@@ -19,9 +19,13 @@ class Verdict(_message.Message):
     def __init__(self, miner: _Optional[bytes] = ..., model_digest: _Optional[bytes] = ..., watermark_ok: _Optional[bool] = ..., score_ppm: _Optional[int] = ...) -> None: ...
 
 class VerdictSet(_message.Message):
-    __slots__ = ("round", "verdicts")
+    __slots__ = ("round", "verdicts", "complete", "test_set_unusable")
     ROUND_FIELD_NUMBER: _ClassVar[int]
     VERDICTS_FIELD_NUMBER: _ClassVar[int]
+    COMPLETE_FIELD_NUMBER: _ClassVar[int]
+    TEST_SET_UNUSABLE_FIELD_NUMBER: _ClassVar[int]
     round: int
     verdicts: _containers.RepeatedCompositeFieldContainer[Verdict]
-    def __init__(self, round: _Optional[int] = ..., verdicts: _Optional[_Iterable[_Union[Verdict, _Mapping]]] = ...) -> None: ...
+    complete: bool
+    test_set_unusable: bool
+    def __init__(self, round: _Optional[int] = ..., verdicts: _Optional[_Iterable[_Union[Verdict, _Mapping]]] = ..., complete: _Optional[bool] = ..., test_set_unusable: _Optional[bool] = ...) -> None: ...
