@@ -64,6 +64,7 @@ lint: install
 
 bench: install
 	$(BIN)/python bench/abci_throughput.py
+	$(BIN)/python bench/cometbft_throughput.py --rounds 2
 	$(BIN)/python bench/state_machine.py
 	$(BIN)/python bench/training.py
 	$(BIN)/python bench/watermark.py

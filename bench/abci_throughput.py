@@ -61,8 +61,8 @@ def _stat_cpu(path: Path) -> float:
 
 def _proc_cpu_seconds(pid: int) -> tuple[float, float] | None:
     """(whole process, main thread) utime + stime of process `pid` from Linux /proc, or None
-    where unavailable. The main thread runs the event loop (sockets, framing); the rest is
-    the app's worker thread."""
+    where unavailable. The main thread runs the event loop, which also calls the app inline
+    (abci_app/server.py); other threads are the runtime's own."""
     try:
         return _stat_cpu(Path(f"/proc/{pid}/stat")), _stat_cpu(Path(f"/proc/{pid}/task/{pid}/stat"))
     except (OSError, IndexError, ValueError):
@@ -249,8 +249,9 @@ def main(argv: list[str] | None = None) -> int:
         per_check_us = (cpu1[0] - cpu0[0]) / checks_done * 1e6
         loop_us = (cpu1[1] - cpu0[1]) / checks_done * 1e6
         print(f"  server CPU per CheckTx:                {per_check_us:>10.1f} us       "
-              f"(= {1e6 / per_check_us:,.0f} CheckTx per CPU-second; event loop {loop_us:.1f} "
-              f"us, app thread {per_check_us - loop_us:.1f} us; a bare verify costs "
+              f"(= {1e6 / per_check_us:,.0f} CheckTx per CPU-second; main thread (event loop "
+              f"+ app) {loop_us:.1f} us, other threads {per_check_us - loop_us:.1f} us; a bare "
+              f"verify costs "
               f"{verify_us:.1f} us cpu, {verify_us / per_check_us:.0%} of the server's CPU)")
     best_possible = verify_cpu_rate / echo_rate
     print(f"  bound on the echo ratio with one verify per CheckTx: verify alone allows "
