@@ -27,7 +27,6 @@ import time
 import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -49,7 +48,7 @@ from abci_app.localnet.runner import (
 from abci_app.localnet.tomlpatch import patch_toml
 from abci_app.ports import free_port
 
-from .conftest import LINES, CometBin, free_base_port, require_line, wait_until
+from .conftest import LINES, Localnet, free_base_port, require_line, wait_until
 
 VALIDATORS = 4
 REWARD = 10_000
@@ -67,17 +66,8 @@ def _query(rpc_url: str, path: str) -> Any:
 
 
 @dataclass(slots=True)
-class DemoNet:
-    bin: CometBin
-    plan: lp.LocalnetPlan
-    sup: Supervisor
-
-    @property
-    def root(self) -> Path:
-        return Path(self.plan.root)
-
-    def rpc(self, i: int) -> str:
-        return self.plan.rpc_url(i)
+class DemoNet(Localnet):
+    """The conftest's Localnet plus the demo's round queries and per-node waits."""
 
     def height(self, i: int) -> int:
         return node_height(self.rpc(i)) or 0
