@@ -60,7 +60,7 @@ test: install
 
 lint: install
 	$(BIN)/ruff check .
-	$(BIN)/mypy abci_app watermark training
+	$(BIN)/mypy abci_app watermark training dlbc_ops
 
 bench: install
 	$(BIN)/python bench/abci_throughput.py

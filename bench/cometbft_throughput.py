@@ -73,12 +73,12 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from abci_app import cli
 from abci_app.dlbc.crypto import address_of, public_key_bytes
-from abci_app.localnet import plan as lp
-from abci_app.localnet.binary import find_cometbft, pinned_line
-from abci_app.localnet.ports import busy_ports
-from abci_app.localnet.runner import (
+from dlbc_ops.cli import main as cli
+from dlbc_ops.localnet import plan as lp
+from dlbc_ops.localnet.binary import find_cometbft, pinned_line
+from dlbc_ops.localnet.ports import busy_ports
+from dlbc_ops.localnet.runner import (
     Supervisor,
     node_command,
     node_context,

@@ -1,12 +1,12 @@
 """White-box model watermarks keyed by round and miner (paper §IV-C, DESIGN §7; Uchida et al. 2017).
 
-Miner (training/miner.py)::
+Miner (training/sidecars/miner.py)::
 
     layer = default_layer(model)                       # same rule on every node
     key = derive_key(seed_r, miner_address, layer=layer)
     train(model, data, cfg, extra_loss=lambda m: lam * embed_loss(m, key))
 
-Validator (training/verifier.py), from the revealed safetensors alone::
+Validator (training/sidecars/verifier.py), from the revealed safetensors alone::
 
     det = detect_file(path, key)      # or detect(state_dict_or_module, key)
     det.ok                            # every bit's confidence > 0.9999

@@ -2,7 +2,7 @@
 
 This module is the one home of every ed25519 fact in the project: the address rule, the
 signature verification rule and the vote-extension sign bytes. `abci_app.keyfile` (key files)
-and `abci_app.driver` (the CometBFT stand-in) re-export these names rather than re-implement
+and `dlbc_ops.devnode.driver` (the CometBFT stand-in) re-export these names rather than re-implement
 them, so the chain, the sidecars and the driver can never disagree on what a valid signature
 or an address is.
 

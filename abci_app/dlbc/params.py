@@ -10,7 +10,7 @@ detection itself, but miners embed and validators detect under exactly these val
 sidecar versions could disagree on. The defaults equal what `watermark/` measured best
 (watermark/keys.py: 256 bits as in the paper, the "diff" matrix, row gain 1000). The embedding
 temperature and λ are deliberately *not* params: they only change how a miner trains, never what a
-validator accepts, so each miner tunes them (training/miner.py `MinerConfig`).
+validator accepts, so each miner tunes them (training/sidecars/miner.py `MinerConfig`).
 """
 
 from __future__ import annotations

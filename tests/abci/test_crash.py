@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from abci_app.abci_client import AbciClient
-from abci_app.driver import Driver, ValidatorKey
 from abci_app.kvstore import KVStoreApplication
 from abci_app.pb.tendermint.abci import types_pb2 as abci
+from dlbc_ops.devnode.driver import Driver, ValidatorKey
 
 from .helpers import block_time, running, spawn_app, stop, txs_for
 

@@ -11,9 +11,9 @@ import pytest
 
 from abci_app.__main__ import resolve_app_class
 from abci_app.abci_client import AbciClient, AbciClientError
-from abci_app.driver import Driver, ValidatorKey
 from abci_app.kvstore import KVStoreApplication
 from abci_app.pb.tendermint.abci import types_pb2 as abci
+from dlbc_ops.devnode.driver import Driver, ValidatorKey
 
 from .helpers import block_time, spawn_app, stop
 

@@ -1,7 +1,7 @@
 """Shared fixtures for the DLBC state-machine tests: real keys, real LMDB, real app instances.
 
 `Node` calls a real `DlbcApplication` in process (the same handlers the socket server calls);
-the scenario tests drive four of them over real sockets with `abci_app.driver.Driver`.
+the scenario tests drive four of them over real sockets with `dlbc_ops.devnode.driver.Driver`.
 """
 
 from __future__ import annotations

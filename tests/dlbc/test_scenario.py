@@ -1,5 +1,5 @@
 """Issue 3 scenario over real sockets: 4 validator apps (`python -m abci_app --app dlbc`)
-driven by abci_app.driver exactly as CometBFT drives them, their ed25519 keys signing the vote
+driven by dlbc_ops.devnode.driver exactly as CometBFT drives them, their ed25519 keys signing the vote
 extensions. Two publishers' tasks, three miners: the honest one wins, the over-claimer and the
 copier get nothing, total supply is conserved and all four app hashes agree at every height.
 
@@ -24,7 +24,7 @@ from abci_app.abci_client import AbciClient
 from abci_app.dlbc import txs
 from abci_app.dlbc.codes import Code
 from abci_app.dlbc.verdicts import Verdict, write_verdicts
-from abci_app.driver import Driver, ValidatorKey
+from dlbc_ops.devnode.driver import Driver, ValidatorKey
 
 from .helpers import CHAIN_ID, GENESIS_NS, NS, app_state, spec_for
 from .rounds_fixture import (

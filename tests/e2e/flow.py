@@ -21,11 +21,11 @@ from sidecars.helpers import MINER_START, TINY_TASK, fees_paid, key, wait_for
 
 from abci_app.dlbc.params import Params
 from training.artifacts import load_model, sha256_file
-from training.miner import Miner, MinerConfig
-from training.publisher import DemoDataConfig, Publisher, PublisherConfig
-from training.rpc_client import RpcClient
-from training.sidecar import WatermarkScheme
-from training.verifier import Verifier, VerifierConfig
+from training.sidecars.base import WatermarkScheme
+from training.sidecars.miner import Miner, MinerConfig
+from training.sidecars.publisher import DemoDataConfig, Publisher, PublisherConfig
+from training.sidecars.rpc_client import RpcClient
+from training.sidecars.verifier import Verifier, VerifierConfig
 from watermark import WatermarkError, detect_file
 
 # A non-default watermark scheme (DESIGN §7 chain params): miners and the verifier must take it

@@ -24,7 +24,7 @@ def test_sidecar_commands_play_one_round(tmp_path: Path) -> None:
     pub, strong, weak = key(41), key(42), key(43)
     for name, k in (("pub", pub), ("strong", strong), ("weak", weak)):
         save_key(tmp_path / f"{name}.json", k)
-    dlbc = [sys.executable, "-m", "abci_app.cli"]
+    dlbc = [sys.executable, "-m", "dlbc_ops.cli.main"]
     with local_chain(tmp_path / "chain", params=PARAMS,
                      balances={pub.address.hex(): 100_000, strong.address.hex(): MINER_START,
                                weak.address.hex(): MINER_START}) as chain:

@@ -22,10 +22,10 @@ from pathlib import Path
 import pytest
 
 from abci_app.keyfile import load_key
-from abci_app.localnet import demo
-from abci_app.localnet import plan as lp
-from abci_app.localnet.ports import busy_ports
-from abci_app.localnet.runner import app_hash_at, rpc_get
+from dlbc_ops.localnet import demo
+from dlbc_ops.localnet import plan as lp
+from dlbc_ops.localnet.ports import busy_ports
+from dlbc_ops.localnet.runner import app_hash_at, rpc_get
 
 VALIDATORS = 2
 
@@ -68,7 +68,7 @@ def test_localnet_demo_settles_a_round_on_every_validator(tmp_path: Path, cometb
     rpcs = [f"http://127.0.0.1:{lp.node_ports(i, base).rpc}" for i in range(VALIDATORS)]
     proc = subprocess.Popen(
         [
-            sys.executable, "-m", "abci_app.cli", "localnet", "--validators", str(VALIDATORS),
+            sys.executable, "-m", "dlbc_ops.cli.main", "localnet", "--validators", str(VALIDATORS),
             "--demo", "--home", str(home), "--base-port", str(base), "--no-fallback",
             "--samples", "32", "--param", "train_seconds=40", "--param", "verify_seconds=40",
             "--timeout", "120", "--cometbft", cometbft.path,

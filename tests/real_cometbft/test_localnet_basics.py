@@ -14,8 +14,8 @@ import urllib.parse
 
 import pytest
 
-from abci_app.localnet.runner import app_hash_at, rpc_get
-from training.rpc_client import RpcClient
+from dlbc_ops.localnet.runner import app_hash_at, rpc_get
+from training.sidecars.rpc_client import RpcClient
 
 
 @pytest.mark.timeout(240)

@@ -31,11 +31,11 @@ from typing import Any
 
 import pytest
 
-from abci_app import cli
 from abci_app.keyfile import load_key
-from abci_app.localnet import demo
-from abci_app.localnet import plan as lp
-from abci_app.localnet.runner import (
+from dlbc_ops.cli import main as cli
+from dlbc_ops.localnet import demo
+from dlbc_ops.localnet import plan as lp
+from dlbc_ops.localnet.runner import (
     Supervisor,
     app_command,
     app_hash_at,
@@ -45,8 +45,8 @@ from abci_app.localnet.runner import (
     start_localnet,
     wait_for_port,
 )
-from abci_app.localnet.tomlpatch import patch_toml
-from abci_app.ports import free_port
+from dlbc_ops.localnet.tomlpatch import patch_toml
+from dlbc_ops.ports import free_port
 
 from .conftest import LINES, Localnet, free_base_port, require_line, wait_until
 

@@ -16,8 +16,8 @@ import threading
 import pytest
 
 from abci_app.dlbc import txs
-from abci_app.localnet.runner import rpc_get
-from training.rpc_client import MEMPOOL_REFUSED, RpcClient, tx_hash
+from dlbc_ops.localnet.runner import rpc_get
+from training.sidecars.rpc_client import MEMPOOL_REFUSED, RpcClient, tx_hash
 
 from .conftest import SingleNode
 
@@ -116,7 +116,7 @@ def test_invalid_txs_are_refused_with_the_same_answer_on_every_release(single_no
 
 
 def test_every_query_path_answers_through_abci_query(single_node, capsys) -> None:
-    from abci_app.cli import main as dlbc
+    from dlbc_ops.cli.main import main as dlbc
 
     node = single_node(params={"train_seconds": 33})
     a, _ = node.funded

@@ -148,7 +148,7 @@ def test_invalid_small_order_forgery_rejected_like_the_chain() -> None:
 
 def test_cli_keys_new_show(tmp_path: Path) -> None:
     run = lambda *a: subprocess.run(
-        [sys.executable, "-m", "abci_app.cli", "keys", *a, "--home", str(tmp_path)],
+        [sys.executable, "-m", "dlbc_ops.cli.main", "keys", *a, "--home", str(tmp_path)],
         capture_output=True, text=True, timeout=60, check=False,
     )
     r = run("new", "alice", "--json")

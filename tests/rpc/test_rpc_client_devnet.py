@@ -1,4 +1,4 @@
-"""training.rpc_client against the dev node's RPC, with a real kvstore app behind it (sockets only)."""
+"""training.sidecars.rpc_client against the dev node's RPC, with a real kvstore app behind it (sockets only)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from devnet.procs import Chain
+from ops.devnode.procs import Chain
 
-from training.rpc_client import MEMPOOL_REFUSED, Block, RpcClient, RpcError, tx_hash
+from training.sidecars.rpc_client import MEMPOOL_REFUSED, Block, RpcClient, RpcError, tx_hash
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -147,7 +147,7 @@ def test_invalid_requests_answered_and_server_keeps_serving(rpc: RpcClient, chai
 def test_invalid_websocket_input(rpc: RpcClient, chain: Chain) -> None:
     import json
 
-    from training.rpc_client import WebSocketClient, WebSocketClosed
+    from training.sidecars.rpc_client import WebSocketClient, WebSocketClosed
 
     ws = WebSocketClient(rpc.websocket_url(), timeout=5)
     ws.connect()

@@ -1,4 +1,4 @@
-"""training.rpc_client without a node: retries against a dead port, decoding, time parsing."""
+"""training.sidecars.rpc_client without a node: retries against a dead port, decoding, time parsing."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-from abci_app.ports import free_port as _dead_port  # nothing listens there
 from abci_app.rfc3339 import format_rfc3339_ns
-from training.rpc_client import (
+from dlbc_ops.ports import free_port as _dead_port  # nothing listens there
+from training.sidecars.rpc_client import (
     Backoff,
     NodeUnreachable,
     RpcClient,
@@ -24,7 +24,7 @@ from training.rpc_client import (
 def test_retry_backoff_is_bounded_and_logged(caplog: pytest.LogCaptureFixture) -> None:
     rpc = RpcClient(f"http://127.0.0.1:{_dead_port()}", backoff=Backoff(attempts=4, initial=0.05, factor=2.0, max_delay=0.1))
     t0 = time.monotonic()
-    with caplog.at_level(logging.WARNING, logger="training.rpc_client"), \
+    with caplog.at_level(logging.WARNING, logger="training.sidecars.rpc_client"), \
             pytest.raises(NodeUnreachable, match="after 4 attempt"):
         rpc.status()
     elapsed = time.monotonic() - t0

@@ -13,9 +13,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from abci_app.devnet.launch import LocalChain
 from abci_app.keyfile import KeyPair
-from abci_app.ports import free_port
+from dlbc_ops.devnode.launch import LocalChain
+from dlbc_ops.ports import free_port
 
 # The demo task used by the chain tests: 48 images of 16x16, a 2-level U-Net 8 filters wide.
 TINY_TASK = {"samples": 48, "image_size": 16, "hparams": {"depth": 2, "base_width": 8}}

@@ -7,8 +7,8 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from training.miner import Miner, MinerConfig
-from training.publisher import DemoDataConfig, Publisher, PublisherConfig
+from training.sidecars.miner import Miner, MinerConfig
+from training.sidecars.publisher import DemoDataConfig, Publisher, PublisherConfig
 
 from .helpers import MINER_START, TINY_TASK, key, local_chain, wait_for
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from abci_app.cli import main as dlbc
-from training.miner import Miner, MinerConfig
-from training.publisher import DemoDataConfig, Publisher, PublisherConfig
+from dlbc_ops.cli.main import main as dlbc
+from training.sidecars.miner import Miner, MinerConfig
+from training.sidecars.publisher import DemoDataConfig, Publisher, PublisherConfig
 
 from .helpers import MINER_START, TINY_TASK, fees_paid, key, local_chain, wait_for
 
@@ -111,7 +111,7 @@ def test_task_submit_cli_lands_a_task(withheld: dict, tmp_path: Path, source: st
 
     from abci_app.keyfile import save_key
     from training.data import make_segmentation_2d
-    from training.rpc_client import RpcClient
+    from training.sidecars.rpc_client import RpcClient
 
     keyfile = save_key(tmp_path / "pub.json", withheld["pub"])
     if source == "demo":
@@ -148,7 +148,7 @@ def test_invalid_task_submit_over_balance(withheld: dict, tmp_path: Path,
                                           capsys: pytest.CaptureFixture[str]) -> None:
     """A reward the publisher cannot pay: refused by the chain, reported, nothing escrowed."""
     from abci_app.keyfile import save_key
-    from training.rpc_client import RpcClient
+    from training.sidecars.rpc_client import RpcClient
 
     keyfile = save_key(tmp_path / "pub.json", withheld["pub"])
     code = dlbc(["task", "submit", "--key", str(keyfile), "--demo", "--samples", "24",

@@ -1,4 +1,4 @@
-"""The verifier's copy/overwrite defence with real training (training/verifier.py, DESIGN §7).
+"""The verifier's copy/overwrite defence with real training (training/sidecars/verifier.py, DESIGN §7).
 
 Keys are public, so a thief B can take miner A's model, embed its own key on top and reveal it.
 A few steps make B's mark pass, but A's mark is still in the weights; the verifier tests every
@@ -22,14 +22,13 @@ import pytest
 import torch
 from torch import nn
 
-from training.artifact_server import ArtifactServer
 from training.artifacts import save_model
 from training.data import ArrayDataset, make_segmentation_2d
-from training.miner import seal_watermark
 from training.models import build_model
-from training.sidecar import WatermarkScheme
-from training.trainer import TrainConfig, train
-from training.verifier import (
+from training.sidecars.artifact_server import ArtifactServer
+from training.sidecars.base import WatermarkScheme
+from training.sidecars.miner import seal_watermark
+from training.sidecars.verifier import (
     ModelCheck,
     OtherMark,
     check_model,
@@ -37,6 +36,7 @@ from training.verifier import (
     foreign_mark,
     marks_to_exclude,
 )
+from training.trainer import TrainConfig, train
 from watermark import WatermarkKey, detect, embed_loss
 from watermark.layers import layer_from
 
@@ -54,7 +54,7 @@ A, B, C = bytes([0xA] * 20), bytes([0xB] * 20), bytes([0xC] * 20)
 
 
 def _train(model: nn.Module, data: ArrayDataset, key: WatermarkKey, epochs: int) -> nn.Module:
-    """A miner's work: task loss + λ·E_R for a few epochs, then seal as training/miner.py does."""
+    """A miner's work: task loss + λ·E_R for a few epochs, then seal as training/sidecars/miner.py does."""
     cfg = TrainConfig(budget_seconds=120, max_epochs=epochs, batch_size=8, learning_rate=3e-3,
                       device="cpu", progress=False)
     train(model, data, cfg, extra_loss=lambda m: embed_loss(m, key))

@@ -22,12 +22,12 @@ import httpx
 import pytest
 import torch
 
-from abci_app.cli import main as dlbc
 from abci_app.keyfile import save_key
-from training.artifact_server import ArtifactServer
+from dlbc_ops.cli.main import main as dlbc
 from training.artifacts import fetch_bytes, load_model, sha256_bytes
-from training.miner import Miner, MinerConfig, RoundWork
-from training.publisher import DemoDataConfig, PreparedTask, Publisher, PublisherConfig
+from training.sidecars.artifact_server import ArtifactServer
+from training.sidecars.miner import Miner, MinerConfig, RoundWork
+from training.sidecars.publisher import DemoDataConfig, PreparedTask, Publisher, PublisherConfig
 from watermark import detect
 
 from .helpers import MINER_START, free_port, key, local_chain

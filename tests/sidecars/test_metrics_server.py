@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from training.metrics_server import CONTENT_TYPE, Metrics, MetricsServer, sidecar_metrics
+from training.sidecars.metrics_server import CONTENT_TYPE, Metrics, MetricsServer, sidecar_metrics
 
 
 def test_render_exposition_format() -> None:

@@ -13,9 +13,9 @@ from pathlib import Path
 import torch
 
 from abci_app.dlbc.verdicts import read_verdicts
-from training.miner import Miner, MinerConfig
-from training.publisher import DemoDataConfig, Publisher, PublisherConfig
-from training.verifier import Verifier, VerifierConfig
+from training.sidecars.miner import Miner, MinerConfig
+from training.sidecars.publisher import DemoDataConfig, Publisher, PublisherConfig
+from training.sidecars.verifier import Verifier, VerifierConfig
 
 from .helpers import MINER_START, TINY_TASK, key, local_chain, wait_for
 

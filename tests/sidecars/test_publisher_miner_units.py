@@ -12,14 +12,14 @@ import pytest
 import torch
 
 from abci_app.dlbc.txs import key_commitment
-from training.artifact_server import ArtifactServer
 from training.artifacts import ArtifactError
 from training.encryption import decrypt_dataset
-from training.miner import fetch_dataset, seal_watermark
 from training.models import build_model
-from training.publisher import DemoDataConfig, PreparedTask, prepare_demo_task
-from training.rpc_client import Backoff, RpcClient
-from training.sidecar import Sidecar, SidecarConfig
+from training.sidecars.artifact_server import ArtifactServer
+from training.sidecars.base import Sidecar, SidecarConfig
+from training.sidecars.miner import fetch_dataset, seal_watermark
+from training.sidecars.publisher import DemoDataConfig, PreparedTask, prepare_demo_task
+from training.sidecars.rpc_client import Backoff, RpcClient
 from watermark import default_layer, derive_key, detect
 
 from .helpers import free_port

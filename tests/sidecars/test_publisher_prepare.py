@@ -10,12 +10,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from abci_app import cli
-from abci_app.cli import main as dlbc
 from abci_app.keyfile import save_key
-from training.artifact_server import ArtifactServer
-from training.cli_sidecars import miner_config
-from training.publisher import (
+from dlbc_ops.cli import main as cli
+from dlbc_ops.cli.main import main as dlbc
+from dlbc_ops.cli.sidecars import miner_config
+from training.sidecars.artifact_server import ArtifactServer
+from training.sidecars.publisher import (
     DemoDataConfig,
     PreparedTask,
     TaskNameTaken,

@@ -17,14 +17,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from training.artifact_server import ArtifactServer
 from training.artifacts import save_model
 from training.data import make_segmentation_2d
-from training.miner import seal_watermark
 from training.models import build_model
-from training.sidecar import WatermarkScheme
+from training.sidecars.artifact_server import ArtifactServer
+from training.sidecars.base import WatermarkScheme
+from training.sidecars.miner import seal_watermark
+from training.sidecars.verifier import Unavailable, check_model, run_bounded
 from training.trainer import evaluate
-from training.verifier import Unavailable, check_model, run_bounded
 
 HP = {"depth": 2, "base_width": 16}
 SPEC = {"architecture": "unet2d", "hyperparams_json": '{"base_width": 16, "depth": 2}',

@@ -1,6 +1,6 @@
 """The watermark scheme is a chain rule: sidecars read it from `params`, not package defaults.
 
-`WatermarkScheme` (training/sidecar.py) is what the miner and the verifier build keys with; these
+`WatermarkScheme` (training/sidecars/base.py) is what the miner and the verifier build keys with; these
 tests show that a changed chain param changes what the verifier accepts, that a node which does
 not state the scheme is refused loudly, and that the chain's documented defaults are today's
 watermark package behaviour.
@@ -17,13 +17,13 @@ import torch
 import watermark
 from abci_app.dlbc import params as chain_params
 from abci_app.dlbc.params import Params
-from training.artifact_server import ArtifactServer
 from training.artifacts import save_model
 from training.data import make_segmentation_2d
-from training.miner import MinerConfig, seal_watermark
 from training.models import build_model
-from training.sidecar import WATERMARK_PARAMS, WatermarkParamsError, WatermarkScheme
-from training.verifier import check_model
+from training.sidecars.artifact_server import ArtifactServer
+from training.sidecars.base import WATERMARK_PARAMS, WatermarkParamsError, WatermarkScheme
+from training.sidecars.miner import MinerConfig, seal_watermark
+from training.sidecars.verifier import check_model
 from watermark.keys import MAX_N_BITS
 
 HP = {"depth": 2, "base_width": 8}

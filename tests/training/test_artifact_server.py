@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from training.artifact_server import ArtifactServer, resolve_under_root
+from training.sidecars.artifact_server import ArtifactServer, resolve_under_root
 
 
 @pytest.fixture
@@ -76,7 +76,7 @@ def test_invalid_root_must_be_directory(tmp_path: Path) -> None:
 
 def test_cli_serve_artifacts(tree: Path) -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "abci_app.cli", "serve-artifacts", str(tree), "--port", "0"],
+        [sys.executable, "-m", "dlbc_ops.cli.main", "serve-artifacts", str(tree), "--port", "0"],
         stdout=subprocess.PIPE, text=True,
     )
     try:

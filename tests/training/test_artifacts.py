@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from training.artifact_server import ArtifactServer
 from training.artifacts import (
     ArtifactError,
     DigestMismatch,
@@ -28,6 +27,7 @@ from training.artifacts import (
     state_dict_bytes,
 )
 from training.models import build_model
+from training.sidecars.artifact_server import ArtifactServer
 
 HP = {"depth": 1, "base_width": 4}
 

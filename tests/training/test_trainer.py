@@ -66,7 +66,7 @@ def test_training_improves_dice(seg_sets) -> None:
 
 
 def test_demo_task_learns_for_every_seed() -> None:
-    """The devnet's demo task (training/publisher.py DemoDataConfig, the miner's learning rate
+    """The devnet's demo task (training/sidecars/publisher.py DemoDataConfig, the miner's learning rate
     and batch size) reaches a real Dice from every model seed within 5 epochs (25 steps).
 
     With PyTorch's default initialisation seeds 0 and 2 predicted all background (Dice 0) after

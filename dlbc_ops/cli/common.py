@@ -1,0 +1,134 @@
+"""Helpers shared by the sidecar subcommands (`dlbc task|mine|verify|query`).
+
+Why one module: every sidecar takes the same node/key/metrics/rounds options and prints tables
+the same way, so an operator learns them once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+DEFAULT_RPC = "http://127.0.0.1:26657"
+
+
+class CliError(Exception):
+    """A problem the user can fix; printed as `dlbc: <message>` with exit code 2."""
+
+
+def add_node_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--rpc", default=DEFAULT_RPC,
+                   help="CometBFT RPC address of a node (default: %(default)s)")
+
+
+def add_sidecar_options(p: argparse.ArgumentParser, *, key: bool = True) -> None:
+    add_node_options(p)
+    if key:
+        p.add_argument("--key", required=True,
+                       help="key file path, or a key NAME created with `dlbc keys new NAME`")
+        p.add_argument("--home", type=Path, default=None,
+                       help="where `dlbc keys` keeps named keys (default: $DLBC_HOME or ~/.dlbc)")
+    p.add_argument("--metrics-port", type=int, default=None,
+                   help="serve Prometheus metrics on this port (0 = any free port)")
+    p.add_argument("--rounds", type=int, default=None, help="stop after N closed rounds")
+    p.add_argument("--poll", type=float, default=0.5, help="seconds between chain polls")
+    p.add_argument("--log-level", default="info",
+                   choices=("debug", "info", "warning", "error", "critical"))
+
+
+def resolve_key(spec: str, home: Path | None) -> Any:
+    """A key file path, or a name under `<home>/keys/` (abci_app.keyfile layout)."""
+    from abci_app.keyfile import KeyFileError, default_home, key_path, load_key
+
+    path = Path(spec).expanduser()
+    if not path.exists() and "/" not in spec and not spec.endswith(".json"):
+        try:
+            path = key_path(home or default_home(), spec)
+        except (ValueError, KeyFileError) as exc:
+            raise CliError(str(exc)) from None
+    try:
+        return load_key(path)
+    except KeyFileError as exc:
+        raise CliError(f"{exc} (create one with `dlbc keys new NAME`)") from None
+
+
+def setup_logs(level: str) -> None:
+    from abci_app.logs import setup_logging
+
+    setup_logging(level)
+    quiet_http_logs()
+
+
+def quiet_http_logs() -> None:
+    """httpx logs every request at INFO: one line per poll would drown the sidecar's story."""
+    import logging
+
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def set_torch_threads(n: int | None) -> None:
+    if n:
+        import torch
+
+        torch.set_num_threads(n)
+
+
+def run_sidecar(sidecar: Any) -> int:
+    """Run a sidecar in the foreground; Ctrl-C stops it cleanly."""
+    try:
+        sidecar.start_metrics()
+    except OSError as exc:
+        sidecar.teardown()  # e.g. the artifact server already started: stop it
+        raise CliError(str(exc)) from None
+    try:
+        return int(sidecar.run())
+    except KeyboardInterrupt:
+        sidecar.stop()
+        return 130
+
+
+def print_table(rows: Sequence[Sequence[Any]], headers: Sequence[str],
+                out: TextIO | None = None) -> None:
+    """A plain aligned text table (no dependency)."""
+    out = out or sys.stdout
+    cells = [[str(h) for h in headers]] + [["-" if c is None else str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    for j, r in enumerate(cells):
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip(), file=out)
+        if j == 0:
+            print("  ".join("-" * w for w in widths), file=out)
+    if not rows:
+        print("(none)", file=out)
+
+
+def print_json(doc: Any, out: TextIO | None = None) -> None:
+    print(json.dumps(doc, indent=2, sort_keys=True), file=out or sys.stdout)
+
+
+def guarded(func: Any) -> Any:
+    """Turn CliError / unreachable node into a one-line message and exit code 2."""
+
+    def wrapper(args: argparse.Namespace) -> int:
+        from training.sidecars.rpc_client import NodeUnreachable, RpcError
+
+        try:
+            return int(func(args) or 0)
+        except CliError as exc:
+            print(f"dlbc: {exc}", file=sys.stderr)
+            return 2
+        except NodeUnreachable as exc:
+            print(f"dlbc: node unreachable at {getattr(args, 'rpc', '?')}: {exc}. "
+                  "Is `cometbft node` (or `dlbc node` / `dlbc devnet`) running?", file=sys.stderr)
+            return 2
+        except RpcError as exc:
+            print(f"dlbc: {exc}", file=sys.stderr)
+            return 2
+
+    wrapper.__name__ = getattr(func, "__name__", "command")
+    wrapper.__doc__ = func.__doc__
+    return wrapper

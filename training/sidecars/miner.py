@@ -1,0 +1,577 @@
+"""The miner sidecar: the useful work of DLBC (paper Sec. IV-B, DESIGN §3-§4, §7).
+
+Per round the miner
+1. waits in TRAIN for the publisher's `ReleaseTrainKey` (the key shows up in `tasks/<id>`),
+2. fetches the encrypted training set (size cap + SHA-256 from the spec, DESIGN §8) and decrypts
+   it with the released key,
+3. builds the spec's registry architecture (never publisher code), derives its watermark key
+   from the round seed and its own address under the chain's watermark params (bits, matrix,
+   gain, threshold: `WatermarkScheme` from the `params` query, DESIGN §7 — never the watermark
+   package's defaults) and trains with `λ·embed_loss` as the trainer's `extra_loss`, under a
+   budget that ends `commit_margin_seconds` before TRAIN ends (paper Assumption 2: commit-in-P1),
+4. saves the model as safetensors plus per-epoch checkpoints into its PRIVATE round folder
+   `<workdir>/rounds/<n>/` and sends `CommitModel{SHA-256(digest ‖ address ‖ salt)}`,
+5. in REVEAL fetches the revealed test set, measures its score, publishes the model and its
+   checkpoints (see below) and sends `RevealModel` with the URI, the claimed score and the
+   checkpoint digests.
+
+Front-running (DESIGN §3, paper Sec. IV-B "commit-reveal"): the commitment hides the model only
+if nobody can download it before REVEAL. A competitor who fetched it during TRAIN could overwrite
+the watermark with its own key (see tests/sidecars/test_copy_defence.py) and commit the copy. So
+the artifact server's root (`<workdir>/artifacts/`) holds nothing of a round until the miner
+reveals it: only then are the model and checkpoints linked into `artifacts/<token>/` where
+`token = secrets.token_hex(16)` is drawn at reveal time (unguessable; the URI first becomes known
+through the RevealModel tx). The round state (salt, digest, the token once drawn) lives in
+`<workdir>/rounds/<n>/state.json`, never served, written before the commit is sent so that a
+restarted miner can still reveal.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from abci_app.fsutil import atomic_write
+from abci_app.keyfile import KeyPair
+from training.sidecars.artifact_server import ArtifactServer
+from training.sidecars.base import (
+    REVEAL,
+    TRAIN,
+    Sidecar,
+    SidecarConfig,
+    WatermarkParamsError,
+    seconds_left,
+)
+from training.sidecars.metrics_server import Metrics
+from training.sidecars.rpc_client import RpcClient
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from training.data import ArrayDataset
+    from watermark import Detection, WatermarkKey
+
+
+class RoundSkipped(Exception):
+    """This round cannot be mined (bad data, no time left, ...); logged and counted."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        self.kind = kind
+        super().__init__(message)
+
+
+@dataclass
+class MinerConfig(SidecarConfig):
+    bandwidth_bps: int = 100_000_000
+    """Declared in RegisterMiner; feeds the median of paper Eq. 2."""
+    flops: int = 1_000_000_000_000
+    """Declared in RegisterMiner; feeds the median of paper Eq. 3."""
+    max_train_seconds: float | None = None
+    """This miner's compute budget per round (None: all of TRAIN less the commit margin)."""
+    commit_margin_seconds: float = 4.0
+    """Training stops this long before TRAIN ends, leaving time to save, commit and land a block."""
+    min_train_seconds: float = 1.0
+    """Below this budget the round is skipped instead of committing a barely trained model."""
+    watermark_lambda: float = 1.0
+    """λ of the Uchida regulariser (E0 + λ·E_R, paper Eq. 7). A miner's own tuning knob: the
+    bits, matrix, gain and threshold that decide acceptance come from the chain's params."""
+    watermark_temperature: float = 100.0
+    """Temperature of `embed_loss` (watermark.DEFAULT_TEMPERATURE; a test keeps them equal).
+    Embedding-only, so a miner setting rather than a chain param (see params.py)."""
+    seal_learning_rate: float = 1e-2
+    seal_max_steps: int = 2000
+    """Bound on the E_R-only steps that finish the embedding (see `seal_watermark`)."""
+    batch_size: int = 16
+    learning_rate: float = 3e-3
+    max_epochs: int | None = None
+    seed: int = 0
+    device: str = "auto"
+    max_data_bytes: int = 1 << 30
+    """Never download more training/test data than this, whatever the spec says."""
+    allow_file_uris: bool = False
+    """Accept file:// data URIs (single-machine setups only; see `check_remote_uri`)."""
+    artifact_host: str = "127.0.0.1"
+    artifact_port: int = 0
+    """Where this miner serves its models; use a fixed port if it must survive a restart."""
+    progress: bool = True
+
+
+@dataclass
+class RoundWork:
+    """What the miner did in one round; persisted as rounds/<n>/state.json."""
+
+    round: int
+    task_id: int
+    model_path: str = ""
+    model_uri: str = ""
+    model_digest: str = ""
+    salt: str = ""
+    checkpoint_digests: list[str] = field(default_factory=list)
+    epochs: int = 0
+    train_seconds: float = 0.0
+    watermark_min_confidence: float = 0.0
+    committed: bool = False
+    revealed: bool = False
+    claimed_score_ppm: int | None = None
+    public_dir: str = ""
+    """Name of the served folder (`artifacts/<token>`) once published at REVEAL; empty before."""
+
+    def save(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        atomic_write(directory / "state.json",
+                     json.dumps(asdict(self), indent=2, sort_keys=True).encode(), mode=0o600)
+
+    @classmethod
+    def load(cls, directory: Path) -> RoundWork | None:
+        try:
+            doc = json.loads((directory / "state.json").read_text())
+            known = {f.name for f in fields(cls)}
+            return cls(**{k: v for k, v in doc.items() if k in known})
+        except (OSError, ValueError, TypeError, AttributeError):
+            return None
+
+
+def seal_watermark(model: nn.Module, key: WatermarkKey, threshold: float, *, lr: float = 1e-2,
+                   max_steps: int = 2000, check_every: int = 10, margin: float = 0.5,
+                   temperature: float = 100.0) -> tuple[Detection, int]:
+    """Finish embedding: E_R-only Adam steps on the key's layer until `detect` passes.
+
+    Why: the trainer's λ·E_R term (paper Eq. 7) embeds the bits during training, but a short
+    TRAIN phase on a small set gives few optimizer steps, and DESIGN §7 asks every one of the
+    256 bits to clear 0.9999. A few dozen steps on that one layer (milliseconds; measured about
+    half a Dice point on the demo task) close the gap. The target is tightened by `margin`
+    of the remaining distance to 1 so that float rounding between the miner's torch and the
+    validator's numpy detection never flips the verdict. Returns (detection at the chain
+    threshold, steps taken).
+    """
+    import torch
+
+    from watermark import detect
+
+    target = threshold + (1.0 - threshold) * margin
+    det = detect(model, key, threshold=target)
+    steps = 0
+    if not det.ok:
+        from watermark import embed_loss
+
+        param = dict(model.named_parameters())[key.layer]
+        opt = torch.optim.Adam([param], lr=lr)
+        while steps < max_steps:
+            loss = embed_loss(model, key, temperature=temperature)
+            opt.zero_grad(set_to_none=True)
+            torch.autograd.backward(loss)
+            opt.step()
+            steps += 1
+            if steps % check_every == 0 and detect(model, key, threshold=target).ok:
+                break
+        model.zero_grad(set_to_none=True)
+    return detect(model, key, threshold=threshold), steps
+
+
+def spec_hparams(spec: dict[str, Any]) -> dict[str, Any]:
+    hp = json.loads(spec.get("hyperparams_json") or "{}")
+    if not isinstance(hp, dict):
+        raise ValueError("hyperparams_json is not a JSON object")  # noqa: TRY004 - bad input
+    return hp
+
+
+def check_remote_uri(uri: str, allow_file: bool) -> None:
+    """Refuse URIs a remote party should not make this machine open (DESIGN §8).
+
+    Specs and reveals come from other accounts: a `file://` URI would make a miner or validator
+    read a local path of the attacker's choosing (a FIFO, a device, a secret whose digest it
+    then leaks by accepting). Only http(s) is allowed unless the operator opts in (single-machine
+    setups and tests).
+    """
+    from training.artifacts import ArtifactError
+
+    scheme = uri.split(":", 1)[0].lower() if ":" in uri else ""
+    if scheme in ("http", "https") or (allow_file and scheme == "file"):
+        return
+    raise ArtifactError(f"refusing URI {uri[:80]!r}: only http(s) is fetched from other accounts"
+                        + ("" if allow_file else " (file:// needs allow_file_uris)"))
+
+
+def fetch_dataset(uri: str, sha256_hex: str, size: int, key: bytes, dest: Path,
+                  max_bytes: int, num_classes: int | None, *,
+                  allow_file: bool = False) -> ArrayDataset:
+    """Download (size-capped, digest-checked) and decrypt an encrypted `.npz` data set."""
+    from training.artifacts import fetch
+    from training.encryption import decrypt_dataset
+
+    check_remote_uri(uri, allow_file)
+    cap = min(max_bytes, size) if size > 0 else max_bytes
+    fetch(uri, max_bytes=cap, sha256=sha256_hex, dest=dest)
+    return decrypt_dataset(key, dest.read_bytes(), num_classes=num_classes)
+
+
+class Miner(Sidecar):
+    role = "miner"
+
+    def __init__(self, cfg: MinerConfig, key: KeyPair, *, rpc: RpcClient | None = None,
+                 metrics: Metrics | None = None) -> None:
+        super().__init__(cfg, key=key, rpc=rpc, metrics=metrics)
+        self.mcfg = cfg
+        self.artifact_root = cfg.workdir / "artifacts"
+        """Served over HTTP: only revealed rounds' `<token>/` folders ever appear here."""
+        self.private_root = cfg.workdir / "rounds"
+        """Never served: per-round models before reveal, checkpoints, salt (state.json)."""
+        self.artifact_root.mkdir(parents=True, exist_ok=True)
+        self.private_root.mkdir(parents=True, exist_ok=True)
+        self._migrate_legacy_rounds()
+        self.server: ArtifactServer | None = None
+        self.work: dict[int, RoundWork] = {}
+        self._waiting_logged: set[tuple[int, str]] = set()
+
+    # -- loop hooks
+
+    def start_server(self) -> ArtifactServer:
+        """Serve the artifact folder (models, checkpoints); OSError if the port is taken."""
+        if self.server is None:
+            self.server = ArtifactServer(self.artifact_root, host=self.mcfg.artifact_host,
+                                         port=self.mcfg.artifact_port).start()
+        return self.server
+
+    def setup(self) -> None:
+        from abci_app.dlbc import txs
+
+        self.start_server()
+        assert self.key is not None
+        acct = self.chain.account(self.key.address)
+        if not acct.get("miner"):
+            self.chain.send(txs.register_miner(self.mcfg.bandwidth_bps, self.mcfg.flops),
+                            "RegisterMiner")
+            self.metrics.inc("txs_total", type="RegisterMiner")
+            self.log.info("registered as miner %s", self.key.address.hex())
+            self.emit("miner_registered", miner=self.key.address.hex())
+
+    def teardown(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+
+    def round_dir(self, n: int) -> Path:
+        """The round's private folder (model, checkpoints, state.json); never served."""
+        return self.private_root / str(int(n))
+
+    def model_path(self, n: int) -> Path | None:
+        """This miner's saved model of round `n` (for the devnet's winner copy), or None."""
+        work = self.work.get(n) or RoundWork.load(self.round_dir(n))
+        if work is None or not work.model_path or not Path(work.model_path).is_file():
+            return None
+        return Path(work.model_path)
+
+    def _migrate_legacy_rounds(self) -> None:
+        """Move unrevealed rounds of the old layout (`artifacts/round-<n>/`, served with its
+        state.json) out of the served root, so an upgraded miner stops leaking them."""
+        for old in sorted(self.artifact_root.glob("round-*")):
+            suffix = old.name[len("round-"):]
+            work = RoundWork.load(old)
+            if not suffix.isdigit() or work is None or work.revealed:
+                continue  # a revealed round's files are public anyway; its URI must keep working
+            new = self.round_dir(int(suffix))
+            if new.exists():
+                continue
+            old.rename(new)
+            if work.model_path:
+                work.model_path = str(new / Path(work.model_path).name)
+            work.model_uri, work.public_dir = "", ""
+            work.save(new)
+            self.log.info("round %s: moved unrevealed files out of the served folder", suffix)
+
+    def publish(self, work: RoundWork) -> str:
+        """Make the round's model and checkpoints fetchable (at REVEAL only); returns the URI.
+
+        Files are hard-linked (copied across filesystems) into a private staging folder that
+        is then renamed into the served root as `<token>/`, so a reader never sees a half
+        published folder. Idempotent: a restarted miner reuses the token recorded in state.json.
+        """
+        from training.artifacts import sha256_file
+
+        assert self.server is not None
+        rdir = self.round_dir(work.round)
+        if not work.public_dir:
+            work.public_dir = secrets.token_hex(16)
+            work.save(rdir)
+        pub = self.artifact_root / work.public_dir
+        if not (pub / "model.safetensors").is_file():
+            stage = rdir / ".publish"
+            if stage.exists():
+                shutil.rmtree(stage)
+            (stage / "checkpoints").mkdir(parents=True)
+            _link_or_copy(Path(work.model_path), stage / "model.safetensors")
+            ckpts = rdir / "checkpoints"
+            for f in sorted(ckpts.iterdir()) if ckpts.is_dir() else []:
+                if f.is_file():
+                    _link_or_copy(f, stage / "checkpoints" / f.name)
+            if pub.exists():
+                shutil.rmtree(pub)
+            stage.rename(pub)
+        if sha256_file(pub / "model.safetensors") != work.model_digest:
+            raise RoundSkipped("data", "published model does not match the committed digest")
+        work.model_uri = self.server.url_for(Path(work.public_dir) / "model.safetensors")
+        work.save(rdir)
+        return work.model_uri
+
+    def _work(self, rec: dict[str, Any]) -> RoundWork | None:
+        n = int(rec["round"])
+        if n not in self.work:
+            loaded = RoundWork.load(self.round_dir(n))
+            if loaded is not None:
+                self.work[n] = loaded
+        return self.work.get(n)
+
+    def _wait_note(self, n: int, what: str) -> None:
+        if (n, what) not in self._waiting_logged:
+            self._waiting_logged.add((n, what))
+            self.log.info("round %d: waiting for %s", n, what)
+
+    def on_round(self, rec: dict[str, Any]) -> None:
+        n = int(rec["round"])
+        phase = rec.get("phase")
+        work = self._work(rec)
+        if work is not None and self.key is not None:
+            # A tx whose broadcast timed out may still have landed: trust the chain.
+            me = self.key.address.hex()
+            if not work.committed and me in {c["miner"] for c in rec.get("commitments") or []}:
+                work.committed = True
+                work.save(self.round_dir(n))
+            if not work.revealed and me in {r["miner"] for r in rec.get("revealed") or []}:
+                work.revealed = True
+                work.save(self.round_dir(n))
+        try:
+            if phase == TRAIN and work is not None and not work.committed:
+                # trained, but the commit did not land (node down?): retry only the commit
+                if self._retry_ok(n, "commit"):
+                    self.commit(rec, work)
+            elif phase == TRAIN and work is None:
+                if not rec.get("key_released"):
+                    self._wait_note(n, "the publisher's data key")
+                    return
+                if self.once(n, "train"):
+                    self._retrying(n, "train", self.train_and_commit, rec)
+            elif phase == REVEAL and work is not None and work.committed and not work.revealed:
+                if not rec.get("test_key_revealed"):
+                    self._wait_note(n, "the publisher's test key")
+                    return
+                if self.once(n, "reveal"):
+                    self._retrying(n, "reveal", self.measure_and_reveal, rec, work)
+        except RoundSkipped as exc:
+            self.count_error(exc.kind, "round %d: %s", n, exc)
+            self.emit("round_skipped", round=n, reason=str(exc),
+                      miner=self.key.address.hex() if self.key else "")
+
+    def _retry_ok(self, n: int, step: str, limit: int = 5) -> bool:
+        k = (n, f"{step}#")
+        count = sum(1 for d in self._done if d[0] == n and d[1].startswith(k[1]))
+        if count >= limit:
+            return False
+        self._done.add((n, f"{step}#{count}"))
+        return True
+
+    def _retrying(self, n: int, step: str, fn: Any, *args: Any) -> Any:
+        """Run a once-per-round step; a transient RPC failure re-arms it for the next poll."""
+        from training.sidecars.rpc_client import RpcError
+
+        try:
+            return fn(*args)
+        except RpcError:
+            if self._retry_ok(n, f"{step}-rpc"):
+                self._done.discard((n, step))
+            raise
+
+    def on_round_closed(self, rec: dict[str, Any]) -> None:
+        assert self.key is not None
+        n = int(rec["round"])
+        winner = rec.get("winner") or {}
+        won = winner.get("miner") == self.key.address.hex()
+        bal = int(self.chain.account(self.key.address).get("balance", 0))
+        self.metrics.set("balance", bal)
+        self.log.info("round %d closed (%s): %s; balance %d", n, rec.get("outcome"),
+                      "WON" if won else "not won", bal)
+
+    # -- TRAIN
+
+    def train_and_commit(self, rec: dict[str, Any]) -> RoundWork:
+        from training.artifacts import model_metadata, save_model
+        from training.models import build_model
+        from training.trainer import (
+            BudgetTooSmall,
+            StopTraining,
+            TrainConfig,
+            TrainingError,
+            train,
+        )
+        from watermark import WatermarkError, embed_loss
+
+        assert self.key is not None and self.server is not None
+        n, tid = int(rec["round"]), int(rec["task_id"])
+        task = self.chain.task(tid)
+        if task is None or not task.get("train_key"):
+            raise RoundSkipped("chain", f"task {tid} has no released key yet")
+        spec = task["spec"]
+        key = bytes.fromhex(task["train_key"])
+        try:
+            scheme = self.chain.watermark_scheme()
+        except WatermarkParamsError as exc:
+            raise RoundSkipped("chain", str(exc)) from exc
+        rdir = self.round_dir(n)
+        t0 = time.monotonic()
+        try:
+            data = fetch_dataset(spec["data_uri"], spec["data_sha256"],
+                                 int(spec.get("data_size_bytes") or 0), key,
+                                 self.cfg.workdir / f"round-{n}-train.npz.enc",
+                                 self.mcfg.max_data_bytes, int(spec.get("num_classes") or 0) or None,
+                                 allow_file=self.mcfg.allow_file_uris)
+        except (ValueError, OSError) as exc:  # ArtifactError, DecryptionError, DataError
+            raise RoundSkipped("data", f"training data unusable: {exc}") from exc
+        finally:
+            (self.cfg.workdir / f"round-{n}-train.npz.enc").unlink(missing_ok=True)
+        self.log.info("round %d: task %d data ready (%d samples) in %.1fs", n, tid, len(data),
+                      time.monotonic() - t0)
+        arch, hparams = spec["architecture"], spec_hparams(spec)
+        try:
+            model = build_model(arch, hparams, seed=self.mcfg.seed + n)
+        except ValueError as exc:
+            raise RoundSkipped("spec", f"cannot build {arch}: {exc}") from exc
+        try:
+            layer = scheme.layer(model)
+            wm_key = scheme.key(bytes.fromhex(rec["seed"]), self.key.address, layer)
+        except WatermarkError as exc:
+            raise RoundSkipped("spec", f"{arch} cannot carry the watermark: {exc}") from exc
+        budget = seconds_left(rec, "train_end_ns") - self.mcfg.commit_margin_seconds
+        if self.mcfg.max_train_seconds is not None:
+            budget = min(budget, self.mcfg.max_train_seconds)
+        if budget < self.mcfg.min_train_seconds:
+            raise RoundSkipped("deadline", f"only {budget:.1f}s left to train")
+        rdir.mkdir(parents=True, exist_ok=True)
+        ckpt_dir = rdir / "checkpoints"
+        if ckpt_dir.exists():
+            shutil.rmtree(ckpt_dir)
+        cfg = TrainConfig(
+            budget_seconds=budget, max_epochs=self.mcfg.max_epochs,
+            batch_size=self.mcfg.batch_size, learning_rate=self.mcfg.learning_rate,
+            seed=self.mcfg.seed + n, device=self.mcfg.device, checkpoint_dir=ckpt_dir,
+            checkpoint_metadata=model_metadata(arch, hparams), progress=self.mcfg.progress,
+        )
+        lam, temp = self.mcfg.watermark_lambda, self.mcfg.watermark_temperature
+        self.log.info("round %d: training %s for up to %.1fs (watermark %d bits, %s matrix, gain "
+                      "%d on layer %s, λ=%g)", n, arch, budget, scheme.n_bits, scheme.matrix,
+                      scheme.gain, layer, lam)
+        self.emit("training_started", round=n, task_id=tid, budget=budget,
+                  miner=self.key.address.hex())
+        t1 = time.monotonic()
+
+        def stop_when_asked(_report: Any) -> None:
+            if self.stop_event.is_set():  # Ctrl-C: finish the epoch, do not commit
+                raise StopTraining
+
+        try:
+            result = train(model, data, cfg,
+                           extra_loss=lambda m: lam * embed_loss(m, wm_key, temperature=temp),
+                           callbacks=[stop_when_asked])
+        except BudgetTooSmall as exc:
+            raise RoundSkipped("deadline", str(exc)) from exc
+        except TrainingError as exc:
+            raise RoundSkipped("training", str(exc)) from exc
+        finally:
+            self.metrics.inc("training_seconds_total", time.monotonic() - t1)
+        if self.stop_event.is_set():
+            raise RoundSkipped("stopped", "sidecar stopping; the model is not committed")
+        model = model.to("cpu")
+        det, steps = seal_watermark(model, wm_key, scheme.threshold,
+                                    lr=self.mcfg.seal_learning_rate,
+                                    max_steps=self.mcfg.seal_max_steps, temperature=temp)
+        if steps:
+            self.log.info("round %d: %d watermark sealing step(s)", n, steps)
+        model_path = rdir / "model.safetensors"
+        digest = save_model(model, model_path, metadata=model_metadata(arch, hparams))
+        work = RoundWork(
+            round=n, task_id=tid, model_path=str(model_path), model_digest=digest, salt=os.urandom(32).hex(),
+            checkpoint_digests=result.checkpoint_digests, epochs=result.epochs,
+            train_seconds=result.wall_seconds, watermark_min_confidence=det.min_confidence,
+        )
+        work.save(rdir)
+        self.work[n] = work
+        self.log.info("round %d: %d epoch(s) in %.1fs, watermark min confidence %.6f%s",
+                      n, result.epochs, result.wall_seconds, det.min_confidence,
+                      "" if det.ok else " (BELOW threshold: validators will reject)")
+        self.commit(rec, work)
+        return work
+
+    def commit(self, rec: dict[str, Any], work: RoundWork) -> None:
+        """CommitModel{SHA-256(digest ‖ address ‖ salt)} — only valid in TRAIN (DESIGN §3)."""
+        from abci_app.dlbc import txs
+
+        assert self.key is not None
+        n = work.round
+        commitment = txs.model_commitment(bytes.fromhex(work.model_digest), self.key.address,
+                                          bytes.fromhex(work.salt))
+        if seconds_left(rec, "train_end_ns") <= 0:
+            raise RoundSkipped("deadline", "TRAIN ended before the commit could be sent")
+        if self.send(txs.commit_model(n, commitment), "CommitModel") is None:
+            raise RoundSkipped("tx_rejected", "CommitModel was rejected")
+        work.committed = True
+        work.save(self.round_dir(n))
+        self.metrics.inc("commits_total")
+        self.emit("committed", round=n, miner=self.key.address.hex(), epochs=work.epochs,
+                  digest=work.model_digest, watermark_confidence=work.watermark_min_confidence)
+
+    # -- REVEAL
+
+    def measure_and_reveal(self, rec: dict[str, Any], work: RoundWork) -> None:
+        from abci_app.dlbc import txs
+        from training.artifacts import ArtifactError, load_model
+        from training.trainer import evaluate
+
+        assert self.key is not None
+        n = work.round
+        task = self.chain.task(work.task_id)
+        if task is None or not task.get("test_key"):
+            raise RoundSkipped("chain", f"task {work.task_id} has no revealed test key")
+        spec = task["spec"]
+        dest = self.cfg.workdir / f"round-{n}-test.npz.enc"
+        try:
+            test = fetch_dataset(spec["test_uri"], spec["test_sha256"], 0,
+                                 bytes.fromhex(task["test_key"]), dest, self.mcfg.max_data_bytes,
+                                 int(spec.get("num_classes") or 0) or None,
+                                 allow_file=self.mcfg.allow_file_uris)
+            model = load_model(work.model_path, spec["architecture"], spec_hparams(spec),
+                               sha256=work.model_digest)
+        except (ValueError, OSError, ArtifactError) as exc:
+            raise RoundSkipped("data", f"cannot measure the model: {exc}") from exc
+        finally:
+            dest.unlink(missing_ok=True)
+        score = evaluate(model, test, spec["metric"], device="cpu")
+        work.claimed_score_ppm = score
+        try:
+            self.publish(work)
+        except OSError as exc:
+            raise RoundSkipped("data", f"cannot publish the model: {exc}") from exc
+        msg = txs.reveal_model(n, work.model_uri, bytes.fromhex(work.model_digest),
+                               bytes.fromhex(work.salt), score,
+                               [bytes.fromhex(d) for d in work.checkpoint_digests])
+        if self.send(msg, "RevealModel") is None:
+            work.save(self.round_dir(n))
+            raise RoundSkipped("tx_rejected", "RevealModel was rejected")
+        work.revealed = True
+        work.save(self.round_dir(n))
+        self.metrics.inc("reveals_total")
+        self.log.info("round %d: revealed %s with claimed %s %.4f", n, work.model_uri,
+                      spec["metric"], score / 1e6)
+        self.emit("revealed", round=n, miner=self.key.address.hex(), score_ppm=score,
+                  uri=work.model_uri)
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    """Hard link (no extra disk for a large model), copy where links are not possible."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)
