@@ -2,7 +2,8 @@
 #   make demo     install, then run a local DLBC chain with a publisher, two miners and four
 #                 validators on real CometBFT (the pinned v0.38 build in .tools/), or the embedded
 #                 single-validator dev node (`dlbc devnet`) when no binary could be built
-#   make test     install, then run the test suite (real-CometBFT tests included)
+#   make test     install, lint (ruff, mypy --strict, import contracts), then run the test suite
+#                 (real-CometBFT tests included)
 # Install = .venv (PyTorch first, TORCH_SPEC picks the build, then this project) + the pinned
 # CometBFT releases of cometbft/versions.txt built by `go install` into .tools/ (make tools).
 # Both steps are idempotent: a second run fetches nothing.
@@ -51,16 +52,20 @@ devnet: install
 localnet: install
 	$(BIN)/dlbc localnet --validators 4
 
-test: install
+# Lint first (seconds): CI (`.ci/run` = `make test`) thereby enforces ruff, strict mypy and the
+# layer contracts of pyproject.toml [tool.importlinter] before a single test runs.
+test: lint
 	@if [ -x $(COMPAT_VENV)/bin/python ]; then \
 		echo "== the state machine's tests on the newest supported Python ($$($(COMPAT_VENV)/bin/python -V))"; \
 		PYTHONPATH=$(CURDIR) $(COMPAT_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/dlbc; \
 	fi
 	$(BIN)/python -m pytest -q
 
+# ruff, mypy --strict (pyproject.toml [tool.mypy]) and the import contracts (lint-imports).
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy abci_app watermark training dlbc_ops
+	$(BIN)/lint-imports --no-cache --no-logo
 
 bench: install
 	$(BIN)/python bench/abci_throughput.py

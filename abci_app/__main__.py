@@ -1,8 +1,11 @@
 """`python -m abci_app --home DIR --address tcp://127.0.0.1:26658 [--app dlbc|kvstore|MOD:CLASS]`
 
 Runs the ABCI socket server that a `cometbft node --proxy_app tcp://127.0.0.1:26658` connects
-to. The app class is constructed as `AppClass(home: Path)`. Default app: the DLBC state machine
-(`abci_app.dlbc.app:DlbcApplication`) when importable, else the kvstore example.
+to. The app class is constructed as `AppClass(home: Path)`. The default is the DLBC state machine
+(`abci_app.dlbc.app:DlbcApplication`); if it cannot be imported the process exits 2 with the
+reason, never falling back to another app: a validator serving the wrong app would fork off the
+chain. `--app kvstore` serves the CometBFT kvstore example; `--app MODULE:CLASS` serves an
+`Application` subclass of your own (the dev-node tests serve a kvstore variant this way).
 Exit code 1 after a fatal application error (InitChain/FinalizeBlock/Commit failed).
 """
 
@@ -22,27 +25,39 @@ from abci_app.logs import LEVELS, setup_logging
 
 log = logging.getLogger("abci_app")
 
-APP_ALIASES = {
-    "dlbc": "abci_app.dlbc.app:DlbcApplication",
-    "kvstore": "abci_app.kvstore:KVStoreApplication",
-}
+
+def _dlbc() -> type[Application]:
+    from abci_app.dlbc.app import DlbcApplication
+
+    return DlbcApplication
 
 
-def resolve_app_class(spec: str | None) -> type[Application]:
-    """Resolve `dlbc`, `kvstore` or `module:Class`; None means dlbc if importable, else kvstore."""
-    if spec is None:
-        try:
-            return resolve_app_class("dlbc")
-        except (ImportError, AttributeError) as exc:
-            log.warning("DLBC app not importable (%s); serving the kvstore example", exc)
-            return resolve_app_class("kvstore")
-    target = APP_ALIASES.get(spec, spec)
-    module_name, sep, class_name = target.partition(":")
-    if not sep:
-        raise ValueError(f"--app must be dlbc, kvstore or module:Class, got {spec!r}")
+def _kvstore() -> type[Application]:
+    from abci_app.kvstore import KVStoreApplication
+
+    return KVStoreApplication
+
+
+#: The named apps. Imported only when chosen: `--app kvstore` must not need the DLBC app's
+#: dependencies, and `--app dlbc` must fail loudly if they are missing.
+APPS = {"dlbc": _dlbc, "kvstore": _kvstore}
+DEFAULT_APP = "dlbc"
+
+
+def resolve_app_class(spec: str) -> type[Application]:
+    """The class `--app SPEC` names: `dlbc`, `kvstore` or `module:Class`.
+
+    Raises ImportError/AttributeError when it cannot be loaded, ValueError for a malformed
+    spec and TypeError when the target is not an `Application` subclass; the caller exits."""
+    named = APPS.get(spec)
+    if named is not None:
+        return named()
+    module_name, sep, class_name = spec.partition(":")
+    if not sep or not module_name or not class_name:
+        raise ValueError(f"--app must be {', '.join(APPS)} or module:Class, got {spec!r}")
     cls = getattr(importlib.import_module(module_name), class_name)
     if not (isinstance(cls, type) and issubclass(cls, Application)):
-        raise TypeError(f"{target} is not an abci_app.application.Application subclass")
+        raise TypeError(f"{spec} is not an abci_app.application.Application subclass")
     return cls
 
 
@@ -51,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--home", type=Path, required=True, help="app data directory (LMDB under it)")
     p.add_argument("--address", default="tcp://127.0.0.1:26658",
                    help="listen address: tcp://HOST:PORT or unix:///path.sock")
-    p.add_argument("--app", default=None, help="dlbc | kvstore | module:Class (default: dlbc)")
+    p.add_argument("--app", default=DEFAULT_APP,
+                   help="dlbc | kvstore | module:Class (default: %(default)s)")
     p.add_argument("--log-level", default="info", choices=LEVELS)
     return p
 

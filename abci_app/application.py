@@ -5,10 +5,11 @@ what it needs. Methods are plain synchronous functions taking the generated
 `tendermint.abci` Request* message and returning the Response* message; the server runs them
 one at a time on a single worker thread (see server.py), so an app needs no locking of its own.
 
-`StatefulApplication` adds the staging discipline of DESIGN §9 on top of `Store`: InitChain and
-FinalizeBlock only stage, Commit persists height + app hash + writes in one LMDB transaction.
+`StatefulApplication` adds the staging discipline of docs/determinism.md on top of `Store`:
+InitChain and FinalizeBlock only stage, Commit persists height + app hash + writes in one LMDB
+transaction.
 
-Version negotiation (DESIGN §2): CometBFT v0.38 sends `Info.abci_version == "2.0.0"`, v1.0 sends
+Version negotiation (docs/wire.md): CometBFT v0.38 sends `Info.abci_version == "2.0.0"`, v1.0 sends
 "2.1.0". `Info` records it in `self.abci_version`; `make_validator_update` and `is_recheck` /
 `vote_extensions_enable_height` answer/read in the form that version expects.
 """

@@ -1,6 +1,6 @@
 """ABCI socket framing: unsigned-varint length prefix + protobuf message, with no I/O.
 
-DESIGN §2: every Request/Response on the ABCI socket is preceded by its length as a protobuf
+docs/wire.md: every Request/Response on the ABCI socket is preceded by its length as a protobuf
 uvarint. This module only turns bytes into frames and frames into bytes (h11 style: bytes in,
 events out), so the server, the client and the fuzz tests share one implementation and the
 decoder can be fed arbitrary chunks (one byte at a time included).

@@ -2,7 +2,7 @@
 failure) into the `Response` — the per-connection handlers of STYLE layer 1, with no I/O.
 
 CometBFT's four connections (consensus, mempool, query, snapshot) are indistinguishable on the
-socket, so the mapping is per *method*; the failure policy follows DESIGN §2 "rules that bite":
+socket, so the mapping is per *method*; the failure policy follows docs/wire.md "rules that bite":
 we NEVER answer with `ResponseException` (CometBFT stops the node on it). Instead:
 
 * consensus-critical calls (Info, InitChain, FinalizeBlock, Commit): an app exception is fatal:

@@ -1,25 +1,24 @@
 """Ed25519 account key files in CometBFT's `priv_validator_key.json` format.
 
 Why this format: an operator already knows it, `cometbft` tooling writes it, and one loader then
-serves miner, publisher and validator keys alike (team contract, DESIGN §1). The file is
+serves miner, publisher and validator keys alike (team contract, docs/processes.md). The file is
 
     {"address": HEX-UPPER,
      "pub_key":  {"type": "tendermint/PubKeyEd25519",  "value": base64(pub32)},
      "priv_key": {"type": "tendermint/PrivKeyEd25519", "value": base64(seed32 || pub32)}}
 
-The account address is SHA-256(pub)[:20] (DESIGN §2, same as a CometBFT validator address).
+The account address is SHA-256(pub)[:20] (docs/wire.md, same as a CometBFT validator address).
 That rule and the signature verification rule are abci_app.dlbc.crypto's, re-exported here as
 `address_from_pubkey` and `verify_signature`: one definition for the chain and every tool.
 Files are written 0600 via a temp file + `os.replace`, so a crash never leaves half a key behind.
 Private key material is never logged or printed by anything in this module.
 
-CLI: `dlbc keys new NAME [--home DIR]` and `dlbc keys show NAME [--home DIR] [--json]`.
-Keys live in `<home>/keys/<NAME>.json`; home defaults to `$DLBC_HOME` or `~/.dlbc`.
+Named keys live in `<home>/keys/<NAME>.json` (`key_path`); home defaults to `$DLBC_HOME` or
+`~/.dlbc`. The `dlbc keys new|show` command over them is `dlbc_ops.cli.keys`.
 """
 
 from __future__ import annotations
 
-import argparse
 import base64
 import binascii
 import json
@@ -27,8 +26,6 @@ import logging
 import os
 import re
 import stat
-import sys
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,7 +52,6 @@ __all__ = [
     "key_path",
     "load_key",
     "parse_key_json",
-    "register",
     "save_key",
     "verify_signature",
 ]
@@ -237,7 +233,7 @@ def load_key(path: Path | str) -> KeyPair:
     return parse_key_json(obj, path)
 
 
-# --------------------------------------------------------------------------- CLI
+# --------------------------------------------------------------------------- named keys
 
 
 def default_home() -> Path:
@@ -254,63 +250,3 @@ def key_path(home: Path | str, name: str) -> Path:
             "(not starting with '.' or '-')"
         )
     return Path(home) / "keys" / f"{name}.json"
-
-
-def _new_key(path: Path, args: argparse.Namespace) -> KeyPair:
-    key = KeyPair.generate()
-    save_key(path, key, overwrite=args.force)
-    return key
-
-
-def _keys_command(action: Callable[[Path, argparse.Namespace], KeyPair]
-                  ) -> Callable[[argparse.Namespace], int]:
-    """`dlbc keys <action>`: run it on the named key's path, print its public part; a
-    KeyFileError becomes one `error:` line and exit status 1 (never a traceback)."""
-
-    def run(args: argparse.Namespace) -> int:
-        try:
-            path = key_path(args.home, args.name)
-            key = action(path, args)
-        except KeyFileError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
-        _print_public(key, path, as_json=args.json)
-        return 0
-
-    return run
-
-
-_cmd_new = _keys_command(_new_key)
-_cmd_show = _keys_command(lambda path, _args: load_key(path))
-
-
-def _print_public(key: KeyPair, path: Path, *, as_json: bool) -> None:
-    info = {**key.public_info(), "file": str(path)}
-    if as_json:
-        print(json.dumps(info, sort_keys=True))
-    else:
-        print(f"address: {info['address']}")
-        print(f"pub_key: {info['pub_key']}")
-        print(f"file:    {info['file']}")
-
-
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Adds `dlbc keys new|show`."""
-    keys = subparsers.add_parser("keys", help="create and show ed25519 account key files")
-    keys_sub = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
-
-    def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("name", help="key name (file <home>/keys/<name>.json)")
-        p.add_argument(
-            "--home", type=Path, default=default_home(), help="DLBC home (default: %(default)s)"
-        )
-        p.add_argument("--json", action="store_true", help="machine-readable output")
-
-    p_new = keys_sub.add_parser("new", help="generate a new key (file mode 0600)")
-    common(p_new)
-    p_new.add_argument("--force", action="store_true", help="overwrite an existing key file")
-    p_new.set_defaults(func=_cmd_new)
-
-    p_show = keys_sub.add_parser("show", help="print address and public key (never the private)")
-    common(p_show)
-    p_show.set_defaults(func=_cmd_show)

@@ -3,8 +3,8 @@
 Why our own (and only one): block times and genesis times carry up to nine fractional digits
 ("2024-01-02T03:04:05.123456789Z", Go's RFC3339Nano), which `datetime` cannot hold (microseconds)
 and a float cannot round-trip. The app's round schedule works in integer nanoseconds of BFT time
-(DESIGN §4), so the dev node, the genesis builder and the RPC client all parse and print through
-these two functions. Standard library only: the sidecars import this without torch.
+(docs/rounds.md), so the dev node, the genesis builder and the RPC client all parse and print
+through these two functions. Standard library only: the sidecars import this without torch.
 
 Strict on purpose: `YYYY-MM-DDTHH:MM:SS[.F{1,9}](Z|±HH:MM)`, upper-case `T` and `Z`, no spaces;
 anything else (including an impossible date such as February 30) is a ValueError.

@@ -1,6 +1,6 @@
 """Committed application state in LMDB, with staged, nestable overlays for a block's writes.
 
-DESIGN §9 / STYLE "How that lands here" 3: a block's writes are staged in memory during
+docs/determinism.md / STYLE "How that lands here" 3: a block's writes are staged in memory during
 FinalizeBlock (a `View`), and only `Store.commit` touches LMDB — in ONE write transaction that
 holds the writes, the new height and the new app hash. LMDB commits are atomic and durable
 (copy-on-write B+tree, fsync on commit), so a kill -9 at any instant leaves either the previous

@@ -72,20 +72,23 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from websockets.exceptions import ConnectionClosed, InvalidHandshake
+from websockets.sync.client import ClientConnection
+from websockets.sync.client import connect as ws_connect
 
 from abci_app.dlbc.crypto import address_of, public_key_bytes
 from dlbc_ops.cli import main as cli
+from dlbc_ops.cometbft import find_cometbft, pinned_line
+from dlbc_ops.localnet import layout
 from dlbc_ops.localnet import plan as lp
-from dlbc_ops.localnet.binary import find_cometbft, pinned_line
 from dlbc_ops.localnet.ports import busy_ports
 from dlbc_ops.localnet.runner import (
-    Supervisor,
     node_command,
     node_context,
     start_localnet,
     wait_for_height,
-    wait_for_port,
 )
+from dlbc_ops.supervisor import Supervisor, wait_for_port
 
 CHAIN_ID = "dlbc-bench-throughput"
 SINK = bytes.fromhex("42" * 20)  # every Transfer pays this (unfunded) account
@@ -142,7 +145,7 @@ def kv_txs(i: int, count: int, size: int, tag: str) -> list[bytes]:
     return out
 
 
-# -- minimal HTTP/1.1 keep-alive client and websocket client -----------------------------------
+# -- minimal HTTP/1.1 keep-alive client (load generator) and the block watch --------------------------------------
 class HttpConn:
     """One keep-alive connection to a CometBFT RPC; POST a body, get the response body."""
 
@@ -210,22 +213,6 @@ class HttpConn:
                 return bytes(out)
 
 
-def ws_frame(opcode: int, payload: bytes) -> bytes:
-    """A masked client frame (RFC 6455 §5.2)."""
-    n = len(payload)
-    head = bytes([0x80 | opcode])
-    if n < 126:
-        head += bytes([0x80 | n])
-    elif n < 1 << 16:
-        head += bytes([0x80 | 126]) + n.to_bytes(2, "big")
-    else:
-        head += bytes([0x80 | 127]) + n.to_bytes(8, "big")
-    mask = os.urandom(4)
-    reps = (mask * (n // 4 + 1))[:n]
-    masked = (int.from_bytes(payload, "big") ^ int.from_bytes(reps, "big")).to_bytes(n, "big")
-    return head + mask + masked
-
-
 class BlockWatch(threading.Thread):
     """Subscribes to node 0's NewBlockEvents; records (local monotonic time, num_txs) per height."""
 
@@ -236,63 +223,35 @@ class BlockWatch(threading.Thread):
         self.error: str | None = None
         self.ready = threading.Event()
         self._stop = threading.Event()
-        self.sock: socket.socket | None = None
+        self.conn: ClientConnection | None = None
 
     def stop(self) -> None:
         self._stop.set()
-        if self.sock is not None:
-            with contextlib.suppress(OSError):
-                self.sock.shutdown(socket.SHUT_RDWR)
+        if self.conn is not None:
+            self.conn.close()
 
     def run(self) -> None:
         try:
             self._run()
-        except (OSError, ValueError, KeyError, TypeError) as exc:  # the main thread reports it
-            if not self._stop.is_set():
+        except (OSError, ValueError, KeyError, TypeError, InvalidHandshake) as exc:
+            if not self._stop.is_set():  # the main thread reports it
                 self.error = f"{type(exc).__name__}: {exc}"
+        except ConnectionClosed as exc:
+            if not self._stop.is_set():
+                self.error = f"websocket closed by the node: {exc}"
         finally:
             self.ready.set()
 
     def _run(self) -> None:
-        sock = socket.create_connection((HOST, self.port), timeout=10)
-        self.sock = sock
-        f = sock.makefile("rb")
-        key = base64.b64encode(os.urandom(16))
-        sock.sendall(b"GET /websocket HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n"
-                     b"Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
-                     b"Sec-WebSocket-Version: 13\r\n\r\n" % (HOST.encode(), self.port, key))
-        status = f.readline()
-        if b" 101 " not in status:
-            raise ConnectionError(f"websocket upgrade refused: {status!r}")
-        while f.readline() not in (b"\r\n", b""):
-            pass
+        # proxy=None: node 0 is on localhost; compression=None: CometBFT does not deflate.
+        self.conn = ws_connect(f"ws://{HOST}:{self.port}/websocket", open_timeout=10,
+                               proxy=None, compression=None, max_size=None, legacy=True)
         sub = {"jsonrpc": "2.0", "id": 1, "method": "subscribe",
                "params": {"query": "tm.event='NewBlockEvents'"}}
-        sock.sendall(ws_frame(1, json.dumps(sub).encode()))
-        sock.settimeout(None)
-        message = bytearray()
+        self.conn.send(json.dumps(sub))
         while not self._stop.is_set():
-            b0, b1 = f.read(2)
-            n = b1 & 0x7F
-            if n == 126:
-                n = int.from_bytes(f.read(2), "big")
-            elif n == 127:
-                n = int.from_bytes(f.read(8), "big")
-            payload = f.read(n)
-            now = time.monotonic()
-            opcode = b0 & 0x0F
-            if opcode == 9:
-                sock.sendall(ws_frame(10, payload))
-                continue
-            if opcode == 8:
-                raise ConnectionError("websocket closed by the node")
-            if opcode not in (0, 1, 2):
-                continue
-            message += payload
-            if not b0 & 0x80:
-                continue
-            self._on_message(bytes(message), now)
-            message.clear()
+            raw = self.conn.recv()
+            self._on_message(raw.encode() if isinstance(raw, str) else raw, time.monotonic())
 
     def _on_message(self, raw: bytes, now: float) -> None:
         doc = json.loads(raw)
@@ -410,7 +369,7 @@ class Result:
 
 def free_base_port(validators: int) -> int:
     for base in range(45017, 60000, 211):
-        if not busy_ports(lp.plan_ports(validators, base)):
+        if not busy_ports(layout.plan_ports(validators, base)):
             return base
     raise RuntimeError("no free port range on 127.0.0.1")
 

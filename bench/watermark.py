@@ -14,8 +14,8 @@ Small U-Net (registry ``unet2d``, depth 2, base width 16; watermark layer ``bott
 
 Also: the regularizer's step-time overhead (same model, interleaved timing blocks) and the time
 to detect a watermark in a 270 MB safetensors file against hashing that file (which a validator
-does anyway, DESIGN §8). Writes ``watermark.png`` (Fig. 14 analogue) and ``watermark.json`` under
-``--out``. The loop mirrors training/trainer.py (AdamW, lr 1e-3, ``compute_loss("auto")``,
+does anyway, docs/artifacts.md). Writes ``watermark.png`` (Fig. 14 analogue) and ``watermark.json``
+under ``--out``. The loop mirrors training/trainer.py (AdamW, lr 1e-3, ``compute_loss("auto")``,
 batch 16) but is local because the attack harness needs to look at the weights after every step.
 
 Run: ``.venv/bin/python bench/watermark.py [--out bench/out] [--epochs 12] [--quick]``

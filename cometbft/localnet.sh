@@ -31,4 +31,4 @@ ARGS=(--no-fallback)
 [[ "${UNTIL_HEIGHT:-0}" != 0 ]] && ARGS+=(--until-height "$UNTIL_HEIGHT")
 [[ "${VERIFIERS:-1}" == 0 ]] && ARGS+=(--no-verifiers)
 [[ "${DEMO:-0}" != 0 ]] && ARGS+=(--demo)
-exec "$PYTHON" -m dlbc_ops.cli.main localnet "${ARGS[@]}" "$@"
+exec "$PYTHON" -m dlbc_ops localnet "${ARGS[@]}" "$@"

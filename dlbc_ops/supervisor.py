@@ -3,8 +3,8 @@
 Why a supervisor of our own: the operator's Ctrl-C, a crashed node or a failed health check must
 all end in the same place — every child stopped, none orphaned. Each child runs in its own
 session (process group) so that we can signal its whole tree, gets SIGTERM first (CometBFT and the
-app both shut down cleanly on it, the app committing nothing half-done, DESIGN §9) and SIGKILL
-after a grace period. Logs go to DIR/<name>.log, never to our terminal. `dlbc localnet`,
+app both shut down cleanly on it, the app committing nothing half-done, docs/determinism.md) and
+SIGKILL after a grace period. Logs go to DIR/<name>.log, never to our terminal. `dlbc localnet`,
 `dlbc devnet` and the tests all start processes through this class, so fault tests (kill -9 one
 app, restart it) exercise the same code an operator runs.
 """

@@ -1,10 +1,10 @@
 """Content-addressed artifacts: safetensors models, SHA-256 digests, size-capped fetch by URI.
 
-DESIGN §8: models and data travel by URI (``file://``, ``http(s)://``), never inside blocks;
+docs/artifacts.md: models and data travel by URI (``file://``, ``http(s)://``), never inside blocks;
 every download is size-capped and checked against its SHA-256 *before* anything parses it, and
 models are safetensors only — a pickle is never loaded, so a hostile miner or publisher cannot
 run code on a validator. A model file is identified by the SHA-256 of its bytes (the
-``model_digest`` of ``RevealModel``, DESIGN §3).
+``model_digest`` of ``RevealModel``, docs/transactions.md).
 
 Every writer here goes through a temporary file in the destination's directory and an atomic
 rename, so a failure (digest mismatch, size cap, I/O error) leaves nothing behind at the

@@ -1,10 +1,10 @@
 """Training and test data: synthetic segmentation sets, scikit-learn digits, users' `.npz` files.
 
-Everything runs offline (DESIGN §8): the synthetic generators are reproducible from a seed, so a
-publisher, a miner and a validator can regenerate byte-identical sets, and `load_digits` ships
+Everything runs offline (docs/artifacts.md): the synthetic generators are reproducible from a seed,
+so a publisher, a miner and a validator can regenerate byte-identical sets, and `load_digits` ships
 inside scikit-learn.
 
-Array layouts (the `.npz` contract for users' own data, DESIGN §8):
+Array layouts (the `.npz` contract for users' own data, docs/artifacts.md):
 
 * ``images``: real numbers, ``(N, C, H, W)`` for 2D or ``(N, C, D, H, W)`` for 3D. A missing
   channel axis is accepted when ``images`` has the same number of axes as ``masks`` (then

@@ -1,7 +1,7 @@
 """AES-256-GCM encryption of training data in fixed-size authenticated chunks, streaming.
 
-DESIGN §8 / paper Sec. IV-A: a publisher uploads its training set encrypted, commits to the key
-with SHA-256(key) in the task spec, and releases the key on chain when the task is selected; the
+docs/artifacts.md / paper Sec. IV-A: a publisher uploads its training set encrypted, commits to the
+key with SHA-256(key) in the task spec, and releases the key on chain when the task is selected; the
 test set is handled the same way with its own key. A data set may be larger than memory, so the
 file is processed chunk by chunk, and every chunk is authenticated before any plaintext is
 released (decrypt_file writes to a temporary file and renames it only after the last chunk
@@ -70,7 +70,7 @@ def generate_key() -> bytes:
 
 
 def key_commitment(key: bytes) -> str:
-    """SHA-256(key) as lowercase hex: the commitment a task spec carries (DESIGN §3)."""
+    """SHA-256(key) as lowercase hex: the commitment a task spec carries (docs/transactions.md)."""
     _check_key(key)
     return hashlib.sha256(key).hexdigest()
 

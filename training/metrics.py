@@ -1,10 +1,10 @@
 """Scores of trained models: Dice and accuracy, exact integers in parts per million for the chain.
 
 Validators compare a miner's claimed score with their own measurement, and the chain takes a
-power-weighted median of measured scores (DESIGN §6); consensus arithmetic must be bit-identical
-on every node (DESIGN §5). So every score here is computed from integer counts with exact
-rational arithmetic and floored to an integer number of parts per million (ppm, 1_000_000 =
-perfect). Floats appear only in the convenience functions meant for humans.
+power-weighted median of measured scores (docs/settlement.md); consensus arithmetic must be
+bit-identical on every node (docs/determinism.md). So every score here is computed from integer
+counts with exact rational arithmetic and floored to an integer number of parts per million (ppm,
+1_000_000 = perfect). Floats appear only in the convenience functions meant for humans.
 
 Dice (Sørensen–Dice) of a predicted mask A and a true mask B is 2|A∩B| / (|A| + |B|).
 
@@ -28,7 +28,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-PPM = 1_000_000
+from abci_app.dlbc.params import PPM
+
 MetricName = Literal["dice", "dice_per_image", "accuracy"]
 METRICS: tuple[str, ...] = ("dice", "dice_per_image", "accuracy")
 

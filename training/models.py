@@ -1,9 +1,9 @@
 """The model registry: architectures a task spec may name, built from hyper-parameters only.
 
-A publisher never ships code (DESIGN §3): a `TaskSpec` names an entry of `ARCHITECTURES` plus a
-flat mapping of hyper-parameters, and miners and validators build the very same module from it.
-The inputs of paper Eq. 2–3 (model size, FLOPs per sample) come from `model_stats`, which measures
-a real forward pass instead of trusting a formula.
+A publisher never ships code (docs/transactions.md): a `TaskSpec` names an entry of `ARCHITECTURES`
+plus a flat mapping of hyper-parameters, and miners and validators build the very same module from
+it. The inputs of paper Eq. 2–3 (model size, FLOPs per sample) come from `model_stats`, which
+measures a real forward pass instead of trusting a formula.
 
 Registered architectures (all outputs are logits, never probabilities):
 
@@ -130,7 +130,7 @@ def init_weights(
     demo task, seed 2 still after 20). With this initialisation all eight reach Dice > 0.88.
 
     The weights are larger than with the default (about 2.4x the standard deviation), so the
-    watermark regulariser (DESIGN §7) needs somewhat more optimizer steps to set every bit.
+    watermark regulariser (docs/watermark.md) needs somewhat more optimizer steps to set every bit.
     """
     for module in model.modules():
         if isinstance(module, _WEIGHTED):

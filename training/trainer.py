@@ -5,10 +5,10 @@ trainer gets a wall-clock budget, times each epoch, and only starts another epoc
 epoch's duration (times a safety factor) still fits before the deadline. An epoch once started is
 always finished, so every checkpoint is a whole-epoch model. After every epoch the model is
 written as safetensors and its SHA-256 recorded: these are the `checkpoint_digests` a miner
-reveals (DESIGN §3).
+reveals (docs/transactions.md).
 
 The trainer knows nothing about watermarks or chains: the watermark enters as `extra_loss`
-(Uchida et al.'s regulariser, DESIGN §7), logging and chain work as callbacks.
+(Uchida et al.'s regulariser, docs/watermark.md), logging and chain work as callbacks.
 """
 
 from __future__ import annotations
@@ -184,9 +184,9 @@ class _IeeeFloat32:
     """A context in which float32 convolutions and matmuls on CUDA are really float32.
 
     PyTorch lets cuDNN convolutions use TF32 (a 10-bit mantissa) by default on Ampere and later
-    GPUs, which would make a GPU measurement drift from a CPU one (DESIGN §6). The setting is
-    process-wide, so concurrent users (sidecar threads) are counted under a lock: the first one
-    in switches to IEEE, the last one out restores what was there before.
+    GPUs, which would make a GPU measurement drift from a CPU one (docs/verification.md). The
+    setting is process-wide, so concurrent users (sidecar threads) are counted under a lock: the
+    first one in switches to IEEE, the last one out restores what was there before.
     """
 
     def __init__(self) -> None:
@@ -429,8 +429,8 @@ def evaluate(
 
     Always float32 (no autocast, and no TF32 on a GPU), batch by batch into exact integer
     accumulators, so a miner's claim and a validator's measurement of the same weights agree
-    (DESIGN §6). `device` None means where the model's parameters are; otherwise the model is
-    moved there for the measurement and back afterwards.
+    (docs/verification.md). `device` None means where the model's parameters are; otherwise the
+    model is moved there for the measurement and back afterwards.
     """
     first = next(iter(model.parameters()), None)
     home = first.device if first is not None else torch.device("cpu")

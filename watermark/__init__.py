@@ -1,4 +1,5 @@
-"""White-box model watermarks keyed by round and miner (paper §IV-C, DESIGN §7; Uchida et al. 2017).
+"""White-box model watermarks keyed by round and miner (paper §IV-C, docs/watermark.md; Uchida et
+al. 2017).
 
 Miner (training/sidecars/miner.py)::
 

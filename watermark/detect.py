@@ -1,4 +1,5 @@
-"""Detection: does a model carry a given miner's watermark? (paper §IV-C.2, DESIGN §6.1, §7)
+"""Detection: does a model carry a given miner's watermark? (paper §IV-C.2, docs/verification.md,
+docs/watermark.md)
 
 The extraction is one matrix product, y = sigmoid(X·w); bit i's confidence is y_i when the key's
 bit is 1 and 1 − y_i when it is 0. The verdict is the paper's: every bit's confidence strictly

@@ -1,9 +1,9 @@
 """Watermark keys: which bits a miner must embed in a round, and the projection that reads them.
 
-DESIGN §7: the bits for miner ``m`` in round ``r`` come from SHA-256(seed_r ‖ address_m), and the
-projection matrix X is generated deterministically from the same material, so a validator can
-rebuild both from public chain data and the miner's address alone. Paper §IV-C.1 uses one bit per
-hash bit (256 bits); longer keys extend the digest in counter mode (see ``_bit_stream``).
+docs/watermark.md: the bits for miner ``m`` in round ``r`` come from SHA-256(seed_r ‖ address_m),
+and the projection matrix X is generated deterministically from the same material, so a validator
+can rebuild both from public chain data and the miner's address alone. Paper §IV-C.1 uses one bit
+per hash bit (256 bits); longer keys extend the digest in counter mode (see ``_bit_stream``).
 
 Matrices (Uchida et al. 2017, §3.3):
 
@@ -69,7 +69,7 @@ class WatermarkKey:
     """
 
     seed: bytes
-    """seed_r: hash of the block that started the round (DESIGN §4, §7)."""
+    """seed_r: hash of the block that started the round (docs/rounds.md, docs/watermark.md)."""
     miner_address: bytes
     """20-byte account address of the miner (first 20 bytes of SHA-256(pubkey))."""
     layer: str
@@ -83,7 +83,8 @@ class WatermarkKey:
 
     @property
     def digest(self) -> bytes:
-        """SHA-256(seed_r ‖ address_m): the root of the bits and of the matrix (DESIGN §7)."""
+        """SHA-256(seed_r ‖ address_m): the root of the bits and of the matrix
+        (docs/watermark.md)."""
         return hashlib.sha256(self.seed + self.miner_address).digest()
 
     def bits(self) -> npt.NDArray[np.uint8]:

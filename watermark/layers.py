@@ -3,7 +3,8 @@
 Uchida et al. (2017) §3.2 embed into w, the mean over output channels of one conv kernel: for a
 weight of shape (O, I, kH, kW) that is a vector of I·kH·kW coordinates, shared by every output
 channel so the task can keep using channel diversity. Validators only ever see a safetensors file
-(DESIGN §6.1, §8), so everything here works on tensors alone and never imports miner code.
+(docs/verification.md, docs/artifacts.md), so everything here works on tensors alone and never
+imports miner code.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The DLBC ABCI application: translates ABCI 2.0 calls into the state machine (DESIGN §2-§6).
+"""The DLBC ABCI application: translates ABCI 2.0 calls into the state machine (docs/wire.md,
+docs/transactions.md, docs/rounds.md, docs/settlement.md).
 
 `DlbcApplication(home)` keeps its LMDB store under `home/data` (StatefulApplication) and reads
 this validator's verdicts from `home/verdicts/` (see verdicts.py). Handlers only translate:
@@ -22,20 +23,22 @@ from abci_app.dlbc import state
 from abci_app.dlbc.codes import Code, InvalidTx
 from abci_app.dlbc.crypto import address_of
 from abci_app.dlbc.events import Event
+from abci_app.dlbc.extensions import decode_verdict_set, extension_bytes
 from abci_app.dlbc.genesis import parse_app_state
 from abci_app.dlbc.process import BlockCtx, TxOutcome, apply_block, apply_tx, is_proposal_fatal
 from abci_app.dlbc.query import handle_query
-from abci_app.dlbc.rounds import VERIFY, advance_schedule
+from abci_app.dlbc.records import Height, Phase
+from abci_app.dlbc.rounds import advance_schedule
 from abci_app.dlbc.settle import (
     MAX_VALIDATORS,
     check_extension,
-    decode_verdict_set,
     extension_round,
     revealed_models,
 )
 from abci_app.dlbc.txs import build_settle_tx, decode_tx
-from abci_app.dlbc.verdicts import extension_bytes, read_verdicts
+from abci_app.dlbc.verdicts import read_verdicts
 from abci_app.pb.tendermint.abci import types_pb2 as abci
+from abci_app.rfc3339 import NS_PER_S
 from abci_app.store import View
 
 log = logging.getLogger("abci_app.dlbc")
@@ -43,7 +46,7 @@ log = logging.getLogger("abci_app.dlbc")
 
 def time_ns_of(ts: object) -> int:
     """BFT time of a request (google.protobuf.Timestamp) in ns: the only clock we use."""
-    return int(ts.seconds) * 1_000_000_000 + int(ts.nanos)  # type: ignore[attr-defined]
+    return int(ts.seconds) * NS_PER_S + int(ts.nanos)  # type: ignore[attr-defined]
 
 
 def add_abci_events(target: Any, events: tuple[Event, ...] | list[Event]) -> None:
@@ -122,7 +125,7 @@ class DlbcApplication(StatefulApplication):
         return view.child()
 
     def _ctx(self, view: View, height: int, time_ns: int, in_block: bool) -> BlockCtx:
-        return BlockCtx(chain_id=state.get_chain_id(view), height=height, time_ns=time_ns,
+        return BlockCtx(chain_id=state.get_chain_id(view), height=Height(height), time_ns=time_ns,
                         params=state.get_params(view), in_block=in_block)
 
     def _base_key(self) -> tuple[int, bytes]:
@@ -157,7 +160,7 @@ class DlbcApplication(StatefulApplication):
         return None
 
     def execute_block(self, view: View, req: abci.RequestFinalizeBlock) -> BlockResult:
-        """FinalizeBlock: schedule, then every tx; one ExecTxResult per tx (DESIGN §2).
+        """FinalizeBlock: schedule, then every tx; one ExecTxResult per tx (docs/wire.md).
 
         When ProcessProposal ran this very block (same hash, height, time, txs, committed
         state), its staged writes and outcomes are replayed instead of executing it again."""
@@ -194,8 +197,8 @@ class DlbcApplication(StatefulApplication):
         total = 0
         view_is_block = True  # the view holds exactly the writes of schedule + `out`
         rec = state.get_active_round(view)
-        if rec is not None and rec["phase"] == VERIFY and req.local_last_commit.votes:
-            settle = build_settle_tx(rec["round"], req.local_last_commit)
+        if rec is not None and rec.phase is Phase.VERIFY and req.local_last_commit.votes:
+            settle = build_settle_tx(rec.round, req.local_last_commit)
             outcome = apply_tx(view, ctx, settle, 0)
             if outcome.code == 0 and len(settle) <= limit:
                 out.append(settle)
@@ -279,16 +282,16 @@ class DlbcApplication(StatefulApplication):
             rec = extension_round(view)
             if rec is None or self.home is None:
                 return abci.ResponseExtendVote()
-            found = read_verdicts(self.home, rec["round"])
+            found = read_verdicts(self.home, rec.round)
             if found is None:
                 return abci.ResponseExtendVote()
-            revealed = revealed_models(view, rec["round"])
+            revealed = revealed_models(view, rec.round)
             found = replace(found, verdicts=tuple(
                 v for v in found.verdicts if (v.miner, v.model_digest) in revealed))
-            ext = extension_bytes(rec["round"], found)
-            if decode_verdict_set(ext, rec["round"], revealed) is None:
+            ext = extension_bytes(rec.round, found)
+            if decode_verdict_set(ext, rec.round, revealed) is None:
                 log.warning("ExtendVote at height %d: verdicts of round %d are not a valid "
-                            "extension; sending none", req.height, rec["round"])
+                            "extension; sending none", req.height, rec.round)
                 return abci.ResponseExtendVote()
             return abci.ResponseExtendVote(vote_extension=ext)
         except Exception:
@@ -298,8 +301,9 @@ class DlbcApplication(StatefulApplication):
     def verify_vote_extension(
         self, req: abci.RequestVerifyVoteExtension
     ) -> abci.ResponseVerifyVoteExtension:
-        """DESIGN §6 / settle.check_extension: empty, or a canonical VerdictSet for the round in
-        VERIFY with at most one verdict per revealed model and nothing else (no padding)."""
+        """docs/settlement.md, settle.check_extension: empty, or a canonical VerdictSet for the
+        round in VERIFY with at most one verdict per revealed model and nothing else (no
+        padding)."""
         try:
             ok = check_extension(self._base_view(), bytes(req.vote_extension))
         except Exception:  # a bug must not halt consensus; refuse the unverifiable extension

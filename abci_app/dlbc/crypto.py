@@ -1,4 +1,5 @@
-"""Signatures and addresses of DLBC (DESIGN §2-§3). Public contract for other engineers.
+"""Signatures and addresses of DLBC (docs/wire.md, docs/transactions.md). Public contract for
+other engineers.
 
 This module is the one home of every ed25519 fact in the project: the address rule, the
 signature verification rule and the vote-extension sign bytes. `abci_app.keyfile` (key files)
@@ -38,6 +39,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from abci_app.codec import encode_uvarint
+from abci_app.dlbc.records import Address
 from abci_app.pb.tendermint.types import canonical_pb2
 
 TX_SIGN_DOMAIN = b"dlbc/v1/tx\x00"
@@ -61,8 +63,8 @@ def private_key_of(signer: Signer) -> Ed25519PrivateKey:
     return signer if isinstance(signer, Ed25519PrivateKey) else signer.private_key
 
 
-def address_of(public_key: bytes) -> bytes:
-    """First 20 bytes of SHA-256(public key) (CometBFT validator address rule, DESIGN §2).
+def address_of(public_key: bytes) -> Address:
+    """First 20 bytes of SHA-256(public key) (CometBFT validator address rule, docs/wire.md).
 
     Raises ValueError unless `public_key` is 32 bytes: an address of anything else names an
     account no ed25519 signature can ever spend from (consensus callers check length first).
@@ -70,8 +72,8 @@ def address_of(public_key: bytes) -> bytes:
     if len(public_key) != PUB_KEY_LEN:
         raise ValueError(f"ed25519 public key must be {PUB_KEY_LEN} bytes, got {len(public_key)}")
     if type(public_key) is bytes:  # hashable: memoised (every tx of an account hashes its key)
-        return _address_of_key(public_key)
-    return hashlib.sha256(public_key).digest()[:ADDRESS_LEN]
+        return Address(_address_of_key(public_key))
+    return Address(hashlib.sha256(public_key).digest()[:ADDRESS_LEN])
 
 
 @lru_cache(maxsize=4096)
@@ -217,7 +219,7 @@ verify_tx_body = VerifiedTxCache(maxsize=50_000)
 
 
 def vote_extension_sign_bytes(extension: bytes, height: int, round_: int, chain_id: str) -> bytes:
-    """What CometBFT signs for a vote extension (DESIGN §2): the uvarint-length-prefixed
+    """What CometBFT signs for a vote extension (docs/wire.md): the uvarint-length-prefixed
     CanonicalVoteExtension (CometBFT's `VoteExtensionSignBytes`, protoio.MarshalDelimited)."""
     msg: bytes = canonical_pb2.CanonicalVoteExtension(
         extension=extension, height=height, round=round_, chain_id=chain_id

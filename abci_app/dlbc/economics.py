@@ -21,15 +21,15 @@ input a tx can produce (amounts are bounded by params <= 2^63 and u128 balances)
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import replace
 
 from abci_app.dlbc import state
 from abci_app.dlbc.codes import Code, InvalidTx
 from abci_app.dlbc.events import Event
 from abci_app.dlbc.params import PPM, Params
+from abci_app.dlbc.records import Address, Amount, Forfeit, RoundNo, Task, TaskStatus
 from abci_app.dlbc.state import KV
-
-NS = 1_000_000_000
+from abci_app.rfc3339 import NS_PER_S
 
 
 # -- fees -----------------------------------------------------------------------------------------
@@ -70,7 +70,7 @@ def distribute_fee_pool(view: KV) -> list[Event]:
 
 
 # -- miner bonds ----------------------------------------------------------------------------------
-def bond_miner(view: KV, params: Params, addr: bytes) -> int:
+def bond_miner(view: KV, params: Params, addr: Address) -> int:
     """Move `miner_bond` from `addr`'s balance into its bond (INSUFFICIENT_FUNDS otherwise)."""
     amount = params.miner_bond
     bal, _ = state.get_account(view, addr)
@@ -84,13 +84,13 @@ def bond_miner(view: KV, params: Params, addr: bytes) -> int:
     return amount
 
 
-def unbond_miner(view: KV, params: Params, addr: bytes, time_ns: int) -> tuple[int, int]:
+def unbond_miner(view: KV, params: Params, addr: Address, time_ns: int) -> tuple[int, int]:
     """The miner stops counting now; its bond is released at time_ns + unbonding_seconds.
     Returns (release_ns, amount waiting for that address)."""
     amount = state.get_bond(view, addr)
     state.set_bond(view, addr, 0)
     state.delete_miner(view, addr)
-    return state.add_unbonding(view, addr, amount, time_ns + params.unbonding_seconds * NS)
+    return state.add_unbonding(view, addr, amount, time_ns + params.unbonding_seconds * NS_PER_S)
 
 
 def release_unbonded(view: KV, time_ns: int) -> list[Event]:
@@ -108,7 +108,7 @@ def begin_block(view: KV, time_ns: int) -> list[Event]:
 
 
 # -- reveal deposits and publisher faults -----------------------------------------------------------
-def lock_reveal_deposit(view: KV, params: Params, round_no: int, addr: bytes) -> None:
+def lock_reveal_deposit(view: KV, params: Params, round_no: RoundNo, addr: Address) -> None:
     bal, _ = state.get_account(view, addr)
     # Verify the balance covers the deposit (the fee is already paid)
     if bal < params.reveal_deposit:
@@ -118,7 +118,7 @@ def lock_reveal_deposit(view: KV, params: Params, round_no: int, addr: bytes) ->
     state.lock_deposit(view, round_no, addr, params.reveal_deposit)
 
 
-def settle_reveal_deposits(view: KV, round_no: int, refuted: set[bytes]) -> list[Event]:
+def settle_reveal_deposits(view: KV, round_no: RoundNo, refuted: set[Address]) -> list[Event]:
     """Return each revealer's round deposit, except the refuted miners' (to the fee pool).
 
     Idempotent: the deposits are removed, so a second call for the round pays nothing."""
@@ -138,17 +138,17 @@ def settle_reveal_deposits(view: KV, round_no: int, refuted: set[bytes]) -> list
     return events
 
 
-def pay_publisher_fault(view: KV, task: dict[str, Any], round_no: int) -> list[Event]:
+def pay_publisher_fault(view: KV, task: Task, round_no: RoundNo) -> list[Event]:
     """The publisher withheld or broke the test set after miners revealed in `round_no`: the
     task's whole escrow goes to those miners in equal parts (the remainder, and everything when
     nobody revealed, to the fee pool), the task is "forfeited", every deposit is returned.
 
     A task no longer in escrow (done, refunded, forfeited) is left alone: nothing is paid twice.
     """
-    if task.get("status") in ("done", "refunded", "forfeited"):
+    if not task.in_escrow:
         return []
-    reward = int(task["reward"])
-    miners = [addr for addr, _ in state.iter_reveals(view, round_no)]
+    reward = task.reward
+    miners = [rev.miner for rev in state.iter_reveals(view, round_no)]
     share = reward // len(miners) if miners else 0
     remainder = reward - share * len(miners)
     state.add_escrow(view, -reward)
@@ -156,14 +156,13 @@ def pay_publisher_fault(view: KV, task: dict[str, Any], round_no: int) -> list[E
     for addr in miners:
         if share:
             state.credit(view, addr, share)
-        events.append(Event.of("dlbc", action="publisher_fault", task_id=task["id"],
+        events.append(Event.of("dlbc", action="publisher_fault", task_id=task.id,
                                round=round_no, miner=addr.hex(), amount=share))
     if remainder:
         state.add_fee_pool(view, remainder)
-    task["status"] = "forfeited"
-    task["forfeit"] = {"round": round_no, "miners": [a.hex() for a in miners], "share": share,
-                       "to_fee_pool": remainder}
-    state.put_task(view, task)
+    state.put_task(view, replace(task, status=TaskStatus.FORFEITED, forfeit=Forfeit(
+        round=round_no, miners=tuple(miners), share=Amount(share),
+        to_fee_pool=Amount(remainder))))
     return events + settle_reveal_deposits(view, round_no, set())
 
 

@@ -18,12 +18,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from abci_app.dlbc.params import Params, _as_int
+from abci_app.dlbc.records import Address
 
 
 @dataclass(frozen=True, slots=True)
 class Genesis:
     params: Params
-    balances: tuple[tuple[bytes, int], ...]  # sorted by address, unique
+    balances: tuple[tuple[Address, int], ...]  # sorted by address, unique
 
 
 def default_app_state() -> dict[str, Any]:
@@ -31,11 +32,11 @@ def default_app_state() -> dict[str, Any]:
     return {"params": Params().to_json(), "accounts": []}
 
 
-def parse_address(text: Any, where: str = "address") -> bytes:
+def parse_address(text: Any, where: str = "address") -> Address:
     if not isinstance(text, str) or len(text) != 40:
         raise ValueError(f"{where} must be 40 hex characters, got {text!r}")
     try:
-        return bytes.fromhex(text)
+        return Address(bytes.fromhex(text))
     except ValueError:
         raise ValueError(f"{where} is not hex: {text!r}") from None
 
@@ -53,7 +54,7 @@ def validate_app_state(obj: Any) -> Genesis:
     accounts = obj.get("accounts") or []
     if not isinstance(accounts, list):
         raise ValueError("app_state.accounts must be a list")  # noqa: TRY004
-    seen: dict[bytes, int] = {}
+    seen: dict[Address, int] = {}
     for i, acc in enumerate(accounts):
         if not isinstance(acc, dict) or set(acc) != {"address", "balance"}:
             raise ValueError(f"app_state.accounts[{i}] must be {{'address', 'balance'}}")

@@ -1,13 +1,15 @@
-"""Chain parameters of DLBC (DESIGN §4-§6), set in genesis `app_state["params"]`.
+"""Chain parameters of DLBC, set in genesis `app_state["params"]` (docs/rounds.md,
+docs/ranking.md, docs/settlement.md, docs/economics.md).
 
 Every numeric field is an integer so that the consensus arithmetic is bit-identical on every node
-(DESIGN §5, §9). Fractions are in parts per million (ppm). Times are seconds of BFT block time. The
-one string field, `watermark_matrix`, names a member of a fixed set.
+(docs/ranking.md, docs/determinism.md). Fractions are in parts per million (ppm). Times are
+seconds of BFT block time. The one string field, `watermark_matrix`, names a member of a fixed
+set.
 
-The `watermark_*` fields are the watermark scheme (DESIGN §7, paper §IV-C): the chain never runs
-detection itself, but miners embed and validators detect under exactly these values (read from the
-`params` query), so they are protocol rules like the phase lengths, not package defaults that two
-sidecar versions could disagree on. The defaults equal what `watermark/` measured best
+The `watermark_*` fields are the watermark scheme (docs/watermark.md, paper §IV-C): the chain never
+runs detection itself, but miners embed and validators detect under exactly these values (read from
+the `params` query), so they are protocol rules like the phase lengths, not package defaults that
+two sidecar versions could disagree on. The defaults equal what `watermark/` measured best
 (watermark/keys.py: 256 bits as in the paper, the "diff" matrix, row gain 1000). The embedding
 temperature and λ are deliberately *not* params: they only change how a miner trains, never what a
 validator accepts, so each miner tunes them (training/sidecars/miner.py `MinerConfig`).
@@ -24,10 +26,11 @@ MAX_PARAM = (1 << 63) - 1
 #: Upper bound of `unbonding_seconds` (10 years): release times stay u64 nanoseconds.
 MAX_UNBONDING_SECONDS = 10 * 365 * 86_400
 
-#: Registry architectures a SubmitTask may name (DESIGN §3: publishers never ship code; miners and
-#: validators build the named module from training/models.py `ARCHITECTURES`). A plain, torch-free
-#: tuple so consensus never imports torch; it must equal `sorted(ARCHITECTURES)` there (the lead's
-#: consistency test checks it). Changing it changes which txs are valid: a chain upgrade.
+#: Registry architectures a SubmitTask may name (docs/transactions.md: publishers never ship code;
+#: miners and validators build the named module from training/models.py `ARCHITECTURES`). A plain,
+#: torch-free tuple so consensus never imports torch; it must equal `sorted(ARCHITECTURES)` there
+#: (the lead's consistency test checks it). Changing it changes which txs are valid: a chain
+#: upgrade.
 ARCHITECTURES: tuple[str, ...] = ("cnn", "fcn", "unet2d", "unet3d")
 
 #: Projection-matrix families of the watermark (Uchida et al. 2017 §3.3; watermark/keys.py
@@ -69,10 +72,10 @@ class Params:
     block_reward: int = 1_000_000
     """Minted once per settled round with a winner; split publisher/miner by paper Eq. 5-6."""
     tolerance_ppm: int = 20_000
-    """A verdict confirms a claim when |measured - claimed| <= tolerance (DESIGN §6)."""
+    """A verdict confirms a claim when |measured - claimed| <= tolerance (docs/settlement.md)."""
     watermark_threshold_ppm: int = 999_900
-    """Per-bit confidence the verifier requires to detect a watermark (paper 0.9999, DESIGN §7);
-    in [500_000, 1_000_000)."""
+    """Per-bit confidence the verifier requires to detect a watermark (paper 0.9999,
+    docs/watermark.md); in [500_000, 1_000_000)."""
     watermark_bits: int = 256
     """Watermark length T in bits (paper §IV-C.1: 256 = one SHA-256); in [1, 4096]."""
     watermark_matrix: str = "diff"
@@ -204,7 +207,8 @@ class Params:
 
 
 def _as_int(raw: Any, where: str) -> int:
-    """Integers may come as JSON numbers or decimal strings (64-bit values in JSON, DESIGN §2)."""
+    """Integers may come as JSON numbers or decimal strings (64-bit values in JSON:
+    docs/wire.md)."""
     if isinstance(raw, bool):
         raise ValueError(f"{where} must be an integer, got a boolean")  # noqa: TRY004
     if isinstance(raw, int):

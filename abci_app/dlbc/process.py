@@ -1,4 +1,5 @@
-"""State transitions: one `apply_tx` dispatching to `process_<msg>` (DESIGN §3, STYLE §2).
+"""State transitions: one `apply_tx` dispatching to `process_<msg>` (docs/transactions.md,
+STYLE §2).
 
 Each tx passes named stages: stateless (`txs.decode_tx`: size, shape, chain id, signature),
 then stateful (`# Verify …` checks inside `process_<msg>`), then execution. A tx runs on a
@@ -14,23 +15,46 @@ capped per publisher (economics.py, docs/economics.md).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 from abci_app.dlbc import economics, state
 from abci_app.dlbc.codes import Code, InvalidTx
 from abci_app.dlbc.events import Event
-from abci_app.dlbc.params import ARCHITECTURES, PPM, Params
+from abci_app.dlbc.messages import (
+    CommitModel,
+    DecodedTx,
+    RegisterMiner,
+    ReleaseTrainKey,
+    RevealModel,
+    RevealTestSet,
+    Settle,
+    SubmitTask,
+    Transfer,
+    UnbondMiner,
+)
+from abci_app.dlbc.params import ARCHITECTURES, MAX_PARAM, PPM, Params
 from abci_app.dlbc.ranking import compute_task_flops, ln_fp
-from abci_app.dlbc.rounds import REVEAL, TRAIN, advance_schedule
+from abci_app.dlbc.records import (
+    Address,
+    Height,
+    Phase,
+    Reveal,
+    Round,
+    RoundNo,
+    Task,
+    TaskId,
+    TaskSpec,
+    TaskStatus,
+)
+from abci_app.dlbc.rounds import advance_schedule
 from abci_app.dlbc.settle import process_settle
 from abci_app.dlbc.state import KV
-from abci_app.dlbc.txs import DecodedTx, decode_tx, key_commitment, model_commitment
+from abci_app.dlbc.txs import decode_tx, key_commitment, model_commitment
 from abci_app.dlbc.wire import WireError, parse_json_object
-from abci_app.pb.dlbc.v1 import tx_pb2
 
-MAX_U63 = (1 << 63) - 1
+MAX_U63 = MAX_PARAM  # the largest int64: declared resources and sizes are bounded like params
 _ARCH_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 _URI_RE = re.compile(r"^(file|https?)://[\x21-\x7e]{1,1016}$")
 METRICS = ("dice", "accuracy")
@@ -41,7 +65,7 @@ class BlockCtx:
     """What a tx may depend on besides state: all of it comes from the ABCI request."""
 
     chain_id: str
-    height: int
+    height: Height
     time_ns: int
     params: Params
     in_block: bool  # False for CheckTx (a Settle may only come inside a block)
@@ -65,7 +89,8 @@ _FATAL_BY_KIND = {
 
 
 def is_proposal_fatal(outcome: TxOutcome) -> bool:
-    """DESIGN §3/§6: an out-of-phase commit, a mismatching reveal or a wrong Settle REJECTs."""
+    """An out-of-phase commit, a mismatching reveal or a wrong Settle REJECTs the block
+    (docs/transactions.md, docs/settlement.md)."""
     if outcome.code == Code.OK:
         return False
     if outcome.code in _FATAL_ANY or outcome.kind == "settle":
@@ -74,20 +99,20 @@ def is_proposal_fatal(outcome: TxOutcome) -> bool:
 
 
 # -- per-message transitions ---------------------------------------------------------------------
-def process_transfer(view: KV, ctx: BlockCtx, sender: bytes, msg: tx_pb2.Transfer) -> list[Event]:
+def process_transfer(view: KV, ctx: BlockCtx, sender: Address, msg: Transfer) -> list[Event]:
     # Verify the recipient and amount
     if len(msg.to) != 20:
         raise InvalidTx(Code.BAD_ADDRESS, "recipient must be a 20-byte address")
     if msg.amount == 0:
         raise InvalidTx(Code.BAD_AMOUNT, "amount must be positive")
     state.debit(view, sender, msg.amount)
-    state.credit(view, bytes(msg.to), msg.amount)
-    return [Event.of("dlbc", action="transfer", sender=sender.hex(), to=bytes(msg.to).hex(),
+    state.credit(view, Address(msg.to), msg.amount)
+    return [Event.of("dlbc", action="transfer", sender=sender.hex(), to=msg.to.hex(),
                      amount=msg.amount)]
 
 
-def process_register_miner(view: KV, ctx: BlockCtx, sender: bytes,
-                           msg: tx_pb2.RegisterMiner) -> list[Event]:
+def process_register_miner(view: KV, ctx: BlockCtx, sender: Address,
+                           msg: RegisterMiner) -> list[Event]:
     # Verify declared resources are positive (they feed the medians of Eq. 2-3)
     if not (0 < msg.bandwidth_bps <= MAX_U63 and 0 < msg.flops <= MAX_U63):
         raise InvalidTx(Code.BAD_MINER_RESOURCES, "bandwidth_bps and flops must be in 1..2^63-1")
@@ -100,8 +125,8 @@ def process_register_miner(view: KV, ctx: BlockCtx, sender: bytes,
                      amount=bonded)]
 
 
-def process_unbond_miner(view: KV, ctx: BlockCtx, sender: bytes,
-                         msg: tx_pb2.UnbondMiner) -> list[Event]:
+def process_unbond_miner(view: KV, ctx: BlockCtx, sender: Address,
+                         msg: UnbondMiner) -> list[Event]:
     # Verify the sender is a bonded miner
     if state.get_miner(view, sender) is None:
         raise InvalidTx(Code.NOT_REGISTERED_MINER, f"{sender.hex()} is not a bonded miner")
@@ -110,9 +135,9 @@ def process_unbond_miner(view: KV, ctx: BlockCtx, sender: bytes,
                      amount=amount, release_ns=release_ns)]
 
 
-def validate_task_spec(spec: tx_pb2.TaskSpec) -> None:
-    """Stateless checks of a TaskSpec (DESIGN §3); raises BAD_TASK_SPEC naming the field, or
-    UNKNOWN_ARCHITECTURE for a well-formed name outside the registry allow-list."""
+def validate_task_spec(spec: TaskSpec) -> None:
+    """Stateless checks of a TaskSpec (docs/transactions.md); raises BAD_TASK_SPEC naming the
+    field, or UNKNOWN_ARCHITECTURE for a well-formed name outside the registry allow-list."""
     def bad(why: str) -> InvalidTx:
         return InvalidTx(Code.BAD_TASK_SPEC, f"task spec: {why}")
 
@@ -150,21 +175,8 @@ def validate_task_spec(spec: tx_pb2.TaskSpec) -> None:
         raise bad("num_classes must be in 1..100000")
 
 
-def spec_to_json(spec: tx_pb2.TaskSpec) -> dict[str, Any]:
-    return {
-        "architecture": spec.architecture, "hyperparams_json": spec.hyperparams_json,
-        "model_size_bytes": spec.model_size_bytes, "flops_per_sample": spec.flops_per_sample,
-        "data_uri": spec.data_uri, "data_size_bytes": spec.data_size_bytes,
-        "data_sha256": spec.data_sha256.hex(), "data_key_sha256": spec.data_key_sha256.hex(),
-        "test_uri": spec.test_uri, "test_sha256": spec.test_sha256.hex(),
-        "test_key_sha256": spec.test_key_sha256.hex(), "metric": spec.metric,
-        "min_score_ppm": spec.min_score_ppm, "input_shape": list(spec.input_shape),
-        "num_classes": spec.num_classes, "num_samples": spec.num_samples,
-    }
-
-
-def process_submit_task(view: KV, ctx: BlockCtx, sender: bytes,
-                        msg: tx_pb2.SubmitTask) -> list[Event]:
+def process_submit_task(view: KV, ctx: BlockCtx, sender: Address,
+                        msg: SubmitTask) -> list[Event]:
     spec = msg.spec
     # Verify the spec and the reward
     validate_task_spec(spec)
@@ -184,109 +196,103 @@ def process_submit_task(view: KV, ctx: BlockCtx, sender: bytes,
     task_id = state.next_task_id(view)
     size = spec.model_size_bytes + spec.data_size_bytes
     flops = compute_task_flops(spec.flops_per_sample, spec.num_samples)
-    state.put_task(view, {
-        "id": task_id, "publisher": sender.hex(), "spec": spec_to_json(spec),
-        "reward": msg.reward, "status": "pending", "returned": 0, "rounds": [],
-        "submitted_height": ctx.height, "size_bytes": size, "flops": flops,
-        "train_key": None, "test_key": None, "winner": None,
-    })
+    state.put_task(view, Task(
+        id=task_id, publisher=sender, spec=spec, reward=msg.reward, status=TaskStatus.PENDING,
+        returned=0, rounds=(), submitted_height=ctx.height, size_bytes=size, flops=flops,
+        train_key=None, test_key=None, winner=None))
     state.pool_add(view, task_id, size, msg.reward, ln_fp(flops), sender)
     return [Event.of("dlbc", action="submit_task", sender=sender.hex(), task_id=task_id,
                      amount=msg.reward)]
 
 
-def _publisher_task_in_round(view: KV, sender: bytes, task_id: int,
-                             phase: str) -> tuple[dict[str, Any], dict[str, Any]]:
+def _publisher_task_in_round(view: KV, sender: Address, task_id: TaskId,
+                             phase: Phase) -> tuple[Task, Round]:
     task = state.get_task(view, task_id)
     # Verify the task exists, belongs to the sender and is this round's task in `phase`
     if task is None:
         raise InvalidTx(Code.UNKNOWN_TASK, f"no task {task_id}")
-    if task["publisher"] != sender.hex():
+    if task.publisher != sender:
         raise InvalidTx(Code.NOT_TASK_PUBLISHER, f"task {task_id} was published by "
-                                                 f"{task['publisher']}, not {sender.hex()}")
+                                                 f"{task.publisher.hex()}, not {sender.hex()}")
     rec = state.get_active_round(view)
-    if rec is None or rec["task_id"] != task_id:
+    if rec is None or rec.task_id != task_id:
         raise InvalidTx(Code.TASK_NOT_SELECTED,
                         f"task {task_id} is not the task of the current round")
-    if rec["phase"] != phase:
+    if rec.phase is not phase:
         raise InvalidTx(Code.WRONG_PHASE,
-                        f"round {rec['round']} is in {rec['phase']}; this needs {phase}")
+                        f"round {rec.round} is in {rec.phase}; this needs {phase}")
     return task, rec
 
 
-def process_release_train_key(view: KV, ctx: BlockCtx, sender: bytes,
-                              msg: tx_pb2.ReleaseTrainKey) -> list[Event]:
-    task, rec = _publisher_task_in_round(view, sender, msg.task_id, TRAIN)
+def process_release_train_key(view: KV, ctx: BlockCtx, sender: Address,
+                              msg: ReleaseTrainKey) -> list[Event]:
+    task, rec = _publisher_task_in_round(view, sender, msg.task_id, Phase.TRAIN)
     # Verify the key opens the committed hash, once
-    if rec["key_released"]:
+    if rec.key_released:
         raise InvalidTx(Code.KEY_ALREADY_RELEASED, f"task {msg.task_id} key already released")
-    if key_commitment(msg.key).hex() != task["spec"]["data_key_sha256"]:
+    if key_commitment(msg.key) != task.spec.data_key_sha256:
         raise InvalidTx(Code.KEY_MISMATCH, "SHA-256(key) differs from the task's data_key_sha256")
-    task["train_key"] = msg.key.hex()
-    rec["key_released"] = True
-    state.put_task(view, task)
-    state.put_round(view, rec)
+    state.put_task(view, replace(task, train_key=msg.key))
+    state.put_round(view, replace(rec, key_released=True))
     return [Event.of("dlbc", action="release_train_key", sender=sender.hex(),
-                     task_id=msg.task_id, round=rec["round"], phase=TRAIN)]
+                     task_id=msg.task_id, round=rec.round, phase=Phase.TRAIN)]
 
 
-def process_reveal_test_set(view: KV, ctx: BlockCtx, sender: bytes,
-                            msg: tx_pb2.RevealTestSet) -> list[Event]:
-    task, rec = _publisher_task_in_round(view, sender, msg.task_id, REVEAL)
+def process_reveal_test_set(view: KV, ctx: BlockCtx, sender: Address,
+                            msg: RevealTestSet) -> list[Event]:
+    task, rec = _publisher_task_in_round(view, sender, msg.task_id, Phase.REVEAL)
     # Verify the test key opens the test-set commitment, once
-    if rec["test_key_revealed"]:
+    if rec.test_key_revealed:
         raise InvalidTx(Code.TEST_KEY_ALREADY_REVEALED, f"task {msg.task_id} test key revealed")
-    if key_commitment(msg.test_key).hex() != task["spec"]["test_key_sha256"]:
+    if key_commitment(msg.test_key) != task.spec.test_key_sha256:
         raise InvalidTx(Code.TEST_KEY_MISMATCH,
                         "SHA-256(test_key) differs from the task's test_key_sha256")
-    task["test_key"] = msg.test_key.hex()
-    rec["test_key_revealed"] = True
-    state.put_task(view, task)
-    state.put_round(view, rec)
+    state.put_task(view, replace(task, test_key=msg.test_key))
+    state.put_round(view, replace(rec, test_key_revealed=True))
     return [Event.of("dlbc", action="reveal_test_set", sender=sender.hex(),
-                     task_id=msg.task_id, round=rec["round"], phase=REVEAL)]
+                     task_id=msg.task_id, round=rec.round, phase=Phase.REVEAL)]
 
 
-def _round_in_phase(view: KV, round_no: int, phase: str) -> dict[str, Any]:
+def _round_in_phase(view: KV, round_no: RoundNo, phase: Phase) -> Round:
     rec = state.get_active_round(view)
     # Verify the message is for the current round, in its phase
     if rec is None:
         raise InvalidTx(Code.NO_ACTIVE_ROUND, "no active round")
-    if round_no != rec["round"]:
+    if round_no != rec.round:
         raise InvalidTx(Code.WRONG_ROUND, f"message for round {round_no}, "
-                                          f"current round is {rec['round']}")
-    if rec["phase"] != phase:
-        raise InvalidTx(Code.WRONG_PHASE, f"round {rec['round']} is in {rec['phase']}; "
+                                          f"current round is {rec.round}")
+    if rec.phase is not phase:
+        raise InvalidTx(Code.WRONG_PHASE, f"round {rec.round} is in {rec.phase}; "
                                           f"this needs {phase}")
     return rec
 
 
-def process_commit_model(view: KV, ctx: BlockCtx, sender: bytes,
-                         msg: tx_pb2.CommitModel) -> list[Event]:
+def process_commit_model(view: KV, ctx: BlockCtx, sender: Address,
+                         msg: CommitModel) -> list[Event]:
     # Verify a bonded miner commits once, in TRAIN (commit-in-P1)
     if state.get_miner(view, sender) is None:
         raise InvalidTx(Code.NOT_REGISTERED_MINER,
                         f"{sender.hex()} is not a bonded miner (RegisterMiner bonds one)")
-    rec = _round_in_phase(view, msg.round, TRAIN)
+    rec = _round_in_phase(view, msg.round, Phase.TRAIN)
     if len(msg.commitment) != 32:
         raise InvalidTx(Code.BAD_COMMITMENT, "commitment must be 32 bytes (SHA-256)")
     if state.get_commitment(view, msg.round, sender) is not None:
         raise InvalidTx(Code.DUPLICATE_COMMIT,
                         f"{sender.hex()} already committed in round {msg.round}")
-    state.set_commitment(view, msg.round, sender, bytes(msg.commitment))
+    state.set_commitment(view, msg.round, sender, msg.commitment)
     return [Event.of("dlbc", action="commit_model", sender=sender.hex(), miner=sender.hex(),
-                     round=msg.round, task_id=rec["task_id"], phase=TRAIN)]
+                     round=msg.round, task_id=rec.task_id, phase=Phase.TRAIN)]
 
 
-def process_reveal_model(view: KV, ctx: BlockCtx, sender: bytes,
-                         msg: tx_pb2.RevealModel) -> list[Event]:
-    rec = _round_in_phase(view, msg.round, REVEAL)
+def process_reveal_model(view: KV, ctx: BlockCtx, sender: Address,
+                         msg: RevealModel) -> list[Event]:
+    rec = _round_in_phase(view, msg.round, Phase.REVEAL)
     n = msg.round
     commitment = state.get_commitment(view, n, sender)
     # Verify the sender committed, reveals once, with a well-formed reveal
     if commitment is None:
         raise InvalidTx(Code.NO_COMMITMENT, f"{sender.hex()} has no commitment in round {n}")
-    if state.get_reveal(view, n, sender) is not None:
+    if state.has_reveal(view, n, sender):
         raise InvalidTx(Code.DUPLICATE_REVEAL, f"{sender.hex()} already revealed in round {n}")
     if (len(msg.model_digest) != 32 or len(msg.salt) > 64 or msg.claimed_score_ppm > PPM
             or not _URI_RE.match(msg.model_uri) or len(msg.checkpoint_digests) > 1000
@@ -295,39 +301,49 @@ def process_reveal_model(view: KV, ctx: BlockCtx, sender: bytes,
                                          "score <= 1e6 ppm, a file/http(s) URI, "
                                          "<= 1000 32-byte checkpoint digests")
     # Verify the reveal opens the sender's own commitment
-    digest = bytes(msg.model_digest)
-    if model_commitment(digest, sender, bytes(msg.salt)) != commitment:
+    digest = msg.model_digest
+    if model_commitment(digest, sender, msg.salt) != commitment:
         raise InvalidTx(Code.REVEAL_MISMATCH,
                         "SHA-256(model_digest || sender || salt) differs from the commitment")
     # Verify no one revealed this model already, and the round has room
     if state.get_digest_owner(view, n, digest) is not None:
         raise InvalidTx(Code.DUPLICATE_MODEL, f"model {digest.hex()} already revealed in round {n}")
-    if rec.get("reveals", 0) >= ctx.params.max_reveals_per_round:
+    if rec.reveals >= ctx.params.max_reveals_per_round:
         raise InvalidTx(Code.BAD_REVEAL, "round has max_reveals_per_round reveals")
     # Verify the miner can lock the reveal deposit (returned unless its claim is refuted)
     economics.lock_reveal_deposit(view, ctx.params, n, sender)
-    rec["reveals"] = rec.get("reveals", 0) + 1
-    state.put_round(view, rec)
+    state.put_round(view, replace(rec, reveals=rec.reveals + 1))
     state.set_digest_owner(view, n, digest, sender)
-    state.put_reveal(view, n, sender, {
-        "miner": sender.hex(), "model_uri": msg.model_uri, "model_digest": digest.hex(),
-        "claimed_score_ppm": msg.claimed_score_ppm, "height": ctx.height,
-        "checkpoint_digests": [bytes(d).hex() for d in msg.checkpoint_digests],
-    })
+    state.put_reveal(view, n, Reveal(
+        miner=sender, model_uri=msg.model_uri, model_digest=digest,
+        claimed_score_ppm=msg.claimed_score_ppm, height=ctx.height,
+        checkpoint_digests=msg.checkpoint_digests))
     return [Event.of("dlbc", action="reveal_model", sender=sender.hex(), miner=sender.hex(),
-                     round=n, task_id=rec["task_id"], phase=REVEAL)]
+                     round=n, task_id=rec.task_id, phase=Phase.REVEAL)]
 
 
-_PROCESS: dict[str, Callable[[KV, BlockCtx, bytes, Any], list[Event]]] = {
-    "transfer": process_transfer,
-    "register_miner": process_register_miner,
-    "unbond_miner": process_unbond_miner,
-    "submit_task": process_submit_task,
-    "release_train_key": process_release_train_key,
-    "commit_model": process_commit_model,
-    "reveal_test_set": process_reveal_test_set,
-    "reveal_model": process_reveal_model,
-}
+def process_message(view: KV, ctx: BlockCtx, tx: DecodedTx) -> list[Event]:
+    """Dispatch a signed tx's message to its `process_<msg>` (one per dlbc.v1 message)."""
+    sender, msg = tx.sender, tx.msg
+    match msg:
+        case Transfer():
+            return process_transfer(view, ctx, sender, msg)
+        case RegisterMiner():
+            return process_register_miner(view, ctx, sender, msg)
+        case UnbondMiner():
+            return process_unbond_miner(view, ctx, sender, msg)
+        case SubmitTask():
+            return process_submit_task(view, ctx, sender, msg)
+        case ReleaseTrainKey():
+            return process_release_train_key(view, ctx, sender, msg)
+        case CommitModel():
+            return process_commit_model(view, ctx, sender, msg)
+        case RevealTestSet():
+            return process_reveal_test_set(view, ctx, sender, msg)
+        case RevealModel():
+            return process_reveal_model(view, ctx, sender, msg)
+        case Settle():  # apply_decoded runs it unsigned, before this dispatch
+            raise InvalidTx(Code.SETTLE_NOT_ALLOWED, "Settle is not a signed message")
 
 
 # -- dispatch ------------------------------------------------------------------------------------
@@ -338,12 +354,11 @@ def apply_decoded(view: Any, ctx: BlockCtx, tx: DecodedTx, tx_index: int,
     A signed tx pays `economics.tx_fee(params, tx_bytes)` to the fee pool before its message
     runs (so the message sees the balance net of the fee); a failed tx pays nothing."""
     child = view.child()
-    if tx.kind == "settle":
+    if isinstance(tx.msg, Settle):
         # Verify Settle comes from the proposer: inside a block, as its first tx
         if not ctx.in_block or tx_index != 0:
             raise InvalidTx(Code.SETTLE_NOT_ALLOWED,
                             "Settle is proposer-injected: only as the first tx of a block")
-        assert isinstance(tx.msg, tx_pb2.Settle)
         events = process_settle(child, ctx.params, ctx.chain_id, ctx.height, tx.msg)
     else:
         balance, nonce = state.get_account(child, tx.sender)
@@ -362,7 +377,7 @@ def apply_decoded(view: Any, ctx: BlockCtx, tx: DecodedTx, tx_index: int,
         # is dropped if it fails): one account read per tx fewer than doing it afterwards.
         state.set_account(child, tx.sender, balance - fee, nonce + 1)
         state.add_fee_pool(child, fee)
-        events = _PROCESS[tx.kind](child, ctx, tx.sender, tx.msg)
+        events = process_message(child, ctx, tx)
         if ctx.in_block:  # CheckTx events are never published (app.check_tx drops them)
             # the fee rides on the message's own event (every one names its sender): one
             # attribute is cheaper to build and index than one more event per tx
@@ -390,7 +405,7 @@ def apply_tx(view: Any, ctx: BlockCtx, raw: bytes, tx_index: int) -> TxOutcome:
 def apply_block(view: Any, ctx: BlockCtx, block_hash: bytes,
                 txs: Sequence[bytes]) -> tuple[list[TxOutcome], list[Event]]:
     """Begin-block schedule (with the economics step: bonds released, fee pool paid out), then
-    every tx in order: exactly one outcome per tx (DESIGN §2)."""
+    every tx in order: exactly one outcome per tx (docs/wire.md)."""
     block_events = advance_schedule(view, ctx.params, ctx.height, ctx.time_ns, block_hash)
     outcomes = [apply_tx(view, ctx, raw, i) for i, raw in enumerate(txs)]
     return outcomes, block_events

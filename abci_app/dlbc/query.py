@@ -25,7 +25,7 @@ Paths (a leading "/" is ignored; addresses are 40 hex chars; integers are JSON n
                      "phase": TRAIN|REVEAL|VERIFY|DONE, "outcome": null|settled|no_winner|
                      no_reveal|unsettled|key_withheld|test_key_withheld|publisher_fault,
                      "start_ns", "train_end_ns", "reveal_end_ns", "verify_end_ns",
-                     "start_height", "end_height", "seed": hex (watermark seed, DESIGN §7),
+                     "start_height", "end_height", "seed": hex (watermark seed, docs/watermark.md),
                      "queue_len", "publisher_share_ppm", "ranking_score_e18", "unselected",
                      "key_released", "test_key_revealed", "reveals", "verify_height",
                      "winner": null | {"miner", "model_digest", "model_uri",
@@ -44,22 +44,26 @@ from typing import Any
 
 from abci_app.dlbc import state
 from abci_app.dlbc.codes import Code
+from abci_app.dlbc.records import Address, Commitment, RoundInfo, RoundNo, TaskId, idle_answer
 from abci_app.dlbc.rounds import compute_ranking_context
 from abci_app.dlbc.state import KV
 
 PENDING_LIMIT = 1_000
 
 
-def _round_json(view: KV, n: int) -> dict[str, Any] | None:
+def round_info(view: KV, n: RoundNo) -> RoundInfo | None:
+    """Round n with what it holds besides its record (records.RoundInfo is the answer's shape)."""
     rec = state.get_round(view, n)
     if rec is None:
         return None
-    rec["unselected"] = state.get_unselected(view, n)
-    rec["commitments"] = [{"miner": a.hex(), "commitment": c.hex()}
-                          for a, c in state.iter_commitments(view, n)]
-    rec["revealed"] = [r for _, r in state.iter_reveals(view, n)]
-    rec["last_block_time_ns"] = state.get_last_time_ns(view)
-    return rec
+    return RoundInfo(rec, tuple(state.get_unselected(view, n)),
+                     tuple(Commitment(a, c) for a, c in state.iter_commitments(view, n)),
+                     tuple(state.iter_reveals(view, n)), state.get_last_time_ns(view))
+
+
+def _round_json(view: KV, n: RoundNo) -> dict[str, Any] | None:
+    info = round_info(view, n)
+    return None if info is None else info.to_json()
 
 
 def _pending(view: KV) -> dict[str, Any]:
@@ -71,9 +75,9 @@ def _pending(view: KV) -> dict[str, Any]:
                     for tid, size, lnf, reward in entries)
     tasks = []
     for score, _neg_reward, tid in ranked[:PENDING_LIMIT]:
-        t = state.get_task(view, tid) or {}
-        tasks.append({"id": tid, "publisher": t.get("publisher"), "reward": t.get("reward"),
-                      "ranking_score_e18": score})
+        t = state.get_task(view, tid)
+        tasks.append({"id": tid, "publisher": None if t is None else t.publisher.hex(),
+                      "reward": None if t is None else t.reward, "ranking_score_e18": score})
     return {"queue_len": len(entries), "tasks": tasks}
 
 
@@ -99,7 +103,7 @@ def _dispatch(view: KV, parts: list[str]) -> Any:
                 "unbonding": state.get_unbonding_total(view),
                 "deposits": state.get_deposits_total(view), "pending_tasks": state.pool_count(view)}
     if head == "accounts" and len(parts) == 2:
-        addr = bytes.fromhex(parts[1])
+        addr = Address(bytes.fromhex(parts[1]))
         if len(addr) != 20:
             raise ValueError("address must be 40 hex characters")
         bal, nonce = state.get_account(view, addr)
@@ -119,15 +123,15 @@ def _dispatch(view: KV, parts: list[str]) -> Any:
     if head == "tasks" and len(parts) == 2:
         if parts[1] == "pending":
             return _pending(view)
-        return state.get_task(view, _int(parts[1]))
+        task = state.get_task(view, TaskId(_int(parts[1])))
+        return None if task is None else task.to_json()
     if head == "round" and len(parts) == 1:
         n = state.get_current_round_no(view)
         if n == 0:
-            return {"round": 0, "phase": "IDLE",
-                    "last_block_time_ns": state.get_last_time_ns(view)}
+            return idle_answer(state.get_last_time_ns(view))
         return _round_json(view, n)
     if head == "rounds" and len(parts) == 2:
-        return _round_json(view, _int(parts[1]))
+        return _round_json(view, RoundNo(_int(parts[1])))
     raise ValueError("unknown path; see abci_app/dlbc/query.py")
 
 

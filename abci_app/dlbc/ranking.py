@@ -1,19 +1,17 @@
-"""Task ranking and block-reward split: paper Eq. 1-6 (DESIGN §5), in integer fixed point.
+"""Task ranking: paper Eq. 1-4 (docs/ranking.md), in integer fixed point (Eq. 5-6: rewards.py).
 
     q      = ln(k·l) / ln(L)                               (Eq. 1)
     dn     = (model_size + data_size) / median_bandwidth   (Eq. 2)
     dc     = FLOPs / median_compute                        (Eq. 3)
     score  = (dn + dc^q) / reward                          (Eq. 4)   smallest is trained next
-    pub    = max(0, 1 - (k·l/L)²)                          (Eq. 5)
-    miner  = 1 - pub                                       (Eq. 6)
 
 Why fixed point and not floats: every node must pick the same task and pay the same amounts
-(DESIGN §9). Logarithms are taken with `decimal` in a fixed 40-digit context (libmpdec rounds
-`ln` correctly, so the result is platform independent) and converted once to binary fixed point
-with 64 fractional bits (`ONE = 2**64`). The per-task power `dc^q = exp(q·ln dc)` uses only
-Python integers: two 8-bit exp tables (built with the same decimal context) and a cubic Taylor
-tail, so selecting among 10,000 pending tasks stays well under 50 ms. `ln(FLOPs)` is computed
-once per task at submission and kept in the pool index.
+(docs/determinism.md). Logarithms are taken with `decimal` in a fixed 40-digit context (libmpdec
+rounds `ln` correctly, so the result is platform independent) and converted once to binary fixed
+point with 64 fractional bits (`ONE = 2**64`). The per-task power `dc^q = exp(q·ln dc)` uses only
+Python integers: two 8-bit exp tables (built with the same decimal context) and a cubic Taylor tail,
+so selecting among 10,000 pending tasks stays well under 50 ms. `ln(FLOPs)` is computed once per
+task at submission and kept in the pool index.
 
 Conventions (documented edge cases):
 - `k` is given in ppm (`k_ppm`, 1_000_000 = 1); `l >= 1` and `L >= 2`. `k·l < 1` gives q < 0.
@@ -24,8 +22,6 @@ Conventions (documented edge cases):
 - Ranking scores are integers in units of 1e-18 (`score_e18`); ties (e.g. tiny specs whose
   scores both round to 0) go to the higher reward, then the lowest task id: a reward-1 task can
   no longer out-rank a reward-1,000,000 one by being submitted first (docs/economics.md).
-- Reward shares are ppm; the publisher amount is floored and the miner gets the rest, so the
-  two parts always add up to the block reward exactly.
 """
 
 from __future__ import annotations
@@ -148,18 +144,3 @@ def select_task(ctx: RankingContext,
         if best_id < 0 or s < best or (s == best and reward > best_reward):
             best_id, best, best_reward = task_id, s, reward
     return None if best_id < 0 else (best_id, best)
-
-
-def compute_publisher_share_ppm(k_ppm: int, queue_len: int, max_queue_len: int) -> int:
-    """Paper Eq. 5 in ppm: max(0, 1 - (k·l/L)²), floored."""
-    num = (k_ppm * queue_len) ** 2  # (k·l)² scaled by PPM²
-    den = (PPM * max_queue_len) ** 2
-    if num >= den:
-        return 0
-    return ((den - num) * PPM) // den
-
-
-def split_block_reward(block_reward: int, publisher_share_ppm: int) -> tuple[int, int]:
-    """Paper Eq. 5-6 as amounts: (publisher, miner), summing exactly to block_reward."""
-    publisher = block_reward * publisher_share_ppm // PPM
-    return publisher, block_reward - publisher

@@ -1,4 +1,4 @@
-"""The round schedule on BFT time (DESIGN §4): TRAIN → REVEAL → VERIFY, task selection.
+"""The round schedule on BFT time (docs/rounds.md): TRAIN → REVEAL → VERIFY, task selection.
 
 `advance_schedule` runs at the start of every block (FinalizeBlock, and on the throwaway view
 of Prepare/ProcessProposal with the proposed block's time) before any tx, so every tx of a
@@ -6,7 +6,7 @@ block sees the phase that the block's own BFT time implies. Transitions, in a lo
 gap between blocks is handled in one step:
 
 - no active round and a non-empty pool → start round n+1 with the smallest-ranking task
-  (paper Eq. 1-4); seed = hash of this block (DESIGN §7); the still-unselected task ids are
+  (paper Eq. 1-4); seed = hash of this block (docs/watermark.md); the still-unselected task ids are
   recorded in the round (the paper's "unselected task record").
 - TRAIN ended and the publisher never released the data key → the task is refunded less the
   withhold fee (`economics.withhold_fee`, to the fee pool), the round closes "key_withheld".
@@ -23,22 +23,26 @@ Settlement itself (a winner) is `settle.process_settle`; the next round starts a
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import replace
 
 from abci_app.dlbc import economics, state
 from abci_app.dlbc.events import Event
 from abci_app.dlbc.params import Params
-from abci_app.dlbc.ranking import (
-    RankingContext,
-    compute_publisher_share_ppm,
-    ln_fp,
-    median,
-    select_task,
+from abci_app.dlbc.ranking import RankingContext, ln_fp, median, select_task
+from abci_app.dlbc.records import (
+    Height,
+    Outcome,
+    Phase,
+    Round,
+    RoundNo,
+    RoundStatus,
+    Task,
+    TaskId,
+    TaskStatus,
 )
+from abci_app.dlbc.rewards import compute_publisher_share_ppm
 from abci_app.dlbc.state import KV
-
-NS = 1_000_000_000
-TRAIN, REVEAL, VERIFY = "TRAIN", "REVEAL", "VERIFY"
+from abci_app.rfc3339 import NS_PER_S
 
 
 def compute_ranking_context(view: KV, params: Params, queue_len: int) -> RankingContext:
@@ -51,92 +55,114 @@ def compute_ranking_context(view: KV, params: Params, queue_len: int) -> Ranking
     return RankingContext(params.k_ppm, queue_len, params.max_queue_len, median(bws), median(fls))
 
 
-def select_next_task(view: KV, params: Params) -> tuple[int, int, int, list[int]] | None:
+def select_next_task(view: KV, params: Params) -> tuple[TaskId, int, int, list[TaskId]] | None:
     """(task_id, score_e18, queue_len, all pending ids) or None when the pool is empty."""
     entries = list(state.iter_pool(view))
     if not entries:
         return None
     ctx = compute_ranking_context(view, params, len(entries))
     best = select_task(ctx, entries)
-    assert best is not None  # entries is non-empty
-    return best[0], best[1], len(entries), [e[0] for e in entries]
+    if best is None:  # entries is non-empty, so select_task found one
+        raise RuntimeError("select_task chose nothing from a non-empty pool")
+    return TaskId(best[0]), best[1], len(entries), [e[0] for e in entries]
 
 
-def start_round(view: KV, params: Params, height: int, time_ns: int,
+def _task_of(view: KV, rec: Round) -> Task:
+    task = state.get_task(view, rec.task_id)
+    if task is None:  # pool, rounds and tasks move together: a broken store, not bad input
+        raise RuntimeError(f"round {rec.round} names task {rec.task_id}, which is not in state")
+    return task
+
+
+def start_round(view: KV, params: Params, height: Height, time_ns: int,
                 block_hash: bytes) -> list[Event]:
     picked = select_next_task(view, params)
     if picked is None:
         return []
     task_id, score, queue_len, ids = picked
-    n = state.get_current_round_no(view) + 1
+    n = RoundNo(state.get_current_round_no(view) + 1)
     task = state.get_task(view, task_id)
-    assert task is not None  # pool and task records move together
-    train_end = time_ns + params.train_seconds * NS
-    reveal_end = train_end + params.reveal_seconds * NS
-    rec: dict[str, Any] = {
-        "round": n, "task_id": task_id, "publisher": task["publisher"], "status": "active",
-        "phase": TRAIN, "outcome": None, "start_height": height, "end_height": None,
-        "start_ns": time_ns, "train_end_ns": train_end, "reveal_end_ns": reveal_end,
-        "verify_end_ns": reveal_end + params.verify_seconds * NS,
-        "seed": block_hash.hex(), "queue_len": queue_len, "ranking_score_e18": score,
-        "publisher_share_ppm": compute_publisher_share_ppm(params.k_ppm, queue_len,
-                                                           params.max_queue_len),
-        "key_released": False, "test_key_revealed": False, "winner": None, "reveals": 0,
-        "verify_height": None,
-    }
+    if task is None:
+        raise RuntimeError(f"pooled task {task_id} is not in state")
+    train_end = time_ns + params.train_seconds * NS_PER_S
+    reveal_end = train_end + params.reveal_seconds * NS_PER_S
+    rec = Round(
+        round=n, task_id=task_id, publisher=task.publisher, status=RoundStatus.ACTIVE,
+        phase=Phase.TRAIN, outcome=None, start_height=height, end_height=None,
+        start_ns=time_ns, train_end_ns=train_end, reveal_end_ns=reveal_end,
+        verify_end_ns=reveal_end + params.verify_seconds * NS_PER_S,
+        seed=block_hash, queue_len=queue_len, ranking_score_e18=score,
+        publisher_share_ppm=compute_publisher_share_ppm(params.k_ppm, queue_len,
+                                                        params.max_queue_len),
+        key_released=False, test_key_revealed=False, winner=None, reveals=0,
+        verify_height=None,
+    )
     # kept beside the record so the record stays small however long the pool is
     state.set_unselected(view, n, [i for i in ids if i != task_id])
-    state.pool_remove(view, task_id, bytes.fromhex(task["publisher"]))
-    task["status"] = "selected"
-    task["rounds"].append(n)
-    state.put_task(view, task)
+    state.pool_remove(view, task_id, task.publisher)
+    state.put_task(view, replace(task, status=TaskStatus.SELECTED, rounds=(*task.rounds, n)))
     state.put_round(view, rec)
     view.set(state.K_ROUND_CURRENT, state.u64(n))
-    return [Event.of("dlbc.round", round=n, phase=TRAIN, task_id=task_id, action="start",
-                     seed=rec["seed"])]
+    return [Event.of("dlbc.round", round=n, phase=Phase.TRAIN, task_id=task_id, action="start",
+                     seed=rec.seed.hex())]
 
 
-def refund_task(view: KV, task: dict[str, Any], fee: int) -> tuple[int, int]:
+def refund_task(view: KV, task: Task, fee: int) -> tuple[int, int]:
     """Escrow back to the publisher less `fee` (to the fee pool). Returns (refund, fee)."""
-    reward = task["reward"]
+    reward = task.reward
     fee = min(fee, reward)
     state.add_escrow(view, -reward)
     state.add_fee_pool(view, fee)
-    state.credit(view, bytes.fromhex(task["publisher"]), reward - fee)
-    task["status"] = "refunded"
-    state.put_task(view, task)
+    state.credit(view, task.publisher, reward - fee)
+    state.put_task(view, replace(task, status=TaskStatus.REFUNDED))
     return reward - fee, fee
 
 
-def return_or_refund(view: KV, task: dict[str, Any]) -> str:
+def return_or_refund(view: KV, task: Task) -> str:
     """A round with no winner returns its task to the pool once, then refunds it in full."""
-    if task["returned"] < 1:
-        task["returned"] += 1
-        task["status"] = "pending"
-        state.put_task(view, task)
-        state.pool_add(view, task["id"], task["size_bytes"], task["reward"],
-                       ln_fp(task["flops"]), bytes.fromhex(task["publisher"]))
+    if task.returned < 1:
+        state.put_task(view, replace(task, returned=task.returned + 1,
+                                     status=TaskStatus.PENDING))
+        state.pool_add(view, task.id, task.size_bytes, task.reward, ln_fp(task.flops),
+                       task.publisher)
         return "returned"
     refund_task(view, task, 0)
     return "refunded"
 
 
-def close_round(view: KV, rec: dict[str, Any], outcome: str, height: int) -> None:
-    rec["status"] = "closed"
-    rec["outcome"] = outcome
-    rec["phase"] = "DONE"
-    rec["end_height"] = height
-    state.put_round(view, rec)
+def close_round(view: KV, rec: Round, outcome: Outcome, height: Height) -> None:
+    state.put_round(view, replace(rec, status=RoundStatus.CLOSED, outcome=outcome,
+                                  phase=Phase.DONE, end_height=height))
 
 
-def close_unsettled(view: KV, rec: dict[str, Any], outcome: str, height: int) -> list[Event]:
+def close_unsettled(view: KV, rec: Round, outcome: Outcome, height: Height) -> list[Event]:
     """Close a round that ends without a Settle: nobody was refuted, every deposit returns."""
-    events = economics.settle_reveal_deposits(view, rec["round"], set())
+    events = economics.settle_reveal_deposits(view, rec.round, set())
     close_round(view, rec, outcome, height)
     return events
 
 
-def advance_schedule(view: KV, params: Params, height: int, time_ns: int,
+def _withheld(view: KV, params: Params, rec: Round, task: Task, outcome: Outcome,
+              height: Height) -> list[Event]:
+    """The publisher withheld a key before any model was public: refund less the withhold fee."""
+    refund, _fee = refund_task(view, task, economics.withhold_fee(params, task.reward))
+    events = close_unsettled(view, rec, outcome, height)
+    events.append(Event.of("dlbc.round", round=rec.round, phase=Phase.DONE, task_id=task.id,
+                           outcome=outcome, amount=refund))
+    return events
+
+
+def _no_winner(view: KV, rec: Round, task: Task, outcome: Outcome,
+               height: Height) -> list[Event]:
+    """Nothing to settle: the task goes back to the pool once (then is refunded)."""
+    what = return_or_refund(view, task)
+    events = close_unsettled(view, rec, outcome, height)
+    events.append(Event.of("dlbc.round", round=rec.round, phase=Phase.DONE, task_id=task.id,
+                           outcome=outcome, task=what))
+    return events
+
+
+def advance_schedule(view: KV, params: Params, height: Height, time_ns: int,
                      block_hash: bytes) -> list[Event]:
     """Apply every phase transition that BFT time `time_ns` implies (see module docstring)."""
     events: list[Event] = []
@@ -145,55 +171,35 @@ def advance_schedule(view: KV, params: Params, height: int, time_ns: int,
         if rec is None:
             events += start_round(view, params, height, time_ns, block_hash)
             break
-        n = rec["round"]
-        task = state.get_task(view, rec["task_id"])
-        assert task is not None
-        if rec["phase"] == TRAIN and time_ns >= rec["train_end_ns"]:
-            if not rec["key_released"]:
-                refund, _fee = refund_task(view, task,
-                                           economics.withhold_fee(params, task["reward"]))
-                events += close_unsettled(view, rec, "key_withheld", height)
-                events.append(Event.of("dlbc.round", round=n, phase="DONE",
-                                       task_id=task["id"], outcome="key_withheld",
-                                       amount=refund))
+        n = rec.round
+        task = _task_of(view, rec)
+        if rec.phase is Phase.TRAIN and time_ns >= rec.train_end_ns:
+            if not rec.key_released:
+                events += _withheld(view, params, rec, task, Outcome.KEY_WITHHELD, height)
                 continue
-            rec["phase"] = REVEAL
-            state.put_round(view, rec)
-            events.append(Event.of("dlbc.round", round=n, phase=REVEAL, task_id=task["id"]))
-        elif rec["phase"] == REVEAL and time_ns >= rec["reveal_end_ns"]:
-            revealed = next(state.iter_reveals(view, n), None) is not None
-            if not rec["test_key_revealed"]:
+            state.put_round(view, replace(rec, phase=Phase.REVEAL))
+            events.append(Event.of("dlbc.round", round=n, phase=Phase.REVEAL, task_id=task.id))
+        elif rec.phase is Phase.REVEAL and time_ns >= rec.reveal_end_ns:
+            revealed = state.any_reveal(view, n)
+            if not rec.test_key_revealed:
                 if revealed:
                     # Publisher fault (§5): the models are public, the test set never came
                     fault = economics.pay_publisher_fault(view, task, n)
-                    close_round(view, rec, "test_key_withheld", height)
+                    close_round(view, rec, Outcome.TEST_KEY_WITHHELD, height)
                     events += fault
-                    events.append(Event.of("dlbc.round", round=n, phase="DONE",
-                                           task_id=task["id"], outcome="test_key_withheld",
+                    events.append(Event.of("dlbc.round", round=n, phase=Phase.DONE,
+                                           task_id=task.id, outcome=Outcome.TEST_KEY_WITHHELD,
                                            task="forfeited", amount=0))
                     continue
-                refund, _fee = refund_task(view, task,
-                                           economics.withhold_fee(params, task["reward"]))
-                events += close_unsettled(view, rec, "test_key_withheld", height)
-                events.append(Event.of("dlbc.round", round=n, phase="DONE",
-                                       task_id=task["id"], outcome="test_key_withheld",
-                                       amount=refund))
+                events += _withheld(view, params, rec, task, Outcome.TEST_KEY_WITHHELD, height)
                 continue
             if not revealed:
-                what = return_or_refund(view, task)
-                events += close_unsettled(view, rec, "no_reveal", height)
-                events.append(Event.of("dlbc.round", round=n, phase="DONE",
-                                       task_id=task["id"], outcome="no_reveal", task=what))
+                events += _no_winner(view, rec, task, Outcome.NO_REVEAL, height)
                 continue
-            rec["phase"] = VERIFY
-            rec["verify_height"] = height
-            state.put_round(view, rec)
-            events.append(Event.of("dlbc.round", round=n, phase=VERIFY, task_id=task["id"]))
-        elif rec["phase"] == VERIFY and time_ns >= rec["verify_end_ns"]:
-            what = return_or_refund(view, task)
-            events += close_unsettled(view, rec, "unsettled", height)
-            events.append(Event.of("dlbc.round", round=n, phase="DONE", task_id=task["id"],
-                                   outcome="unsettled", task=what))
+            state.put_round(view, replace(rec, phase=Phase.VERIFY, verify_height=height))
+            events.append(Event.of("dlbc.round", round=n, phase=Phase.VERIFY, task_id=task.id))
+        elif rec.phase is Phase.VERIFY and time_ns >= rec.verify_end_ns:
+            events += _no_winner(view, rec, task, Outcome.UNSETTLED, height)
         else:
             break
     events += economics.begin_block(view, time_ns)

@@ -1,4 +1,5 @@
-"""Settlement of a round from validators' vote extensions (DESIGN §6, paper IV-C/IV-D/IV-H).
+"""Settlement of a round from validators' vote extensions (docs/settlement.md, paper
+IV-C/IV-D/IV-H).
 
 The proposer of height H+1 injects `Settle{round, extended_commit}` with the
 `ExtendedCommitInfo` of height H. The proposer chooses which of the signed extensions it
@@ -43,19 +44,32 @@ with up to f Byzantine ones and several Byzantine strategies.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
 
 from abci_app.dlbc import economics, state
 from abci_app.dlbc.codes import Code, InvalidTx
-from abci_app.dlbc.crypto import ADDRESS_LEN, verify_vote_extension
+from abci_app.dlbc.crypto import verify_vote_extension
 from abci_app.dlbc.events import Event
-from abci_app.dlbc.params import PPM, Params
-from abci_app.dlbc.ranking import split_block_reward
-from abci_app.dlbc.rounds import REVEAL, VERIFY, close_round, return_or_refund
+from abci_app.dlbc.extensions import VERDICT_MAX_BYTES, VERDICT_SET_OVERHEAD, decode_verdict_set
+from abci_app.dlbc.messages import Settle
+from abci_app.dlbc.params import Params
+from abci_app.dlbc.records import (
+    Address,
+    Amount,
+    Height,
+    ModelVerdict,
+    Outcome,
+    Phase,
+    Reveal,
+    Round,
+    RoundNo,
+    TaskStatus,
+    VerdictStatus,
+    Winner,
+)
+from abci_app.dlbc.rewards import split_block_reward
+from abci_app.dlbc.rounds import close_round, return_or_refund
 from abci_app.dlbc.state import KV
-from abci_app.dlbc.wire import WireError, parse_canonical
-from abci_app.pb.dlbc.v1 import tx_pb2, vote_pb2
 
 BLOCK_ID_FLAG_ABSENT = 1
 BLOCK_ID_FLAG_COMMIT = 2
@@ -64,11 +78,6 @@ BLOCK_ID_FLAG_NIL = 3
 #: Most validators a DLBC chain may have (checked at InitChain; the set is fixed after it).
 #: Bounds the Settle tx together with the per-extension bound below.
 MAX_VALIDATORS = 150
-#: Encoded size of one Verdict inside a VerdictSet, at most: tag+len of the entry (3), miner
-#: (2+20), digest (2+32), watermark_ok (2), score_ppm (1+3 for <= 1e6).
-VERDICT_MAX_BYTES = 3 + 22 + 34 + 2 + 4
-#: VerdictSet fields besides its verdicts: round (1+10), complete (2), test_set_unusable (2).
-VERDICT_SET_OVERHEAD = 16
 #: One ExtendedVoteInfo besides its extension: entry tag+len (4), validator{address 2+20,
 #: power 1+10} with its tag+len (2), extension tag+len (4), signature (2+64), flag (2).
 VOTE_INFO_OVERHEAD = 4 + 2 + 22 + 11 + 4 + 66 + 2
@@ -90,47 +99,19 @@ def max_settle_bytes(params: Params) -> int:
 # ------------------------------------------------------------------------------ extensions
 
 
-def revealed_models(view: KV, round_no: int) -> dict[tuple[bytes, bytes], int]:
+def revealed_models(view: KV, round_no: RoundNo) -> dict[tuple[Address, bytes], int]:
     """(miner, model digest) -> claimed score of every reveal of the round."""
-    out: dict[tuple[bytes, bytes], int] = {}
-    for miner, rev in state.iter_reveals(view, round_no):
-        out[(miner, bytes.fromhex(rev["model_digest"]))] = rev["claimed_score_ppm"]
-    return out
+    return {(rev.miner, rev.model_digest): rev.claimed_score_ppm
+            for rev in state.iter_reveals(view, round_no)}
 
 
-def decode_verdict_set(ext: bytes, round_no: int,
-                       revealed: Iterable[tuple[bytes, bytes]]) -> vote_pb2.VerdictSet | None:
-    """A valid VerdictSet for `round_no`, else None (never raises).
-
-    Valid: canonical encoding with no unknown field (no padding), verdicts strictly increasing
-    by (miner, digest) (so none twice), each on a model revealed in the round (so at most one
-    per reveal), scores in ppm, and a test-set complaint carries no verdict."""
-    known = set(revealed)
-    if not ext or len(ext) > VERDICT_SET_OVERHEAD + len(known) * VERDICT_MAX_BYTES:
-        return None
-    try:
-        vs = parse_canonical(vote_pb2.VerdictSet, ext)
-    except WireError:
-        return None
-    if vs.round != round_no or (vs.test_set_unusable and len(vs.verdicts)):
-        return None
-    last = b""
-    for v in vs.verdicts:
-        key = bytes(v.miner) + bytes(v.model_digest)
-        if (len(v.miner) != ADDRESS_LEN or len(v.model_digest) != 32 or v.score_ppm > PPM
-                or key <= last or (bytes(v.miner), bytes(v.model_digest)) not in known):
-            return None
-        last = key
-    return vs
-
-
-def extension_round(view: KV) -> dict[str, Any] | None:
+def extension_round(view: KV) -> Round | None:
     """The round an extension of the next height may speak about: the active round when its
     committed phase is REVEAL or VERIFY. (An extension of height H is made and checked on the
     state of H-1; the block H that opens VERIFY runs no reveal, so the reveals of H-1 are final
     for every extension a Settle may use: those of heights >= verify_height.)"""
     rec = state.get_active_round(view)
-    if rec is None or rec["phase"] not in (REVEAL, VERIFY):
+    if rec is None or rec.phase not in (Phase.REVEAL, Phase.VERIFY):
         return None
     return rec
 
@@ -144,7 +125,7 @@ def check_extension(view: KV, ext: bytes) -> bool:
     rec = extension_round(view)
     if rec is None:
         return False
-    return decode_verdict_set(ext, rec["round"], revealed_models(view, rec["round"])) is not None
+    return decode_verdict_set(ext, rec.round, revealed_models(view, rec.round)) is not None
 
 
 # ------------------------------------------------------------------------------ the decision
@@ -160,28 +141,14 @@ class Report:
 
 
 @dataclass(frozen=True, slots=True)
-class ModelResult:
-    miner: bytes
-    confirm_power: int
-    refute_power: int
-    verified_score_ppm: int
-    status: str  # "confirmed" | "refuted" | "undecided"
-
-    def to_json(self) -> dict[str, Any]:
-        return {"miner": self.miner.hex(), "status": self.status,
-                "verified_score_ppm": self.verified_score_ppm,
-                "confirm_power": self.confirm_power, "refute_power": self.refute_power}
-
-
-@dataclass(frozen=True, slots=True)
 class Decision:
-    winner: tuple[bytes, dict[str, Any], int] | None  # (miner, reveal, verified score)
-    results: tuple[ModelResult, ...]  # one per reveal, by miner address
+    winner: tuple[Reveal, int] | None  # (the winning reveal, its verified score)
+    results: tuple[ModelVerdict, ...]  # one per reveal, by miner address
     publisher_fault: bool
 
     @property
-    def refuted(self) -> set[bytes]:
-        return {r.miner for r in self.results if r.status == "refuted"}
+    def refuted(self) -> set[Address]:
+        return {r.miner for r in self.results if r.status is VerdictStatus.REFUTED}
 
 
 def weighted_median(votes: list[tuple[int, int]]) -> int:
@@ -195,14 +162,14 @@ def weighted_median(votes: list[tuple[int, int]]) -> int:
     return 0
 
 
-def decide(reveals: list[tuple[bytes, dict[str, Any]]], reports: list[Report], total_power: int,
+def decide(reveals: Iterable[Reveal], reports: list[Report], total_power: int,
            tolerance_ppm: int, min_score_ppm: int) -> Decision:
     """Steps 3-5 of the module docstring; pure, so the subset tests can call it directly."""
-    results: list[ModelResult] = []
-    candidates: list[tuple[int, int, bytes, dict[str, Any]]] = []
-    for miner, rev in sorted(reveals, key=lambda r: r[0]):
-        key = (miner, bytes.fromhex(rev["model_digest"]))
-        claimed = rev["claimed_score_ppm"]
+    results: list[ModelVerdict] = []
+    candidates: list[tuple[int, int, bytes, Reveal]] = []
+    for rev in sorted(reveals, key=lambda r: r.miner):
+        key = (rev.miner, rev.model_digest)
+        claimed = rev.claimed_score_ppm
         confirm = refute = 0
         scores: list[tuple[int, int]] = []
         for r in reports:
@@ -216,16 +183,17 @@ def decide(reveals: list[tuple[bytes, dict[str, Any]]], reports: list[Report], t
             else:
                 refute += r.power
         confirmed, refuted = 3 * confirm > total_power, 3 * refute > total_power
-        status = ("confirmed" if confirmed and not refuted
-                  else "refuted" if refuted and not confirmed else "undecided")
+        status = (VerdictStatus.CONFIRMED if confirmed and not refuted
+                  else VerdictStatus.REFUTED if refuted and not confirmed
+                  else VerdictStatus.UNDECIDED)
         verified = weighted_median(scores) if scores else 0
-        results.append(ModelResult(miner, confirm, refute, verified, status))
-        if status == "confirmed" and verified >= min_score_ppm:
-            candidates.append((-verified, rev["height"], miner, rev))
+        results.append(ModelVerdict(rev.miner, status, verified, confirm, refute))
+        if status is VerdictStatus.CONFIRMED and verified >= min_score_ppm:
+            candidates.append((-verified, rev.height, rev.miner, rev))
     winner = None
     if candidates:
-        neg_score, _h, miner, rev = min(candidates, key=lambda c: (c[0], c[1], c[2]))
-        winner = (miner, rev, -neg_score)
+        neg_score, _h, _miner, rev = min(candidates, key=lambda c: (c[0], c[1], c[2]))
+        winner = (rev, -neg_score)
     unusable = sum(r.power for r in reports if r.test_set_unusable)
     fault = winner is None and 3 * unusable > total_power
     return Decision(winner, tuple(results), fault)
@@ -234,7 +202,7 @@ def decide(reveals: list[tuple[bytes, dict[str, Any]]], reports: list[Report], t
 # ------------------------------------------------------------------------------ Settle
 
 
-def collect_reports(view: KV, settle: tx_pb2.Settle, round_no: int, height: int,
+def collect_reports(view: KV, settle: Settle, round_no: RoundNo, height: Height,
                     chain_id: str) -> tuple[list[Report], int]:
     """Steps 1-2: the present validators' reports and the total power; raises on a bad entry."""
     validators = state.get_validators(view)
@@ -242,13 +210,12 @@ def collect_reports(view: KV, settle: tx_pb2.Settle, round_no: int, height: int,
     if total_power <= 0:
         raise InvalidTx(Code.BAD_SETTLE, "no validators in state")
     revealed = revealed_models(view, round_no)
-    ec = settle.extended_commit
     seen: set[bytes] = set()
     reports: list[Report] = []
-    for vote in ec.votes:
-        addr = bytes(vote.validator.address)
+    for vote in settle.votes:
+        addr = vote.validator
         # Verify every entry names a current validator, once
-        known = validators.get(addr)
+        known = validators.get(Address(addr))
         if known is None:
             raise InvalidTx(Code.SETTLE_UNKNOWN_VALIDATOR, f"unknown validator {addr.hex()}")
         if addr in seen:
@@ -262,16 +229,16 @@ def collect_reports(view: KV, settle: tx_pb2.Settle, round_no: int, height: int,
             continue
         pub, power = known
         # Verify the extension signature exactly as CometBFT made it
-        if not verify_vote_extension(pub, bytes(vote.extension_signature),
-                                     bytes(vote.vote_extension), height - 1, ec.round, chain_id):
+        if not verify_vote_extension(pub, vote.extension_signature, vote.vote_extension,
+                                     height - 1, settle.commit_round, chain_id):
             raise InvalidTx(Code.SETTLE_BAD_SIGNATURE,
                             f"vote extension signature of {addr.hex()} does not verify "
-                            f"for height {height - 1} round {ec.round}")
-        vs = decode_verdict_set(bytes(vote.vote_extension), round_no, revealed)
+                            f"for height {height - 1} round {settle.commit_round}")
+        vs = decode_verdict_set(vote.vote_extension, round_no, revealed)
         if vs is None or not vs.complete:
             continue  # signed by its validator, but not a finished verdict set: not present
         reports.append(Report(power, {
-            (bytes(v.miner), bytes(v.model_digest)): (v.watermark_ok, v.score_ppm)
+            (v.miner, v.model_digest): (v.watermark_ok, v.score_ppm)
             for v in vs.verdicts}, vs.test_set_unusable))
     present = sum(r.power for r in reports)
     # Verify more than 2/3 of the voting power finished verifying this round
@@ -281,63 +248,60 @@ def collect_reports(view: KV, settle: tx_pb2.Settle, round_no: int, height: int,
     return reports, total_power
 
 
-def process_settle(view: KV, params: Params, chain_id: str, height: int,
-                   settle: tx_pb2.Settle) -> list[Event]:
+def process_settle(view: KV, params: Params, chain_id: str, height: Height,
+                   settle: Settle) -> list[Event]:
     rec = state.get_active_round(view)
     # Verify a round is in VERIFY and this Settle is for it
     if rec is None:
         raise InvalidTx(Code.NO_ACTIVE_ROUND, "no active round to settle")
-    n = rec["round"]
+    n = rec.round
     if settle.round != n:
         raise InvalidTx(Code.WRONG_ROUND, f"Settle for round {settle.round}, current is {n}")
-    if rec["phase"] != VERIFY:
-        raise InvalidTx(Code.WRONG_PHASE, f"round {n} is in {rec['phase']}, Settle needs VERIFY")
+    if rec.phase is not Phase.VERIFY or rec.verify_height is None:
+        raise InvalidTx(Code.WRONG_PHASE, f"round {n} is in {rec.phase}, Settle needs VERIFY")
     # Verify the extensions were made once every reveal was final (at or after VERIFY began)
-    if height - 1 < rec["verify_height"]:
+    if height - 1 < rec.verify_height:
         raise InvalidTx(Code.WRONG_PHASE, f"extensions of height {height - 1} predate VERIFY "
-                                          f"(height {rec['verify_height']}) of round {n}")
+                                          f"(height {rec.verify_height}) of round {n}")
     # Verify the size: an honest Settle of every validator's largest extension fits
-    if settle.ByteSize() > max_settle_bytes(params):
-        raise InvalidTx(Code.BAD_SETTLE, f"Settle is {settle.ByteSize()} bytes, max is "
+    if settle.encoded_bytes > max_settle_bytes(params):
+        raise InvalidTx(Code.BAD_SETTLE, f"Settle is {settle.encoded_bytes} bytes, max is "
                                          f"{max_settle_bytes(params)}")
     reports, total_power = collect_reports(view, settle, n, height, chain_id)
-    task = state.get_task(view, rec["task_id"])
+    task = state.get_task(view, rec.task_id)
     if task is None:  # rounds and tasks are written together: a broken store, not bad input
-        raise RuntimeError(f"round {n} names task {rec['task_id']}, which is not in state")
-    reveals = list(state.iter_reveals(view, n))
-    decision = decide(reveals, reports, total_power, params.tolerance_ppm,
-                      task["spec"]["min_score_ppm"])
-    rec["verdicts"] = [r.to_json() for r in decision.results]
+        raise RuntimeError(f"round {n} names task {rec.task_id}, which is not in state")
+    decision = decide(state.iter_reveals(view, n), reports, total_power, params.tolerance_ppm,
+                      task.spec.min_score_ppm)
+    rec = replace(rec, verdicts=decision.results)
     if decision.winner is None:
         if decision.publisher_fault:
             events = economics.pay_publisher_fault(view, task, n)
-            close_round(view, rec, "publisher_fault", height)
-            return [*events, Event.of("dlbc.round", round=n, phase="DONE", task_id=task["id"],
-                                      outcome="publisher_fault")]
+            close_round(view, rec, Outcome.PUBLISHER_FAULT, height)
+            return [*events, Event.of("dlbc.round", round=n, phase=Phase.DONE, task_id=task.id,
+                                      outcome=Outcome.PUBLISHER_FAULT)]
         events = economics.settle_reveal_deposits(view, n, decision.refuted)
         what = return_or_refund(view, task)
-        close_round(view, rec, "no_winner", height)
-        return [*events, Event.of("dlbc.round", round=n, phase="DONE", task_id=task["id"],
-                                  outcome="no_winner", task=what)]
-    miner, rev, score = decision.winner
+        close_round(view, rec, Outcome.NO_WINNER, height)
+        return [*events, Event.of("dlbc.round", round=n, phase=Phase.DONE, task_id=task.id,
+                                  outcome=Outcome.NO_WINNER, task=what)]
+    rev, score = decision.winner
+    miner = rev.miner
     events = economics.settle_reveal_deposits(view, n, decision.refuted)
-    publisher = bytes.fromhex(task["publisher"])
-    reward = task["reward"]
-    pub_amt, miner_amt = split_block_reward(params.block_reward, rec["publisher_share_ppm"])
+    reward = task.reward
+    # Pay: the escrow to the winner, the minted block reward split by Eq. 5-6 (rewards.py)
+    pub_amt, miner_amt = split_block_reward(params.block_reward, rec.publisher_share_ppm)
     state.add_escrow(view, -reward)
     state.add_supply(view, params.block_reward)
     state.credit(view, miner, reward + miner_amt)
-    state.credit(view, publisher, pub_amt)
-    task["status"] = "done"
-    task["winner"] = miner.hex()
-    state.put_task(view, task)
-    rec["winner"] = {
-        "miner": miner.hex(), "model_digest": rev["model_digest"], "model_uri": rev["model_uri"],
-        "claimed_score_ppm": rev["claimed_score_ppm"], "verified_score_ppm": score,
-        "checkpoint_digests": rev["checkpoint_digests"], "task_reward": reward,
-        "block_reward_miner": miner_amt, "block_reward_publisher": pub_amt,
-    }
-    close_round(view, rec, "settled", height)
-    return [*events, Event.of("dlbc.round", round=n, phase="DONE", task_id=task["id"],
-                              outcome="settled", miner=miner.hex(), score_ppm=score,
+    state.credit(view, task.publisher, pub_amt)
+    state.put_task(view, replace(task, status=TaskStatus.DONE, winner=miner))
+    rec = replace(rec, winner=Winner(
+        miner=miner, model_digest=rev.model_digest, model_uri=rev.model_uri,
+        claimed_score_ppm=rev.claimed_score_ppm, verified_score_ppm=score,
+        checkpoint_digests=rev.checkpoint_digests, task_reward=reward,
+        block_reward_miner=Amount(miner_amt), block_reward_publisher=Amount(pub_amt)))
+    close_round(view, rec, Outcome.SETTLED, height)
+    return [*events, Event.of("dlbc.round", round=n, phase=Phase.DONE, task_id=task.id,
+                              outcome=Outcome.SETTLED, miner=miner.hex(), score_ppm=score,
                               amount=reward + miner_amt)]

@@ -1,4 +1,6 @@
-"""Typed reads and writes of DLBC state on a staged `View` (DESIGN §3-§6).
+"""Typed reads and writes of DLBC state on a staged `View` (docs/transactions.md,
+docs/rounds.md, docs/settlement.md, docs/economics.md); tasks, rounds and reveals are the
+typed records of records.py, stored as their canonical JSON.
 
 Key layout (all integers big-endian, addresses 20 raw bytes):
 
@@ -39,15 +41,20 @@ import json
 import struct
 from collections.abc import Iterator
 from functools import lru_cache
-from typing import Any, NewType, Protocol
+from typing import Protocol
 
 from abci_app.dlbc.codes import Code, InvalidTx
 from abci_app.dlbc.params import Params
-
-Address = NewType("Address", bytes)
-Amount = NewType("Amount", int)
-TaskId = NewType("TaskId", int)
-RoundNo = NewType("RoundNo", int)
+from abci_app.dlbc.records import (
+    Address,
+    Amount,
+    Reveal,
+    Round,
+    RoundNo,
+    Task,
+    TaskId,
+    canonical_json,
+)
 
 _U64 = struct.Struct(">Q")
 _MINER = struct.Struct(">QQ")
@@ -92,11 +99,6 @@ class KV(Protocol):
     def delete(self, key: bytes) -> None: ...
     def iter_prefix(self, prefix: bytes, *,
                     reverse: bool = False) -> Iterator[tuple[bytes, bytes]]: ...
-
-
-def canonical_json(obj: Any) -> bytes:
-    """One byte string per value: sorted keys, no spaces (state bytes feed the app hash)."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
 
 
 def u64(n: int) -> bytes:
@@ -164,33 +166,33 @@ def get_last_time_ns(view: KV) -> int:
     return _U64.unpack(raw)[0] if raw else 0
 
 
-def next_task_id(view: KV) -> int:
+def next_task_id(view: KV) -> TaskId:
     """Allocate a task id (ids start at 1, increase by one)."""
     raw = view.get(K_NEXT_TASK)
     n = _U64.unpack(raw)[0] if raw else 1
     view.set(K_NEXT_TASK, u64(n + 1))
-    return n
+    return TaskId(n)
 
 
 # -- accounts -----------------------------------------------------------------------------------
-def get_account(view: KV, addr: bytes) -> tuple[int, int]:
+def get_account(view: KV, addr: Address) -> tuple[Amount, int]:
     """(balance, nonce); an unknown address has (0, 0)."""
     raw = view.get(P_ACCT + addr)
     if raw is None:
-        return 0, 0
-    return int.from_bytes(raw[:16], "big"), _U64.unpack_from(raw, 16)[0]
+        return Amount(0), 0
+    return Amount(int.from_bytes(raw[:16], "big")), _U64.unpack_from(raw, 16)[0]
 
 
-def set_account(view: KV, addr: bytes, balance: int, nonce: int) -> None:
+def set_account(view: KV, addr: Address, balance: int, nonce: int) -> None:
     view.set(P_ACCT + addr, balance.to_bytes(16, "big") + _U64.pack(nonce))
 
 
-def credit(view: KV, addr: bytes, amount: int) -> None:
+def credit(view: KV, addr: Address, amount: int) -> None:
     bal, nonce = get_account(view, addr)
     set_account(view, addr, bal + amount, nonce)
 
 
-def debit(view: KV, addr: bytes, amount: int) -> None:
+def debit(view: KV, addr: Address, amount: int) -> None:
     bal, nonce = get_account(view, addr)
     # Verify the balance suffices
     if bal < amount:
@@ -199,29 +201,30 @@ def debit(view: KV, addr: bytes, amount: int) -> None:
     set_account(view, addr, bal - amount, nonce)
 
 
-def iter_accounts(view: KV) -> Iterator[tuple[bytes, int, int]]:
+def iter_accounts(view: KV) -> Iterator[tuple[Address, int, int]]:
     for key, raw in view.iter_prefix(P_ACCT):
-        yield key[len(P_ACCT):], int.from_bytes(raw[:16], "big"), _U64.unpack_from(raw, 16)[0]
+        yield (Address(key[len(P_ACCT):]), int.from_bytes(raw[:16], "big"),
+               _U64.unpack_from(raw, 16)[0])
 
 
 # -- miners and validators ----------------------------------------------------------------------
-def get_miner(view: KV, addr: bytes) -> tuple[int, int] | None:
+def get_miner(view: KV, addr: Address) -> tuple[int, int] | None:
     raw = view.get(P_MINER + addr)
     return None if raw is None else _MINER.unpack(raw)
 
 
-def set_miner(view: KV, addr: bytes, bandwidth_bps: int, flops: int) -> None:
+def set_miner(view: KV, addr: Address, bandwidth_bps: int, flops: int) -> None:
     view.set(P_MINER + addr, _MINER.pack(bandwidth_bps, flops))
 
 
-def iter_miners(view: KV) -> Iterator[tuple[bytes, int, int]]:
+def iter_miners(view: KV) -> Iterator[tuple[Address, int, int]]:
     """Bonded miners (a miner record exists exactly while its bond does), by address."""
     for key, raw in view.iter_prefix(P_MINER):
         bw, fl = _MINER.unpack(raw)
-        yield key[len(P_MINER):], bw, fl
+        yield Address(key[len(P_MINER):]), bw, fl
 
 
-def delete_miner(view: KV, addr: bytes) -> None:
+def delete_miner(view: KV, addr: Address) -> None:
     view.delete(P_MINER + addr)
 
 
@@ -242,12 +245,12 @@ def get_deposits_total(view: KV) -> int:
     return _get_int(view, K_DEPOSITS)
 
 
-def get_bond(view: KV, addr: bytes) -> int:
+def get_bond(view: KV, addr: Address) -> int:
     raw = view.get(P_BOND + addr)
     return 0 if raw is None else int.from_bytes(raw, "big")
 
 
-def set_bond(view: KV, addr: bytes, amount: int) -> None:
+def set_bond(view: KV, addr: Address, amount: int) -> None:
     """Record `amount` as `addr`'s active bond (0 deletes it), keeping meta/bonded in step."""
     old = get_bond(view, addr)
     if amount == 0:
@@ -257,7 +260,7 @@ def set_bond(view: KV, addr: bytes, amount: int) -> None:
     _set_int(view, K_BONDED, get_bonded_total(view) + amount - old)
 
 
-def get_unbonding(view: KV, addr: bytes) -> tuple[int, int] | None:
+def get_unbonding(view: KV, addr: Address) -> tuple[int, int] | None:
     """(release time ns, amount) of `addr`'s unbonding bond, or None."""
     raw = view.get(P_UNBONDING + addr)
     if raw is None:
@@ -266,7 +269,7 @@ def get_unbonding(view: KV, addr: bytes) -> tuple[int, int] | None:
     return release_ns, int.from_bytes(amount, "big")
 
 
-def add_unbonding(view: KV, addr: bytes, amount: int, release_ns: int) -> tuple[int, int]:
+def add_unbonding(view: KV, addr: Address, amount: int, release_ns: int) -> tuple[int, int]:
     """Queue `amount` for release at `release_ns`; an entry already waiting is merged into it
     (released at the later time). Returns the entry's (release_ns, amount)."""
     release_ns = min(max(release_ns, 0), _LO64)  # a u64 key part whatever the params say
@@ -282,7 +285,7 @@ def add_unbonding(view: KV, addr: bytes, amount: int, release_ns: int) -> tuple[
     return release_ns, total
 
 
-def take_matured_unbondings(view: KV, time_ns: int) -> list[tuple[bytes, int]]:
+def take_matured_unbondings(view: KV, time_ns: int) -> list[tuple[Address, int]]:
     """Remove every unbonding entry released at or before `time_ns`; (addr, amount) in queue
     order (release time, then address). The caller credits them."""
     n = len(P_UNBOND_QUEUE)
@@ -291,9 +294,9 @@ def take_matured_unbondings(view: KV, time_ns: int) -> list[tuple[bytes, int]]:
         if _U64.unpack_from(key, n)[0] > time_ns:
             break
         due.append(key)
-    out: list[tuple[bytes, int]] = []
+    out: list[tuple[Address, int]] = []
     for key in due:
-        addr = key[n + 8:]
+        addr = Address(key[n + 8:])
         entry = get_unbonding(view, addr)
         view.delete(key)
         view.delete(P_UNBONDING + addr)
@@ -303,22 +306,23 @@ def take_matured_unbondings(view: KV, time_ns: int) -> list[tuple[bytes, int]]:
     return out
 
 
-def get_deposit(view: KV, n: int, addr: bytes) -> int:
+def get_deposit(view: KV, n: RoundNo, addr: Address) -> int:
     raw = view.get(P_DEPOSIT + u64(n) + addr)
     return 0 if raw is None else int.from_bytes(raw, "big")
 
 
-def lock_deposit(view: KV, n: int, addr: bytes, amount: int) -> None:
+def lock_deposit(view: KV, n: RoundNo, addr: Address, amount: int) -> None:
     """Debit `amount` from `addr` (INSUFFICIENT_FUNDS if it cannot) into its round-n deposit."""
     debit(view, addr, amount)
     view.set(P_DEPOSIT + u64(n) + addr, _u128(get_deposit(view, n, addr) + amount))
     _set_int(view, K_DEPOSITS, get_deposits_total(view) + amount)
 
 
-def take_deposits(view: KV, n: int) -> list[tuple[bytes, int]]:
+def take_deposits(view: KV, n: RoundNo) -> list[tuple[Address, int]]:
     """Remove every deposit of round n; (addr, amount) by address. The caller pays them out."""
     p = P_DEPOSIT + u64(n)
-    items = [(key[len(p):], int.from_bytes(raw, "big")) for key, raw in view.iter_prefix(p)]
+    items = [(Address(key[len(p):]), int.from_bytes(raw, "big"))
+             for key, raw in view.iter_prefix(p)]
     for addr, _ in items:
         view.delete(p + addr)
     if items:
@@ -326,48 +330,48 @@ def take_deposits(view: KV, n: int) -> list[tuple[bytes, int]]:
     return items
 
 
-def set_validator(view: KV, addr: bytes, pub_key: bytes, power: int) -> None:
+def set_validator(view: KV, addr: Address, pub_key: bytes, power: int) -> None:
     if power == 0:
         view.delete(P_VAL + addr)
     else:
         view.set(P_VAL + addr, pub_key + _U64.pack(power))
 
 
-def iter_validators(view: KV) -> Iterator[tuple[bytes, int]]:
+def iter_validators(view: KV) -> Iterator[tuple[Address, int]]:
     """(address, power) of every validator in state, in increasing address (deterministic)."""
     n = len(P_VAL)
     for key, raw in view.iter_prefix(P_VAL):
-        yield key[n:], _U64.unpack_from(raw, 32)[0]
+        yield Address(key[n:]), _U64.unpack_from(raw, 32)[0]
 
 
-def get_validators(view: KV) -> dict[bytes, tuple[bytes, int]]:
+def get_validators(view: KV) -> dict[Address, tuple[bytes, int]]:
     """address -> (pub key, power) (a dict used only for lookups, never iterated for output)."""
-    out: dict[bytes, tuple[bytes, int]] = {}
+    out: dict[Address, tuple[bytes, int]] = {}
     for key, raw in view.iter_prefix(P_VAL):
-        out[key[len(P_VAL):]] = (raw[:32], _U64.unpack_from(raw, 32)[0])
+        out[Address(key[len(P_VAL):])] = (raw[:32], _U64.unpack_from(raw, 32)[0])
     return out
 
 
 # -- tasks and the pool -------------------------------------------------------------------------
-def get_task(view: KV, task_id: int) -> dict[str, Any] | None:
+def get_task(view: KV, task_id: TaskId) -> Task | None:
     raw = view.get(P_TASK + u64(task_id))
-    return None if raw is None else json.loads(raw)
+    return None if raw is None else Task.from_json(raw)
 
 
-def put_task(view: KV, task: dict[str, Any]) -> None:
-    view.set(P_TASK + u64(task["id"]), canonical_json(task))
+def put_task(view: KV, task: Task) -> None:
+    view.set(P_TASK + u64(task.id), task.to_bytes())
 
 
 def pool_count(view: KV) -> int:
     return _get_int(view, K_POOL_COUNT)
 
 
-def publisher_pending(view: KV, publisher: bytes) -> int:
+def publisher_pending(view: KV, publisher: Address) -> int:
     """Tasks of `publisher` in the pool (max_pending_per_publisher caps SubmitTask on it)."""
     return _get_int(view, P_PUB_PENDING + publisher)
 
 
-def _add_publisher_pending(view: KV, publisher: bytes, delta: int) -> None:
+def _add_publisher_pending(view: KV, publisher: Address, delta: int) -> None:
     n = publisher_pending(view, publisher) + delta
     if n <= 0:
         view.delete(P_PUB_PENDING + publisher)
@@ -375,8 +379,8 @@ def _add_publisher_pending(view: KV, publisher: bytes, delta: int) -> None:
         _set_int(view, P_PUB_PENDING + publisher, n)
 
 
-def pool_add(view: KV, task_id: int, size: int, reward: int, ln_flops_fp: int,
-             publisher: bytes) -> None:
+def pool_add(view: KV, task_id: TaskId, size: int, reward: int, ln_flops_fp: int,
+             publisher: Address) -> None:
     if view.get(P_POOL + u64(task_id)) is None:
         _set_int(view, K_POOL_COUNT, pool_count(view) + 1)
         _add_publisher_pending(view, publisher, 1)
@@ -384,92 +388,101 @@ def pool_add(view: KV, task_id: int, size: int, reward: int, ln_flops_fp: int,
              _POOL.pack(task_id, size, reward, ln_flops_fp >> 64, ln_flops_fp & _LO64))
 
 
-def pool_remove(view: KV, task_id: int, publisher: bytes) -> None:
+def pool_remove(view: KV, task_id: TaskId, publisher: Address) -> None:
     if view.get(P_POOL + u64(task_id)) is not None:
         _set_int(view, K_POOL_COUNT, pool_count(view) - 1)
         _add_publisher_pending(view, publisher, -1)
     view.delete(P_POOL + u64(task_id))
 
 
-def iter_pool(view: KV) -> Iterator[tuple[int, int, int, int]]:
+def iter_pool(view: KV) -> Iterator[tuple[TaskId, int, int, int]]:
     """(task_id, size, ln_flops_fp, reward) in increasing task id."""
     unpack = _POOL.unpack
     for _key, raw in view.iter_prefix(P_POOL):
         task_id, size, reward, hi, lo = unpack(raw)
-        yield task_id, size, (hi << 64) | lo, reward
+        yield TaskId(task_id), size, (hi << 64) | lo, reward
 
 
-def pool_ids(view: KV) -> list[int]:
+def pool_ids(view: KV) -> list[TaskId]:
     n = len(P_POOL)
-    return [_U64.unpack_from(k, n)[0] for k, _ in view.iter_prefix(P_POOL)]
+    return [TaskId(_U64.unpack_from(k, n)[0]) for k, _ in view.iter_prefix(P_POOL)]
 
 
 # -- rounds, commitments, reveals ----------------------------------------------------------------
-def get_current_round_no(view: KV) -> int:
+def get_current_round_no(view: KV) -> RoundNo:
     raw = view.get(K_ROUND_CURRENT)
-    return _U64.unpack(raw)[0] if raw else 0
+    return RoundNo(_U64.unpack(raw)[0] if raw else 0)
 
 
-def get_round(view: KV, n: int) -> dict[str, Any] | None:
+def get_round(view: KV, n: RoundNo) -> Round | None:
     raw = view.get(P_ROUND + u64(n))
-    return None if raw is None else json.loads(raw)
+    return None if raw is None else Round.from_json(raw)
 
 
-def put_round(view: KV, rec: dict[str, Any]) -> None:
-    view.set(P_ROUND + u64(rec["round"]), canonical_json(rec))
+def put_round(view: KV, rec: Round) -> None:
+    view.set(P_ROUND + u64(rec.round), rec.to_bytes())
 
 
-def get_active_round(view: KV) -> dict[str, Any] | None:
+def get_active_round(view: KV) -> Round | None:
     n = get_current_round_no(view)
     if n == 0:
         return None
     rec = get_round(view, n)
-    if rec is None or rec["status"] != "active":
+    if rec is None or not rec.is_active:
         return None
     return rec
 
 
-def set_unselected(view: KV, n: int, ids: list[int]) -> None:
+def set_unselected(view: KV, n: RoundNo, ids: list[TaskId]) -> None:
     view.set(P_UNSELECTED + u64(n), b"".join(u64(i) for i in ids))
 
 
-def get_unselected(view: KV, n: int) -> list[int]:
+def get_unselected(view: KV, n: RoundNo) -> list[TaskId]:
     raw = view.get(P_UNSELECTED + u64(n)) or b""
-    return [x[0] for x in struct.iter_unpack(">Q", raw)]
+    return [TaskId(x[0]) for x in struct.iter_unpack(">Q", raw)]
 
 
-def get_commitment(view: KV, n: int, addr: bytes) -> bytes | None:
+def get_commitment(view: KV, n: RoundNo, addr: Address) -> bytes | None:
     return view.get(P_COMMIT + u64(n) + addr)
 
 
-def set_commitment(view: KV, n: int, addr: bytes, commitment: bytes) -> None:
+def set_commitment(view: KV, n: RoundNo, addr: Address, commitment: bytes) -> None:
     view.set(P_COMMIT + u64(n) + addr, commitment)
 
 
-def iter_commitments(view: KV, n: int) -> Iterator[tuple[bytes, bytes]]:
+def iter_commitments(view: KV, n: RoundNo) -> Iterator[tuple[Address, bytes]]:
     p = P_COMMIT + u64(n)
     for key, raw in view.iter_prefix(p):
-        yield key[len(p):], raw
+        yield Address(key[len(p):]), raw
 
 
-def get_reveal(view: KV, n: int, addr: bytes) -> dict[str, Any] | None:
+def has_reveal(view: KV, n: RoundNo, addr: Address) -> bool:
+    return view.get(P_REVEAL + u64(n) + addr) is not None
+
+
+def get_reveal(view: KV, n: RoundNo, addr: Address) -> Reveal | None:
     raw = view.get(P_REVEAL + u64(n) + addr)
-    return None if raw is None else json.loads(raw)
+    return None if raw is None else Reveal.from_json(raw)
 
 
-def put_reveal(view: KV, n: int, addr: bytes, reveal: dict[str, Any]) -> None:
-    view.set(P_REVEAL + u64(n) + addr, canonical_json(reveal))
+def put_reveal(view: KV, n: RoundNo, reveal: Reveal) -> None:
+    view.set(P_REVEAL + u64(n) + reveal.miner, reveal.to_bytes())
 
 
-def iter_reveals(view: KV, n: int) -> Iterator[tuple[bytes, dict[str, Any]]]:
-    p = P_REVEAL + u64(n)
-    for key, raw in view.iter_prefix(p):
-        yield key[len(p):], json.loads(raw)
+def any_reveal(view: KV, n: RoundNo) -> bool:
+    return next(view.iter_prefix(P_REVEAL + u64(n)), None) is not None
 
 
-def get_digest_owner(view: KV, n: int, digest: bytes) -> bytes | None:
-    return view.get(P_DIGEST + u64(n) + digest)
+def iter_reveals(view: KV, n: RoundNo) -> Iterator[Reveal]:
+    """The reveals of round n, by miner address (state key order)."""
+    for _key, raw in view.iter_prefix(P_REVEAL + u64(n)):
+        yield Reveal.from_json(raw)
 
 
-def set_digest_owner(view: KV, n: int, digest: bytes, addr: bytes) -> None:
+def get_digest_owner(view: KV, n: RoundNo, digest: bytes) -> Address | None:
+    raw = view.get(P_DIGEST + u64(n) + digest)
+    return None if raw is None else Address(raw)
+
+
+def set_digest_owner(view: KV, n: RoundNo, digest: bytes, addr: Address) -> None:
     view.set(P_DIGEST + u64(n) + digest, addr)

@@ -1,4 +1,9 @@
-"""Building, encoding and stateless checking of DLBC transactions (DESIGN §3).
+"""Building, encoding, decoding and stateless checking of DLBC transactions (docs/transactions.md).
+
+This is the protobuf edge of the state machine (with `extensions.py` for vote extensions):
+`decode_tx` checks the canonical envelope and hands back a `messages.DecodedTx` whose `msg` is a
+frozen dataclass (messages.py), so no `process_<msg>` ever sees a protobuf message. Building
+txs stays protobuf-based here, for the sidecars, tools and tests that make them.
 
 Public contract (miner/publisher CLIs and tests use these):
 
@@ -13,6 +18,7 @@ Public contract (miner/publisher CLIs and tests use these):
     build_settle_tx(round, extended_commit_info) -> bytes     (proposer only, unsigned)
     model_commitment(model_digest, miner_address, salt) = SHA-256(digest ‖ address ‖ salt)
     key_commitment(key) = SHA-256(key)   (data_key_sha256 and test_key_sha256 of a TaskSpec)
+    decode_tx(raw, chain_id, max_tx_bytes) -> messages.DecodedTx   (or InvalidTx)
 
 Test set convention: the publisher encrypts the test `.npz` with AES-256-GCM (the same chunked
 format as training data) under `test_key`, publishes it at `spec.test_uri` with digest
@@ -29,10 +35,10 @@ import hashlib
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from google.protobuf.message import Message
 
+from abci_app.dlbc import messages as m
 from abci_app.dlbc.codes import Code, InvalidTx
 from abci_app.dlbc.crypto import (
     PUB_KEY_LEN,
@@ -43,6 +49,8 @@ from abci_app.dlbc.crypto import (
     sign_tx_body,
     verify_tx_body,
 )
+from abci_app.dlbc.messages import DecodedTx
+from abci_app.dlbc.records import Address, Amount, RoundNo, TaskId
 from abci_app.dlbc.wire import WireError, parse_canonical
 from abci_app.pb.dlbc.v1 import tx_pb2
 from abci_app.pb.tendermint.abci import types_pb2 as abci_pb2
@@ -66,7 +74,8 @@ MSG_FIELD: dict[type[Message], str] = {
 
 
 def model_commitment(model_digest: bytes, miner_address: bytes, salt: bytes) -> bytes:
-    """CommitModel.commitment (DESIGN §3): binds the model to its miner before anyone reveals."""
+    """CommitModel.commitment (docs/transactions.md): binds the model to its miner before anyone
+    reveals."""
     return hashlib.sha256(model_digest + miner_address + salt).digest()
 
 
@@ -89,7 +98,7 @@ def build_signed_tx(signer: Signer, chain_id: str, nonce: int, msg: Message) -> 
 
 
 def build_settle_tx(round_: int, extended_commit: abci_pb2.ExtendedCommitInfo) -> bytes:
-    """The unsigned Settle envelope the proposer injects (DESIGN §6)."""
+    """The unsigned Settle envelope the proposer injects (docs/settlement.md)."""
     body = tx_pb2.TxBody(settle=tx_pb2.Settle(round=round_, extended_commit=extended_commit))
     raw: bytes = tx_pb2.SignedTx(body=body.SerializeToString()).SerializeToString()
     return raw
@@ -144,16 +153,6 @@ def reveal_model(round_: int, model_uri: str, model_digest: bytes, salt: bytes,
     return tx_pb2.RevealModel(round=round_, model_uri=model_uri, model_digest=model_digest,
                               salt=salt, claimed_score_ppm=claimed_score_ppm,
                               checkpoint_digests=list(checkpoint_digests))
-
-
-@dataclass(frozen=True, slots=True)
-class DecodedTx:
-    """A tx that passed the stateless checks: well formed, signed, for this chain."""
-
-    kind: str  # TxBody oneof name, e.g. "transfer"
-    msg: Message
-    sender: bytes  # 20-byte address; b"" for Settle
-    nonce: int
 
 
 class DecodedTxCache:
@@ -245,7 +244,7 @@ def _decode_tx(raw: bytes, chain_id: str, max_tx_bytes: int) -> DecodedTx:
         if signed.public_key or signed.signature or body.chain_id or body.nonce:
             raise InvalidTx(Code.SIGNED_SETTLE,
                             "Settle must carry no public key, signature, chain id or nonce")
-        return DecodedTx(kind=kind, msg=msg, sender=b"", nonce=0)
+        return DecodedTx(msg=to_message(kind, msg), sender=Address(b""), nonce=0)
     if len(raw) > max_tx_bytes:
         raise InvalidTx(Code.TX_TOO_LARGE, f"tx is {len(raw)} bytes, max is {max_tx_bytes}")
     # Verify the chain id (replay across chains)
@@ -258,4 +257,57 @@ def _decode_tx(raw: bytes, chain_id: str, max_tx_bytes: int) -> DecodedTx:
     if len(signed.signature) != SIGNATURE_LEN or not verify_tx_body(
             signed.public_key, signed.body, signed.signature):
         raise InvalidTx(Code.BAD_SIGNATURE, "ed25519 signature does not verify over the tx body")
-    return DecodedTx(kind=kind, msg=msg, sender=address_of(signed.public_key), nonce=body.nonce)
+    return DecodedTx(msg=to_message(kind, msg), sender=address_of(signed.public_key),
+                     nonce=body.nonce)
+
+
+# ------------------------------------------------------------ protobuf -> frozen dataclasses
+
+
+def to_task_spec(spec: tx_pb2.TaskSpec) -> m.TaskSpec:
+    return m.TaskSpec(
+        architecture=spec.architecture, hyperparams_json=spec.hyperparams_json,
+        model_size_bytes=spec.model_size_bytes, flops_per_sample=spec.flops_per_sample,
+        data_uri=spec.data_uri, data_size_bytes=spec.data_size_bytes,
+        data_sha256=bytes(spec.data_sha256), data_key_sha256=bytes(spec.data_key_sha256),
+        test_uri=spec.test_uri, test_sha256=bytes(spec.test_sha256),
+        test_key_sha256=bytes(spec.test_key_sha256), metric=spec.metric,
+        min_score_ppm=spec.min_score_ppm, input_shape=tuple(spec.input_shape),
+        num_classes=spec.num_classes, num_samples=spec.num_samples)
+
+
+def to_settle(msg: tx_pb2.Settle) -> m.Settle:
+    ec = msg.extended_commit
+    votes = tuple(m.SettleVote(validator=bytes(v.validator.address), power=v.validator.power,
+                               block_id_flag=v.block_id_flag,
+                               vote_extension=bytes(v.vote_extension),
+                               extension_signature=bytes(v.extension_signature))
+                  for v in ec.votes)
+    return m.Settle(round=RoundNo(msg.round), commit_round=ec.round, votes=votes,
+                    encoded_bytes=msg.ByteSize())
+
+
+def to_message(kind: str, msg: Message) -> m.Msg:
+    """The frozen dataclass of a decoded TxBody message (`kind` is its oneof name)."""
+    if isinstance(msg, tx_pb2.Transfer):
+        return m.Transfer(to=bytes(msg.to), amount=Amount(msg.amount))
+    if isinstance(msg, tx_pb2.RegisterMiner):
+        return m.RegisterMiner(bandwidth_bps=msg.bandwidth_bps, flops=msg.flops)
+    if isinstance(msg, tx_pb2.UnbondMiner):
+        return m.UnbondMiner()
+    if isinstance(msg, tx_pb2.SubmitTask):
+        return m.SubmitTask(spec=to_task_spec(msg.spec), reward=Amount(msg.reward))
+    if isinstance(msg, tx_pb2.ReleaseTrainKey):
+        return m.ReleaseTrainKey(task_id=TaskId(msg.task_id), key=bytes(msg.key))
+    if isinstance(msg, tx_pb2.CommitModel):
+        return m.CommitModel(round=RoundNo(msg.round), commitment=bytes(msg.commitment))
+    if isinstance(msg, tx_pb2.RevealTestSet):
+        return m.RevealTestSet(task_id=TaskId(msg.task_id), test_key=bytes(msg.test_key))
+    if isinstance(msg, tx_pb2.RevealModel):
+        return m.RevealModel(round=RoundNo(msg.round), model_uri=msg.model_uri,
+                             model_digest=bytes(msg.model_digest), salt=bytes(msg.salt),
+                             claimed_score_ppm=msg.claimed_score_ppm,
+                             checkpoint_digests=tuple(bytes(d) for d in msg.checkpoint_digests))
+    if isinstance(msg, tx_pb2.Settle):
+        return to_settle(msg)
+    raise TypeError(f"TxBody.{kind} has no DLBC message type")  # a schema change missed here

@@ -1,4 +1,5 @@
-"""The local verdict interface between a validator's verifier sidecar and its app (DESIGN §6).
+"""The local verdict interface between a validator's verifier sidecar and its app
+(docs/verification.md).
 
 The sidecar (training/ verifier) waits until round n is in VERIFY (query `round`), evaluates
 every revealed model of round n (`revealed` in the query answer) and then calls
@@ -117,21 +118,3 @@ def read_verdicts(home: Path | str, round_no: int) -> VerdictFile | None:
         return VerdictFile(tuple(Verdict.from_json(v) for v in raw), complete, unusable)
     except (OSError, ValueError, KeyError, TypeError, RecursionError):
         return None
-
-
-def extension_bytes(round_no: int, found: VerdictFile) -> bytes:
-    """The vote extension ExtendVote sends: the canonical VerdictSet, verdicts sorted by
-    (miner, digest), one per model (what settle.decode_verdict_set accepts)."""
-    from abci_app.pb.dlbc.v1 import vote_pb2
-
-    unique: dict[bytes, Verdict] = {}
-    for v in found.verdicts:
-        unique.setdefault(v.miner + v.model_digest, v)
-    ordered = [unique[k] for k in sorted(unique)]
-    ext: bytes = vote_pb2.VerdictSet(
-        round=round_no, complete=found.complete, test_set_unusable=found.test_set_unusable,
-        verdicts=[vote_pb2.Verdict(miner=v.miner, model_digest=v.model_digest,
-                                   watermark_ok=v.watermark_ok, score_ppm=v.score_ppm)
-                  for v in ordered],
-    ).SerializeToString(deterministic=True)
-    return ext

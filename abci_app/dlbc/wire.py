@@ -1,4 +1,4 @@
-"""Deterministic decoding of user bytes: protobuf messages and JSON values (DESIGN §9).
+"""Deterministic decoding of user bytes: protobuf messages and JSON values (docs/determinism.md).
 
 Why this module: validity must not depend on the interpreter. Two traps were real on this chain:
 

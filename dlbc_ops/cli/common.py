@@ -40,6 +40,12 @@ def add_sidecar_options(p: argparse.ArgumentParser, *, key: bool = True) -> None
                    choices=("debug", "info", "warning", "error", "critical"))
 
 
+def sidecar_settings(args: argparse.Namespace) -> dict[str, object]:
+    """The config fields every sidecar takes from the shared options (`add_sidecar_options`)."""
+    return {"rpc_url": args.rpc, "workdir": Path(args.workdir), "poll_seconds": args.poll,
+            "metrics_port": args.metrics_port, "max_rounds": args.rounds}
+
+
 def resolve_key(spec: str, home: Path | None) -> Any:
     """A key file path, or a name under `<home>/keys/` (abci_app.keyfile layout)."""
     from abci_app.keyfile import KeyFileError, default_home, key_path, load_key
@@ -94,14 +100,22 @@ def run_sidecar(sidecar: Any) -> int:
 
 def print_table(rows: Sequence[Sequence[Any]], headers: Sequence[str],
                 out: TextIO | None = None) -> None:
-    """A plain aligned text table (no dependency)."""
+    """An aligned table (`rich`): header, rule, one line per row; `None` shows as "-".
+
+    On a terminal it fits the window; in a pipe or log no row is wrapped or cut, so `grep`
+    and line-based tests see each row whole."""
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
     out = out or sys.stdout
-    cells = [[str(h) for h in headers]] + [["-" if c is None else str(c) for c in r] for r in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    for j, r in enumerate(cells):
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip(), file=out)
-        if j == 0:
-            print("  ".join("-" * w for w in widths), file=out)
+    table = Table(*headers, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    for r in rows:
+        table.add_row(*("-" if c is None else str(c) for c in r))
+    console = Console(file=out)
+    if not console.is_terminal:
+        console = Console(file=out, width=10_000, no_color=True)
+    console.print(table)
     if not rows:
         print("(none)", file=out)
 
@@ -114,7 +128,7 @@ def guarded(func: Any) -> Any:
     """Turn CliError / unreachable node into a one-line message and exit code 2."""
 
     def wrapper(args: argparse.Namespace) -> int:
-        from training.sidecars.rpc_client import NodeUnreachable, RpcError
+        from training.sidecars.rpc_types import NodeUnreachable, RpcError
 
         try:
             return int(func(args) or 0)

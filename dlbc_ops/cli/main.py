@@ -1,29 +1,35 @@
-"""The `dlbc` command line: one entry point, subcommands owned by the modules that implement them.
+"""The `dlbc` command line: one entry point, one module per subcommand in `dlbc_ops.cli`.
 
-Each subcommand lives beside the code it drives (the miner in `training/`, the devnet in
-`abci_app/`, ...). A module listed in `_SUBCOMMAND_MODULES` exposes
-`register(subparsers: argparse._SubParsersAction) -> None`, which adds its parser(s) and sets
-`func=<callable(args) -> int>` as the default. Modules are imported lazily so that `dlbc keys`
-does not pay for importing torch.
+Each module in `SUBCOMMANDS` exposes `register(subparsers)`, which adds its parser(s) and sets
+`func=<callable(args) -> int>` as the default. The list is explicit, so what `dlbc` offers is
+read here, and a subcommand module that fails to import fails loudly. No module imports torch
+(or the sidecars) at import time, only inside its handler, so `dlbc keys` and `dlbc --help`
+start fast. `python -m dlbc_ops` runs `main`.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from collections.abc import Sequence
+from types import ModuleType
 
-# Order here is the order in `dlbc --help`.
-_SUBCOMMAND_MODULES: tuple[str, ...] = (
-    "abci_app.keyfile",
-    "dlbc_ops.cli.node",
-    "dlbc_ops.genesis.builder",
-    "dlbc_ops.cli.localnet",
-    "training.sidecars.artifact_server",
-    "dlbc_ops.devnet.command",
-    "dlbc_ops.cli.sidecars",
-    "dlbc_ops.cli.query",
+from dlbc_ops.cli import (
+    devnet,
+    genesis,
+    keys,
+    localnet,
+    mine,
+    node,
+    query,
+    serve,
+    task,
+    verify,
+)
+
+#: Order here is the order in `dlbc --help`.
+SUBCOMMANDS: tuple[ModuleType, ...] = (
+    keys, node, genesis, localnet, serve, devnet, task, mine, verify, query,
 )
 
 
@@ -33,8 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="DLBC on CometBFT: deep-learning training as the useful work of a blockchain.",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in _SUBCOMMAND_MODULES:
-        module = importlib.import_module(name)
+    for module in SUBCOMMANDS:
         module.register(subparsers)
     return parser
 

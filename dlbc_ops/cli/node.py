@@ -55,7 +55,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def run(args: argparse.Namespace) -> int:
     from abci_app.logs import setup_logging
-    from dlbc_ops.devnode.node import DevNode, NodeConfig, NodeError
+    from dlbc_ops.devnode.config import NodeConfig, NodeError
+    from dlbc_ops.devnode.node import DevNode
 
     setup_logging(args.log_level)
     cfg = NodeConfig(

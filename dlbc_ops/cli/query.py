@@ -16,9 +16,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from abci_app.dlbc.params import PPM
+from abci_app.dlbc.records import Phase
 from dlbc_ops.cli.common import CliError, add_node_options, guarded, print_json, print_table
-
-PPM = 1_000_000
 
 
 def _score(ppm: Any) -> str:
@@ -32,7 +32,7 @@ def _client(args: argparse.Namespace) -> Any:
 
 
 def _get(rpc: Any, path: str) -> Any:
-    from training.sidecars.rpc_client import QueryError
+    from training.sidecars.rpc_types import QueryError
 
     try:
         return rpc.query_json(path)
@@ -49,7 +49,7 @@ def _round(args: argparse.Namespace) -> int:
     if not rec.get("round"):
         print("no round has started yet (no task submitted?)")
         return 0
-    phase = "DONE" if rec.get("status") == "closed" else rec.get("phase")
+    phase = Phase.DONE if rec.get("status") == "closed" else rec.get("phase")
     print_table([[rec["round"], phase, rec.get("task_id"), rec.get("outcome"),
                   len(rec.get("commitments") or []), len(rec.get("revealed") or []),
                   rec.get("key_released"), rec.get("test_key_revealed")]],

@@ -1,6 +1,6 @@
 """A driver that plays CometBFT's part over the real ABCI socket (tests and the devnet).
 
-CometBFT cannot be installed on the development machines (DESIGN §1), so this module sends
+CometBFT cannot be installed on the development machines (docs/processes.md), so this module sends
 exactly the call sequence a CometBFT v0.38 node sends, to one app process per validator:
 
 * handshake: Info on each app; InitChain at height 0 (validators, consensus params with vote
@@ -15,9 +15,9 @@ It is not a consensus engine: there is one round per height, no networking and n
 behaviour; proposer selection is round-robin. What it shares with CometBFT is what the app can
 observe — the messages, their order, their fields and the vote-extension signatures.
 
-Blocks (the exact RequestFinalizeBlock sent), app hashes and extended commits are kept in a
-block store (LMDB under `block_store_dir`) so a restarted driver replays what an app lacks,
-as CometBFT's handshake does.
+Blocks (the exact RequestFinalizeBlock sent), their FinalizeBlock responses, app hashes and
+extended commits are kept in the block store (`blockstore`, LMDB under `block_store_dir`) so a
+restarted driver replays what an app lacks, as CometBFT's handshake does.
 """
 
 from __future__ import annotations
@@ -31,43 +31,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
 
-import lmdb
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 from google.protobuf.wrappers_pb2 import Int64Value
 
 from abci_app.abci_client import AbciClient
 from abci_app.codec import encode_uvarint
-from abci_app.dlbc.crypto import (
-    address_of,
-    sign_vote_extension,
-    verify_vote_extension,
-    vote_extension_sign_bytes,
-)
-from abci_app.keyfile import KeyPair, load_key, save_key
+from abci_app.dlbc.crypto import sign_vote_extension
 from abci_app.pb.tendermint.abci import types_pb2 as abci
-from abci_app.pb.tendermint.crypto import keys_pb2
 from abci_app.pb.tendermint.types import params_pb2, validator_pb2
-
-__all__ = [
-    "DEFAULT_BLOCK_MAX_BYTES",
-    "AppHashMismatch",
-    "BlockStore",
-    "Driver",
-    "DriverError",
-    "HeightResult",
-    "ProposalRejected",
-    "ValidatorKey",
-    "address_of",
-    "verify_vote_extension_signature",
-    "vote_extension_sign_bytes",
-]
+from dlbc_ops.devnode.blockstore import BlockStore
+from dlbc_ops.devnode.validator_key import ValidatorKey
 
 log = logging.getLogger("dlbc_ops.devnode.driver")
 
 DEFAULT_BLOCK_MAX_BYTES = 22_020_096  # `cometbft init` default (21 MiB)
-DEFAULT_POWER = 10
 ABCI_VERSION = "2.0.0"  # what a CometBFT v0.38 node announces in Info
 NODE_VERSION = "0.38.17"
 
@@ -89,158 +67,6 @@ class AppHashMismatch(DriverError):
         super().__init__(f"app hashes disagree at height {height}: {shown}")
         self.height = height
         self.hashes = hashes
-
-
-# --------------------------------------------------------------------------------------------
-# Keys
-# --------------------------------------------------------------------------------------------
-
-#: A vote-extension signature check exactly as the chain makes it (abci_app.dlbc.crypto's rule;
-#: the old name is kept for tests and tools).
-verify_vote_extension_signature = verify_vote_extension
-
-
-class ValidatorKey:
-    """A validator's consensus key with its voting power.
-
-    The key itself is an `abci_app.keyfile.KeyPair` (file format, address and signatures live
-    there and in abci_app.dlbc.crypto); this class only adds the power CometBFT's validator set
-    carries and the ValidatorUpdate InitChain needs.
-    """
-
-    __slots__ = ("key", "power")
-
-    def __init__(self, private_key: Ed25519PrivateKey | KeyPair,
-                 power: int = DEFAULT_POWER) -> None:
-        self.key = (private_key if isinstance(private_key, KeyPair)
-                    else KeyPair.from_private(private_key))
-        self.power = power
-
-    @classmethod
-    def generate(cls, seed: bytes | None = None, power: int = DEFAULT_POWER) -> ValidatorKey:
-        """Deterministic from `seed` (for tests: SHA-256(seed) is the ed25519 seed); random if None."""
-        if seed is None:
-            return cls(KeyPair.generate(), power)
-        return cls(KeyPair.from_seed(hashlib.sha256(b"dlbc/validator-key/" + seed).digest()), power)
-
-    @classmethod
-    def load(cls, path: Path | str, power: int = DEFAULT_POWER) -> ValidatorKey:
-        """Read a priv_validator_key.json-format file (raises keyfile.KeyFileError, a ValueError)."""
-        return cls(load_key(path), power)
-
-    def save(self, path: Path | str, *, overwrite: bool = False) -> Path:
-        """Write the key file (mode 0600, atomic; refuses to replace a key unless `overwrite`)."""
-        return save_key(path, self.key, overwrite=overwrite)
-
-    @property
-    def private_key(self) -> Ed25519PrivateKey:
-        return self.key.private_key
-
-    @property
-    def pub_key(self) -> bytes:
-        return self.key.public_key
-
-    @property
-    def address(self) -> bytes:
-        return self.key.address
-
-    def sign(self, message: bytes) -> bytes:
-        return self.key.sign(message)
-
-    def abci_validator(self) -> abci.Validator:
-        """How a vote names this validator in CommitInfo / ExtendedCommitInfo."""
-        return abci.Validator(address=self.address, power=self.power)
-
-    def validator_update(self) -> abci.ValidatorUpdate:
-        return abci.ValidatorUpdate(pub_key=keys_pb2.PublicKey(ed25519=self.pub_key), power=self.power)
-
-    def __repr__(self) -> str:  # never shows the private key
-        return f"ValidatorKey(address={self.address.hex()}, power={self.power})"
-
-
-# --------------------------------------------------------------------------------------------
-# Block store
-# --------------------------------------------------------------------------------------------
-
-
-def _hkey(prefix: bytes, height: int) -> bytes:
-    return prefix + struct.pack(">q", height)
-
-
-class BlockStore:
-    """What the driver must remember across restarts (LMDB; in memory when `path` is None)."""
-
-    def __init__(self, path: Path | None) -> None:
-        self._mem: dict[bytes, bytes] | None = None
-        self._env: lmdb.Environment | None = None
-        if path is None:
-            self._mem = {}
-        else:
-            Path(path).mkdir(parents=True, exist_ok=True)
-            self._env = lmdb.open(str(path), map_size=1 << 34, subdir=True)
-
-    def get(self, key: bytes) -> bytes | None:
-        if self._mem is not None:
-            return self._mem.get(key)
-        assert self._env is not None
-        with self._env.begin() as txn:
-            v = txn.get(key)
-            return bytes(v) if v is not None else None
-
-    def put_many(self, items: dict[bytes, bytes]) -> None:
-        """Atomically write several keys."""
-        if self._mem is not None:
-            self._mem.update(items)
-            return
-        assert self._env is not None
-        with self._env.begin(write=True) as txn:
-            for k, v in items.items():
-                txn.put(k, v)
-
-    @property
-    def height(self) -> int:
-        raw = self.get(b"height")
-        return struct.unpack(">q", raw)[0] if raw else 0
-
-    @property
-    def last_block(self) -> int:
-        """Highest stored block (may exceed `height` by one after a crash mid-height)."""
-        raw = self.get(b"last_block")
-        return max(struct.unpack(">q", raw)[0] if raw else 0, self.height)
-
-    def block(self, height: int) -> abci.RequestFinalizeBlock | None:
-        raw = self.get(_hkey(b"block/", height))
-        if raw is None:
-            return None
-        req = abci.RequestFinalizeBlock()
-        req.ParseFromString(raw)
-        return req
-
-    def app_hash(self, height: int) -> bytes | None:
-        return self.get(_hkey(b"app_hash/", height))
-
-    def finalize_response(self, height: int) -> abci.ResponseFinalizeBlock | None:
-        """The ResponseFinalizeBlock recorded for `height` (saved before Commit, as CometBFT
-        saves its ABCI responses), or None for a height executed by an older driver."""
-        raw = self.get(_hkey(b"results/", height))
-        if raw is None:
-            return None
-        resp = abci.ResponseFinalizeBlock()
-        resp.ParseFromString(raw)
-        return resp
-
-    def extended_commit(self, height: int) -> abci.ExtendedCommitInfo | None:
-        raw = self.get(_hkey(b"ext_commit/", height))
-        if raw is None:
-            return None
-        eci = abci.ExtendedCommitInfo()
-        eci.ParseFromString(raw)
-        return eci
-
-    def close(self) -> None:
-        if self._env is not None:
-            self._env.close()
-            self._env = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -373,7 +199,7 @@ class Driver:
                                     abci_version=ABCI_VERSION)
         infos = await asyncio.gather(*(c.call("info", info_req) for c in self.clients))
         target = self.store.last_block
-        genesis_hash = self.store.get(b"genesis_app_hash")
+        genesis_hash = self.store.genesis_app_hash()
         for i, (client, info) in enumerate(zip(self.clients, infos, strict=True)):
             app_height = int(info.last_block_height)
             if app_height > target:
@@ -384,7 +210,7 @@ class Driver:
                 resp = await client.call("init_chain", self.init_chain_request())
                 if genesis_hash is None:
                     genesis_hash = bytes(resp.app_hash)
-                    self.store.put_many({b"genesis_app_hash": genesis_hash})
+                    self.store.save_genesis_app_hash(genesis_hash)
                 elif bytes(resp.app_hash) != genesis_hash and self.strict_app_hash:
                     raise AppHashMismatch(self.initial_height - 1, [genesis_hash, bytes(resp.app_hash)])
                 start = self.initial_height
@@ -392,15 +218,19 @@ class Driver:
                 got = bytes(info.last_block_app_hash)
                 recorded = self.store.app_hash(app_height)
                 if recorded is None:
-                    self.store.put_many({_hkey(b"app_hash/", app_height): got})
+                    self.store.save_app_hash(app_height, got)
                 elif recorded != got:
                     raise AppHashMismatch(app_height, [recorded, got])
                 start = app_height + 1
             for h in range(start, target + 1):
                 self.replayed.append(await self._replay(i, h))
-        if target > self.height:
-            self.store.put_many({b"height": struct.pack(">q", target)})
-            self.height = target
+        for h in range(self.height + 1, target + 1):  # committed by the apps, now by us too
+            block = self.store.block(h)
+            app_hash = self.store.app_hash(h)
+            if block is None or app_hash is None:
+                raise DriverError(f"block store lacks block or app hash {h} after the handshake")
+            self.store.save_commit(h, app_hash, block.txs)
+        self.height = max(self.height, target)
         return self.height
 
     async def _replay(self, i: int, height: int) -> HeightResult:
@@ -413,11 +243,11 @@ class Driver:
         if recorded is not None and recorded != got:
             raise AppHashMismatch(height, [recorded, got])
         # Recorded before Commit, like a live height: a crash right after still leaves them.
-        self.store.put_many({_hkey(b"results/", height): resp.SerializeToString()})
+        self.store.save_finalize_response(height, resp)
         await self.clients[i].call("commit", abci.RequestCommit())
         if recorded is None:
             # The driver died after storing the block but before recording its hash.
-            self.store.put_many({_hkey(b"app_hash/", height): got})
+            self.store.save_app_hash(height, got)
         log.info("replayed height=%d on app %d app_hash=%s", height, i, got.hex()[:16])
         return self._result_from_store(height, block, resp, i)
 
@@ -431,8 +261,7 @@ class Driver:
             if j is not None:
                 extensions[j] = bytes(vote.vote_extension)
         return HeightResult(
-            height=height, block_hash=self.store.get(_hkey(b"block_hash/", height))
-            or bytes(block.hash), txs=[bytes(t) for t in block.txs],
+            height=height, block_hash=self.store.block_hash(height) or bytes(block.hash), txs=[bytes(t) for t in block.txs],
             tx_results=[list(resp.tx_results)], events=[list(resp.events)],
             app_hashes=[bytes(resp.app_hash)],
             proposer=index.get(bytes(block.proposer_address), -1), vote_extensions=extensions,
@@ -442,7 +271,7 @@ class Driver:
     def stored_result(self, height: int) -> HeightResult | None:
         """The result of an executed height rebuilt from the block store: the block and the
         FinalizeBlock response recorded before its Commit (app 0's when run live, or the last
-        replay's). None when the store lacks either (a height run by an older driver)."""
+        replay's). None for a height that was never executed."""
         block = self.store.block(height)
         resp = self.store.finalize_response(height)
         if block is None or resp is None:
@@ -489,9 +318,9 @@ class Driver:
         h = hashlib.sha256(b"dlbc-driver/block")
         h.update(encode_uvarint(len(self.chain_id.encode())) + self.chain_id.encode())
         h.update(struct.pack(">qq", height, time_ns))
-        prev = self.store.get(_hkey(b"block_hash/", height - 1)) or b""
+        prev = self.store.block_hash(height - 1) or b""
         h.update(encode_uvarint(len(prev)) + prev)
-        prev_app = self.store.app_hash(height - 1) or self.store.get(b"genesis_app_hash") or b""
+        prev_app = self.store.app_hash(height - 1) or self.store.genesis_app_hash() or b""
         h.update(encode_uvarint(len(prev_app)) + prev_app)
         h.update(self.validators[proposer].address)
         for tx in txs:
@@ -588,12 +417,7 @@ class Driver:
             txs=block_txs, decided_last_commit=last_commit, misbehavior=[], hash=block_hash,
             height=height, time=t, next_validators_hash=nvh, proposer_address=proposer_address,
         )
-        stored = {_hkey(b"block/", height): fin_req.SerializeToString(),
-                  _hkey(b"block_hash/", height): block_hash,
-                  b"last_block": struct.pack(">q", height)}
-        if ext_commit is not None:
-            stored[_hkey(b"ext_commit/", height)] = ext_commit.SerializeToString()
-        self.store.put_many(stored)
+        self.store.save_block(height, fin_req, block_hash, ext_commit)
 
         # 5. FinalizeBlock and Commit on every app.
         fins = await asyncio.gather(*(c.call("finalize_block", fin_req) for c in self.clients))
@@ -607,12 +431,9 @@ class Driver:
             raise AppHashMismatch(height, app_hashes)
         # CometBFT saves the FinalizeBlock responses before Commit; so do we, so a node killed
         # after the apps commit still has real tx results for this height (`stored_result`).
-        self.store.put_many({_hkey(b"results/", height): fins[0].SerializeToString()})
+        self.store.save_finalize_response(height, fins[0])
         await asyncio.gather(*(c.call("commit", abci.RequestCommit()) for c in self.clients))
-        self.store.put_many({
-            _hkey(b"app_hash/", height): app_hashes[0],
-            b"height": struct.pack(">q", height),
-        })
+        self.store.save_commit(height, app_hashes[0], block_txs)
         self.height = height
         if fins[0].validator_updates:
             log.warning("height %d: validator updates are recorded but not applied by the driver",

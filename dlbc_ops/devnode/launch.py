@@ -29,6 +29,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
 from dlbc_ops import ports
+from dlbc_ops.preflight import require_writable
 from dlbc_ops.supervisor import (
     LOOPBACK,
     Child,
@@ -133,15 +134,7 @@ class LocalChain:
             [("RPC", self.rpc_port), ("app ABCI", self.app_port)],
             "choose other ports (rpc_port / app_port)",
         )
-        try:
-            self.log_dir.mkdir(parents=True, exist_ok=True)
-            probe = self.log_dir / ".write-test"
-            probe.write_bytes(b"")
-            probe.unlink()
-        except OSError as exc:
-            raise LaunchError(
-                f"{self.home}: not writable ({exc.strerror}); pick another home"
-            ) from None
+        require_writable(self.log_dir, "pick another home")
 
     def write_genesis(
         self, chain_id: str, params: Mapping[str, Any], balances: Mapping[str, int]
@@ -149,8 +142,8 @@ class LocalChain:
         """Write node/config/genesis.json (DLBC app_state: `params` over the defaults, genesis
         `balances`) unless it exists; True when it did, i.e. the chain resumes. LaunchError when
         the app_state is invalid."""
-        from dlbc_ops.devnode.node import load_or_create_key, make_genesis
-        from dlbc_ops.genesis import builder as gen
+        from dlbc_ops import genesis as gen
+        from dlbc_ops.devnode.home import load_or_create_key, make_genesis
 
         path = self.node_home / "config" / "genesis.json"
         if path.exists():

@@ -1,9 +1,9 @@
 """The devnet node's mempool: admission bookkeeping with no I/O.
 
-Why it exists: the dev node stands in for CometBFT (DESIGN §1), whose mempool admits a tx only
-after the app's CheckTx says code 0, deduplicates by tx hash (its "cache"), caps count and bytes,
-reaps txs FIFO into proposals, drops what a block committed, and rechecks the rest against the
-new state. This module holds the data and the rules; the node performs the CheckTx calls.
+Why it exists: the dev node stands in for CometBFT (docs/processes.md), whose mempool admits a tx
+only after the app's CheckTx says code 0, deduplicates by tx hash (its "cache"), caps count and
+bytes, reaps txs FIFO into proposals, drops what a block committed, and rechecks the rest against
+the new state. This module holds the data and the rules; the node performs the CheckTx calls.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """CometBFT RPC JSON shapes for ABCI results, and the event query language — no I/O.
 
 Why exact shapes: the dev node must be indistinguishable from CometBFT v0.38 to our RPC client
-(DESIGN §2): uint32 as JSON numbers, int64 as decimal strings, bytes base64 (hashes upper hex),
+(docs/wire.md): uint32 as JSON numbers, int64 as decimal strings, bytes base64 (hashes upper hex),
 events as {type, attributes:[{key, value, index}]}. Event routing follows CometBFT's pubsub: each
 event is published with a map "type.key" -> values plus `tm.event`, `tx.hash`, `tx.height`.
 """

@@ -1,20 +1,22 @@
 """HTTP + websocket JSON-RPC server on asyncio streams: CometBFT's RPC transport for the dev node.
 
 Why: clients (our sidecars, curl, any CometBFT tooling) must not care whether they talk to the
-dev node or a real `cometbft node` (DESIGN §1–2). This module only moves bytes and translates
-JSON-RPC into calls on a method table; the node implements the methods.
+dev node or a real `cometbft node` (docs/processes.md, docs/wire.md). This module only moves bytes
+and translates JSON-RPC into calls on a method table; the node implements the methods.
 
 Served: JSON-RPC 2.0 on `POST /`; URI form `GET /<method>?k=v` (strings quoted, bytes `0x…`);
-`GET /websocket` (RFC 6455) with `subscribe` / `unsubscribe` / `unsubscribe_all` and every other
-method. HTTP/1.1 keep-alive; request sizes are capped; a bad request gets an error answer and the
-server keeps serving.
+`GET /websocket` with `subscribe` / `unsubscribe` / `unsubscribe_all` and every other method.
+HTTP/1.1 keep-alive; request sizes are capped; a bad request gets an error answer and the server
+keeps serving. The websocket protocol itself (handshake, framing, masking, ping/pong, close) is
+the `websockets` library's I/O-free `ServerProtocol`; this module only moves its bytes. The HTTP
+side stays here because no library serves JSON-RPC POSTs and websocket upgrades on one asyncio
+port without a framework (`websockets`' own server answers GET only).
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import contextlib
 import json
 import logging
@@ -22,21 +24,14 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from websockets.exceptions import InvalidState
+from websockets.frames import Frame, Opcode
+from websockets.http11 import Request
+from websockets.protocol import State
+from websockets.server import ServerProtocol
+
 from dlbc_ops.devnode.events import EventBus, Subscriber
 from dlbc_ops.devnode.rpc_json import Query, QuerySyntaxError
-from dlbc_ops.devnode.websocket import (
-    CLOSE_PROTOCOL_ERROR,
-    OP_BINARY,
-    OP_CLOSE,
-    OP_PING,
-    OP_PONG,
-    OP_TEXT,
-    FrameDecoder,
-    WebSocketProtocolError,
-    accept_key,
-    encode_close,
-    encode_frame,
-)
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +193,7 @@ class RpcServer:
             parts = urlsplit(target)
 
             if parts.path == "/websocket" and headers.get("upgrade", "").lower() == "websocket":
-                await self._serve_websocket(reader, writer, headers)
+                await self._serve_websocket(reader, writer, head)
                 return
 
             body = b""
@@ -253,41 +248,38 @@ class RpcServer:
     # -- websocket
 
     async def _serve_websocket(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, headers: dict[str, str]
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, head: bytes
     ) -> None:
-        key = headers.get("sec-websocket-key")
-        if not key or headers.get("sec-websocket-version") != "13":
-            await _respond(writer, 400, b'{"error":"bad websocket handshake"}', close=True)
+        proto = ServerProtocol(max_size=MAX_BODY_BYTES)
+        proto.receive_data(head)  # the upgrade request we already read
+        request = proto.events_received()[0]
+        assert isinstance(request, Request)
+        response = proto.accept(request)  # a bad handshake gets the library's 400/426 answer
+        proto.send_response(response)
+        ws = _WsConn(writer, proto)
+        await ws.flush()
+        if proto.state is not State.OPEN:
             return
-        writer.write(
-            (
-                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                f"Sec-WebSocket-Accept: {accept_key(key)}\r\n\r\n"
-            ).encode("ascii")
-        )
-        await writer.drain()
-        ws = _WsConn(writer)
-        decoder = FrameDecoder(expect_masked=True, max_message=MAX_BODY_BYTES)
         subs: dict[str, tuple[Subscriber, asyncio.Task[None]]] = {}
+        fragments = bytearray()
         try:
-            while True:
+            while proto.state is State.OPEN:
                 chunk = await reader.read(65536)
-                if not chunk:
-                    return
-                decoder.feed(chunk)
-                try:
-                    messages = decoder.messages()
-                except WebSocketProtocolError as exc:
-                    await ws.send_raw(encode_close(CLOSE_PROTOCOL_ERROR, str(exc)[:100], mask=False))
-                    return
-                for msg in messages:
-                    if msg.opcode == OP_PING:
-                        await ws.send_raw(encode_frame(OP_PONG, msg.payload, mask=False))
-                    elif msg.opcode == OP_CLOSE:
-                        await ws.send_raw(encode_close(msg.close_code or 1000, mask=False))
-                        return
-                    elif msg.opcode in (OP_TEXT, OP_BINARY):
-                        await self._ws_request(ws, msg.payload, subs)
+                if chunk:
+                    proto.receive_data(chunk)
+                else:
+                    proto.receive_eof()
+                for event in proto.events_received():
+                    if not isinstance(event, Frame) or event.opcode not in _DATA_OPCODES:
+                        continue  # ping/pong/close: the protocol answers them itself
+                    fragments += event.data
+                    if len(fragments) > MAX_BODY_BYTES:
+                        proto.fail(1009, "message too big")
+                        break
+                    if event.fin:
+                        payload, fragments = bytes(fragments), bytearray()
+                        await self._ws_request(ws, payload, subs)
+                await ws.flush()  # pongs, close replies, protocol-error closes
         finally:
             for sub, pump in subs.values():
                 self.bus.unsubscribe(sub)
@@ -359,20 +351,30 @@ class RpcServer:
             return
 
 
-class _WsConn:
-    """Serialises frame writes from the request loop and the subscription pumps."""
+_DATA_OPCODES = (Opcode.TEXT, Opcode.BINARY, Opcode.CONT)
 
-    def __init__(self, writer: asyncio.StreamWriter) -> None:
+
+class _WsConn:
+    """Serialises writes from the request loop and the subscription pumps onto one socket."""
+
+    def __init__(self, writer: asyncio.StreamWriter, proto: ServerProtocol) -> None:
         self.writer = writer
+        self.proto = proto
         self.lock = asyncio.Lock()
 
-    async def send_raw(self, frame: bytes) -> None:
+    async def flush(self) -> None:
         async with self.lock:
-            self.writer.write(frame)
+            for data in self.proto.data_to_send():
+                if data:  # b"" asks for a half-close; the connection closes right after anyway
+                    self.writer.write(data)
             await self.writer.drain()
 
     async def send_json(self, obj: Any) -> None:
-        await self.send_raw(encode_frame(OP_TEXT, _dumps(obj), mask=False))
+        try:
+            self.proto.send_text(_dumps(obj))
+        except InvalidState:  # the client is closing: nothing more to say
+            raise ConnectionResetError("websocket closing") from None
+        await self.flush()
 
 
 def _error(rid: Any, fault: RpcFault) -> dict[str, Any]:
@@ -396,25 +398,3 @@ async def _respond(writer: asyncio.StreamWriter, status: int, body: bytes, *, cl
     )
     writer.write(head.encode("ascii") + body)
     await writer.drain()
-
-
-def decode_tx_param(params: Mapping[str, Any], name: str = "tx") -> bytes:
-    """A []byte JSON-RPC param (base64) → bytes, with a clear error."""
-    raw = params.get(name)
-    if not isinstance(raw, str) or not raw:
-        raise invalid_params(f"{name}: base64 string required")
-    try:
-        return base64.b64decode(raw, validate=True)
-    except (binascii.Error, ValueError):
-        raise invalid_params(f"{name}: not valid base64") from None
-
-
-def int_param(params: Mapping[str, Any], name: str, default: int | None = None) -> int | None:
-    """An int64 param: JSON-RPC sends it as a string (or a number); missing → default."""
-    raw = params.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        return int(raw)
-    except (TypeError, ValueError):
-        raise invalid_params(f"{name}: integer required, got {raw!r}") from None

@@ -3,12 +3,12 @@ miners — planned as plain data (keys, genesis inputs, ports, argv) so the test
 plan without starting anything.
 
 Why once per network and not per node: a publisher or miner is an *account*, not a validator
-(DESIGN §1); it needs no node of its own and talks to any node's RPC (we use node0's). Only the
-verifier is per validator, because it feeds that validator's own ExtendVote (DESIGN §6), and the
-localnet already starts one beside every node.
+(docs/processes.md); it needs no node of its own and talks to any node's RPC (we use node0's). Only
+the verifier is per validator, because it feeds that validator's own ExtendVote
+(docs/verification.md), and the localnet already starts one beside every node.
 
-What the demo adds to a plain localnet, mirroring `dlbc devnet` (dlbc_ops/devnet/command.py) so both
-main jobs tell the same story:
+What the demo adds to a plain localnet, mirroring `dlbc devnet` (`dlbc_ops.devnet`, which takes its
+defaults and its key files from here) so both main jobs tell the same story:
 
 - key files HOME/keys/{publisher,miner-1,miner-2}.json (abci_app.keyfile; reused when present),
 - the publisher and both miners funded in genesis (--account path; a miner pays a bond, tx fees
@@ -32,15 +32,10 @@ from pathlib import Path
 from typing import Any
 
 from abci_app.keyfile import KeyFileError, KeyPair, load_key, save_key
+from dlbc_ops import genesis as gen
 from dlbc_ops import ports as net_ports
-from dlbc_ops.genesis import builder as gen
-from dlbc_ops.localnet.plan import (
-    LOOPBACK,
-    PORT_STRIDE,
-    LocalnetError,
-    LocalnetPlan,
-    node_home,
-)
+from dlbc_ops.localnet.layout import LOOPBACK, PORT_STRIDE, LocalnetError, node_home
+from dlbc_ops.localnet.plan import LocalnetPlan
 
 KEYS_DIR = "keys"
 PUBLISHER = "publisher"
@@ -110,7 +105,7 @@ class DemoKeys:
 
     @property
     def miners(self) -> list[KeyPair]:
-        return [self.keys[name] for name in MINERS]
+        return [key for name, key in self.keys.items() if name != PUBLISHER]
 
     def save_new(self) -> None:
         """Write the generated keys (0600, atomic; never overwrites an existing file)."""
@@ -126,12 +121,12 @@ def key_file(root: Path, name: str) -> Path:
     return root / KEYS_DIR / f"{name}.json"
 
 
-def load_or_generate_keys(root: Path) -> DemoKeys:
+def load_or_generate_keys(root: Path, miners: Sequence[str] = MINERS) -> DemoKeys:
     """Reuse HOME/keys/<name>.json when present (a resumed chain funds those addresses), else
     generate in memory; nothing is written here, so a later failed check leaves no files."""
     keys: dict[str, KeyPair] = {}
     new: list[str] = []
-    for name in (PUBLISHER, *MINERS):
+    for name in (PUBLISHER, *miners):
         path = key_file(root, name)
         if path.exists():
             try:
@@ -179,6 +174,18 @@ def genesis_balance(genesis: Mapping[str, Any], address_hex: str) -> int:
         if isinstance(entry, Mapping) and str(entry.get("address", "")).lower() == address_hex:
             return int(entry.get("balance", entry.get("amount", 0)) or 0)
     return 0
+
+
+def check_demo_funded(root: Path, keys: DemoKeys) -> None:
+    """A resumed localnet keeps its genesis: the demo publisher must already be funded there."""
+    doc = gen.load_genesis(node_home(root, 0) / "config" / "genesis.json")
+    addr = keys.publisher.address_hex
+    if genesis_balance(doc, addr) <= 0 or PUBLISHER in keys.new:
+        raise LocalnetError(
+            f"{root} holds a chain whose genesis does not fund the demo publisher {addr} (made "
+            f"without --demo, or {root / KEYS_DIR} changed); its genesis is never rewritten; "
+            "fix: a fresh --home for --demo"
+        )
 
 
 def effective_param(params: Iterable[tuple[str, Any]], name: str, default: int) -> int:
@@ -259,7 +266,7 @@ def demo_processes(
     `miner_rpc_url`, another node's when the network has one: what a miner broadcasts must
     reach the proposer by CometBFT's gossip, not by sharing the publisher's node)."""
     ports = dict(demo_ports(validators, base_port))
-    cli = [python, "-m", "dlbc_ops.cli.main"]
+    cli = [python, "-m", "dlbc_ops"]
     common = ["--rpc", rpc_url, "--log-level", log_level]
     miner_common = ["--rpc", miner_rpc_url or rpc_url, "--log-level", log_level]
     pub_dir = root / PUBLISHER

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from dlbc_ops import ports as net_ports
-from dlbc_ops.localnet.plan import LOOPBACK, PORT_STRIDE, LocalnetError, NodePorts, plan_ports
+from dlbc_ops.localnet.layout import LOOPBACK, PORT_STRIDE, LocalnetError, NodePorts, plan_ports
 
 
 def busy_ports(ports: Iterable[NodePorts], host: str = LOOPBACK) -> list[tuple[int, str, int]]:

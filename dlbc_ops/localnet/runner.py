@@ -1,4 +1,5 @@
-"""Start a localnet's processes: N `python -m abci_app`, N `cometbft node`, verifiers, sidecars.
+"""Start a localnet's processes: N `python -m abci_app`, N `cometbft node`, verifiers, sidecars
+(`--sidecar` templates), and the `--demo` publisher and miners; ask a node for heights.
 
 The process handling itself (process groups, SIGTERM then SIGKILL, logs, kill/restart) is the
 shared `dlbc_ops.supervisor.Supervisor`; this module knows the localnet's order of start (apps
@@ -9,6 +10,7 @@ app hashes.
 from __future__ import annotations
 
 import json
+import shlex
 import signal
 import sys
 import time
@@ -19,10 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dlbc_ops.localnet.plan import LOOPBACK, LocalnetError, LocalnetPlan, app_home, node_home
-from dlbc_ops.supervisor import Child, LaunchError, Supervisor, log_tail, wait_for_port
-
-__all__ = ["Child", "LaunchError", "Supervisor", "log_tail", "wait_for_port"]
+from dlbc_ops.localnet.demo import DemoProcess, DemoSettings, demo_processes, miner_rpc_url
+from dlbc_ops.localnet.layout import LOOPBACK, LocalnetError, app_home, node_home
+from dlbc_ops.localnet.plan import LocalnetPlan
+from dlbc_ops.supervisor import Supervisor, log_tail, wait_for_port
 
 
 def rpc_get(url: str, timeout_s: float = 2.0) -> Any:
@@ -96,9 +98,29 @@ def node_context(plan: LocalnetPlan, i: int) -> NodeContext:
     )
 
 
+def sidecar_hook_from_templates(templates: list[str]) -> SidecarHook | None:
+    """--sidecar 'CMD {app_home} {rpc_url}' templates -> a hook giving argv lists per node."""
+    if not templates:
+        return None
+    fields = set(NodeContext.__slots__)
+
+    def hook(ctx: NodeContext) -> list[list[str]]:
+        try:
+            return [shlex.split(t.format(**ctx.as_dict())) for t in templates]
+        except (KeyError, IndexError, ValueError) as exc:
+            raise LocalnetError(
+                f"--sidecar template error ({exc}); fields: {', '.join(sorted(fields))}"
+            ) from None
+
+    # Fail on a bad template now, before anything starts, not after the nodes are up.
+    hook(NodeContext(0, "/h", "/a", "http://x:1", 1, "tcp://x:2", 5, 7, 8, 9, "c", "python"))
+    return hook
+
+
 def app_command(ctx: NodeContext) -> list[str]:
     """How node i's ABCI app is started (README: pairing a node with `python -m abci_app`)."""
-    return [ctx.python, "-m", "abci_app", "--home", ctx.app_home, "--address", ctx.abci_addr]
+    return [ctx.python, "-m", "abci_app", "--home", ctx.app_home, "--address", ctx.abci_addr,
+            "--app", "dlbc"]
 
 
 def node_command(cometbft: str, ctx: NodeContext) -> list[str]:
@@ -107,10 +129,10 @@ def node_command(cometbft: str, ctx: NodeContext) -> list[str]:
 
 def verifier_command(ctx: NodeContext, extra: Sequence[str] = ()) -> list[str]:
     """Node i's verifier sidecar (`dlbc verify`): it must write verdicts into *this* node's app
-    home, which that app's ExtendVote reads (DESIGN §6), and follow this node's RPC. `extra`:
-    more `dlbc verify` flags (the demo bounds its threads and per-model time)."""
+    home, which that app's ExtendVote reads (docs/verification.md), and follow this node's RPC.
+    `extra`: more `dlbc verify` flags (the demo bounds its threads and per-model time)."""
     return [
-        ctx.python, "-m", "dlbc_ops.cli.main", "verify",
+        ctx.python, "-m", "dlbc_ops", "verify",
         "--app-home", ctx.app_home, "--rpc", ctx.rpc_url, "--metrics-port", str(ctx.metrics_port),
         *extra,
     ]  # fmt: skip
@@ -147,6 +169,25 @@ def start_localnet(
             for k, argv in enumerate(sidecars(ctx)):
                 sup.start(f"sidecar{ctx.i}-{k}", argv)
     wait_for_height(plan, sup, 1, startup_timeout_s)
+
+
+def start_demo(
+    plan: LocalnetPlan,
+    sup: Supervisor,
+    settings: DemoSettings,
+    timeout_s: float,
+    python: str = sys.executable,
+) -> list[DemoProcess]:
+    """Publisher (node0's RPC) + miners (node1's) once for the whole network; returns when each
+    serves its artifact port (so a bad key or busy port fails here, with its log tail)."""
+    procs = demo_processes(
+        Path(plan.root), plan.rpc_url(0), plan.validators, plan.base_port, settings, python,
+        miner_rpc_url=miner_rpc_url(plan),
+    )  # fmt: skip
+    children = [sup.start(p.name, p.argv) for p in procs]
+    for p, child in zip(procs, children, strict=True):
+        wait_for_port(p.artifact_port, child, timeout_s)
+    return procs
 
 
 def wait_for_height(

@@ -1,12 +1,10 @@
-"""Shared helpers for the foundation tests: real `python -m abci_app` subprocesses."""
+"""Shared helpers for the foundation tests: real `python -m abci_app` subprocesses (started by
+`dlbc_ops.supervisor`, like every process of the project), in-process servers, raw frames."""
 
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 import socket
-import subprocess
 import sys
 import threading
 from collections.abc import Iterator
@@ -17,35 +15,30 @@ from abci_app.application import Application
 from abci_app.codec import FrameDecoder, encode_frame
 from abci_app.pb.tendermint.abci import types_pb2 as abci
 from abci_app.server import AbciServer
+from dlbc_ops.supervisor import Child, Supervisor
 
 GENESIS_NS = 1_700_000_000 * 1_000_000_000
+HANG_AT = "ABCI_KVSTORE_HANG_AT"  # kvstore test hook: sleep inside that ABCI call ("" = never)
 
 
 def block_time(height: int) -> int:
     return GENESIS_NS + height * 1_000_000_000
 
 
-def spawn_app(home: Path, address: str, *, app: str = "kvstore", env: dict[str, str] | None = None,
-              log_level: str = "warning", stderr: object = None) -> subprocess.Popen[bytes]:
-    """Start a real ABCI app process (kvstore unless told otherwise)."""
-    full_env = dict(os.environ)
-    full_env.pop("ABCI_KVSTORE_HANG_AT", None)
-    full_env.update(env or {})
-    return subprocess.Popen(
-        [sys.executable, "-m", "abci_app", "--home", str(home), "--address", address,
-         "--app", app, "--log-level", log_level],
-        env=full_env, stderr=stderr if stderr is not None else subprocess.DEVNULL,
-    )
+def app_supervisor(root: Path) -> Supervisor:
+    """The project's one launcher for a test's app processes (logs in root/logs/<name>.log);
+    `stop()` it in `finally`: every app is stopped, none orphaned."""
+    return Supervisor(root / "logs", grace_s=5.0)
 
 
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+def spawn_app(sup: Supervisor, home: Path, address: str, *, name: str | None = None,
+              app: str = "kvstore", env: dict[str, str] | None = None,
+              log_level: str = "warning", python: str = sys.executable) -> Child:
+    """Start a real ABCI app process (kvstore unless told otherwise) as `name` (default: the
+    home folder's name; starting an exited name again is a restart)."""
+    argv = [python, "-m", "abci_app", "--home", str(home), "--address", address,
+            "--app", app, "--log-level", log_level]
+    return sup.start(name or home.name, argv, env={HANG_AT: "", **(env or {})})
 
 
 def txs_for(height: int) -> list[bytes]:

@@ -1,6 +1,6 @@
 """kill -9 inside FinalizeBlock / Commit, restart, and the handshake resumes to the same hashes.
 
-DESIGN §9 / issue 2: a crash at any point loses nothing committed and never leaves a
+docs/determinism.md / issue 2: a crash at any point loses nothing committed and never leaves a
 half-applied block. The app is a real `python -m abci_app` process told (by a test-only env
 var) to hang inside the chosen call at height 6; we SIGKILL it there.
 """
@@ -16,9 +16,10 @@ import pytest
 from abci_app.abci_client import AbciClient
 from abci_app.kvstore import KVStoreApplication
 from abci_app.pb.tendermint.abci import types_pb2 as abci
-from dlbc_ops.devnode.driver import Driver, ValidatorKey
+from dlbc_ops.devnode.driver import Driver
+from dlbc_ops.devnode.validator_key import ValidatorKey
 
-from .helpers import block_time, running, spawn_app, stop, txs_for
+from .helpers import HANG_AT, app_supervisor, block_time, running, spawn_app, txs_for
 
 CHAIN = "crash-test"
 CRASH_HEIGHT = 6
@@ -49,9 +50,9 @@ def test_kill_9_inside_call_then_restart_resumes_to_same_hashes(tmp_path: Path, 
     addrs = [f"unix://{tmp_path}/c{i}.sock" for i in range(2)]
     homes = [tmp_path / f"home{i}" for i in range(2)]
     blocks = tmp_path / "blocks"
-    victim = spawn_app(homes[0], addrs[0], env={"ABCI_KVSTORE_HANG_AT": f"{phase}:{CRASH_HEIGHT}"})
-    other = spawn_app(homes[1], addrs[1])
-    restarted = None
+    sup = app_supervisor(tmp_path)
+    victim = spawn_app(sup, homes[0], addrs[0], env={HANG_AT: f"{phase}:{CRASH_HEIGHT}"})
+    spawn_app(sup, homes[1], addrs[1])
     try:
         async def crash_part() -> None:
             d = Driver([AbciClient(a) for a in addrs], KEYS, CHAIN, block_store_dir=blocks)
@@ -66,17 +67,16 @@ def test_kill_9_inside_call_then_restart_resumes_to_same_hashes(tmp_path: Path, 
                 await asyncio.sleep(0.05)
             assert marker.read_text() == f"{phase}:{CRASH_HEIGHT}\n"
             assert not task.done(), "the victim should be hanging inside the call"
-            victim.send_signal(signal.SIGKILL)  # kill -9 while inside FinalizeBlock/Commit
-            victim.wait(10)
+            sup.kill(homes[0].name, signal.SIGKILL)  # kill -9 while inside FinalizeBlock/Commit
             with pytest.raises(Exception):  # noqa: B017 - connection loss surfaces as an error
                 await task
             await d.close()
 
         asyncio.run(crash_part())
-        assert victim.returncode == -signal.SIGKILL
+        assert victim.popen.returncode == -signal.SIGKILL
 
         (homes[0] / "HANGING").unlink()
-        restarted = spawn_app(homes[0], addrs[0])
+        spawn_app(sup, homes[0], addrs[0])  # a restart: same name, same home
 
         async def resume_part() -> None:
             probe = AbciClient(addrs[0])
@@ -116,6 +116,4 @@ def test_kill_9_inside_call_then_restart_resumes_to_same_hashes(tmp_path: Path, 
 
         asyncio.run(resume_part())
     finally:
-        for p in (victim, other, restarted):
-            if p is not None:
-                stop(p)
+        sup.stop()

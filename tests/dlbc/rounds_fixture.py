@@ -1,6 +1,7 @@
 """A full DLBC round built block by block on one in-process node (used by several tests).
 
-Cast (DESIGN §4-§6, issue 3 scenario): two publishers with one task each, three miners —
+Cast (docs/rounds.md, docs/settlement.md, issue 3 scenario): two publishers with one task
+each, three miners —
 HONEST (reaches 0.90), OVERCLAIM (claims 0.99, really 0.70), COPIER (tries to reveal HONEST's
 model under its own name).
 """

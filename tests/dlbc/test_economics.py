@@ -10,6 +10,7 @@ money.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from abci_app.dlbc import economics, state, txs
 from abci_app.dlbc.codes import Code
 from abci_app.dlbc.params import Params
 from abci_app.dlbc.ranking import RankingContext, ln_fp, select_task
+from abci_app.dlbc.records import RoundNo
 from abci_app.dlbc.rounds import compute_ranking_context
 from abci_app.pb.dlbc.v1 import tx_pb2
 from abci_app.pb.tendermint.abci import types_pb2 as abci
@@ -444,7 +446,7 @@ def test_pay_publisher_fault_splits_equally_remainder_to_fee_pool(round_node: No
     view = round_node.app.store.view()
     task = state.get_task(view, rd.task_id)
     assert task is not None
-    task["reward"] = 10_001  # odd split: 5,000 each, 1 to the fee pool
+    task = replace(task, reward=10_001)  # odd split: 5,000 each, 1 to the fee pool
     state.add_escrow(view, 10_001 - REWARDS[PUB1.name])
     before = {a: state.get_account(view, a)[0] for a in (HONEST.address, OVERCLAIM.address)}
     pool0, escrow0 = state.get_fee_pool(view), state.get_escrow(view)
@@ -453,11 +455,12 @@ def test_pay_publisher_fault_splits_equally_remainder_to_fee_pool(round_node: No
         assert state.get_account(view, a)[0] == bal + 5_000 + D.reveal_deposit
     assert state.get_fee_pool(view) == pool0 + 1
     assert state.get_escrow(view) == escrow0 - 10_001
-    assert state.get_task(view, rd.task_id)["status"] == "forfeited"
+    forfeited = state.get_task(view, rd.task_id)
+    assert forfeited is not None and forfeited.status == "forfeited"
     assert [dict(e.attributes)["action"] for e in events] == [
         "publisher_fault", "publisher_fault", "deposit_returned", "deposit_returned"]
     # never twice
-    assert economics.pay_publisher_fault(view, state.get_task(view, rd.task_id), 1) == []
+    assert economics.pay_publisher_fault(view, forfeited, RoundNo(1)) == []
     assert state.get_escrow(view) == escrow0 - 10_001
 
 

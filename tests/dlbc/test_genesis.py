@@ -65,7 +65,7 @@ WATERMARK = {"watermark_bits": 128, "watermark_matrix": "diff", "watermark_gain"
 
 
 def test_watermark_params_defaults_and_round_trip() -> None:
-    """The scheme is chain params (DESIGN §7) with today's watermark behaviour as defaults."""
+    """The scheme is chain params (docs/watermark.md), today's watermark behaviour the defaults."""
     p = Params()
     assert (p.watermark_bits, p.watermark_matrix, p.watermark_gain,
             p.watermark_threshold_ppm) == (256, "diff", 1000, 999_900)

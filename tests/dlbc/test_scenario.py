@@ -12,8 +12,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -24,7 +22,9 @@ from abci_app.abci_client import AbciClient
 from abci_app.dlbc import txs
 from abci_app.dlbc.codes import Code
 from abci_app.dlbc.verdicts import Verdict, write_verdicts
-from dlbc_ops.devnode.driver import Driver, ValidatorKey
+from dlbc_ops.devnode.driver import Driver
+from dlbc_ops.devnode.validator_key import ValidatorKey
+from dlbc_ops.supervisor import Supervisor
 
 from .helpers import CHAIN_ID, GENESIS_NS, NS, app_state, spec_for
 from .rounds_fixture import (
@@ -45,21 +45,11 @@ ROOT = Path(__file__).resolve().parents[2]
 COMPAT_PYTHON = ROOT / ".venv-py313" / "bin" / "python"
 
 
-def spawn(home: Path, address: str, python: str = sys.executable) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [python, "-m", "abci_app", "--home", str(home), "--address", address,
-         "--app", "dlbc", "--log-level", "warning"],
-        env={**os.environ, "PYTHONPATH": str(ROOT)}, stderr=subprocess.DEVNULL)
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+def spawn(sup: Supervisor, home: Path, address: str, python: str = sys.executable) -> None:
+    """One validator's `python -m abci_app --app dlbc`, through the project's one launcher."""
+    sup.start(home.name, [python, "-m", "abci_app", "--home", str(home), "--address", address,
+                          "--app", "dlbc", "--log-level", "warning"],
+              env={"PYTHONPATH": str(ROOT)})
 
 
 async def query(driver: Driver, path: str) -> dict:
@@ -187,12 +177,13 @@ async def run_scenario(tmp_path: Path, addrs: list[str]) -> None:
 
 def test_scenario_four_validators_full_round(tmp_path: Path) -> None:
     addrs = [f"unix://{tmp_path}/v{i}.sock" for i in range(4)]
-    procs = [spawn(tmp_path / f"home{i}", addrs[i]) for i in range(4)]
+    sup = Supervisor(tmp_path / "logs", grace_s=5.0)
     try:
+        for i in range(4):
+            spawn(sup, tmp_path / f"home{i}", addrs[i])
         asyncio.run(run_scenario(tmp_path, addrs))
     finally:
-        for p in procs:
-            stop(p)
+        sup.stop()
 
 
 @pytest.mark.skipif(not COMPAT_PYTHON.exists(),
@@ -206,9 +197,10 @@ def test_scenario_agrees_bit_for_bit_across_python_versions(tmp_path: Path) -> N
     assert out == "(3, 13)" and sys.version_info[:2] == (3, 11)
     addrs = [f"unix://{tmp_path}/v{i}.sock" for i in range(4)]
     pythons = [sys.executable, sys.executable, str(COMPAT_PYTHON), str(COMPAT_PYTHON)]
-    procs = [spawn(tmp_path / f"home{i}", addrs[i], pythons[i]) for i in range(4)]
+    sup = Supervisor(tmp_path / "logs", grace_s=5.0)
     try:
+        for i in range(4):
+            spawn(sup, tmp_path / f"home{i}", addrs[i], pythons[i])
         asyncio.run(run_scenario(tmp_path, addrs))
     finally:
-        for p in procs:
-            stop(p)
+        sup.stop()

@@ -1,4 +1,4 @@
-"""Settlement by vote extensions (abci_app/dlbc/settle.py, DESIGN §6) on a real app."""
+"""Settlement by vote extensions (abci_app/dlbc/settle.py, docs/settlement.md) on a real app."""
 
 from __future__ import annotations
 

@@ -14,14 +14,15 @@ from collections.abc import Callable, Iterator, Sequence
 
 import pytest
 
+from abci_app.dlbc.records import Address, Height, Reveal
 from abci_app.dlbc.settle import Decision, Report, decide
 
 TOL = 20_000
 MIN_SCORE = 500_000
 
 
-def addr(c: str) -> bytes:
-    return c.encode() * 20
+def addr(c: str) -> Address:
+    return Address(c.encode() * 20)
 
 
 def dig(c: str) -> bytes:
@@ -38,9 +39,12 @@ HONEST_FINDINGS = {"A": (True, 900_000), "B": (True, 880_000), "C": (True, 920_0
                    "D": (False, 930_000)}
 
 
-def reveals() -> list[tuple[bytes, dict]]:
-    return [(addr(m), {"model_digest": dig(m).hex(), "claimed_score_ppm": c, "height": 10})
-            for m, c in REVEALS.items()]
+def reveal(m: str, claimed: int, height: int = 10) -> Reveal:
+    return Reveal(addr(m), f"file:///{m}", dig(m), claimed, Height(height), ())
+
+
+def reveals() -> list[Reveal]:
+    return [reveal(m, c) for m, c in REVEALS.items()]
 
 
 Findings = dict[str, tuple[bool, int]]
@@ -87,7 +91,7 @@ def byzantine_sets(powers: Sequence[int]) -> Iterator[tuple[int, ...]]:
 
 
 def outcome(d: Decision) -> tuple[object, ...]:
-    winner = None if d.winner is None else (d.winner[0], d.winner[2])
+    winner = None if d.winner is None else (d.winner[0].miner, d.winner[1])
     return winner, tuple(sorted(d.refuted)), d.publisher_fault
 
 
@@ -142,10 +146,9 @@ def test_invalid_overclaim_within_tolerance_does_not_beat_a_better_verified_mode
     findings = {"A": (True, 900_000), "B": (True, 880_000), "C": (True, 920_000),
                 "D": (False, 930_000)}
     inflated = dict(REVEALS, A=919_000)  # A claims +1.9 points: still "confirmed"
-    revs = [(addr(m), {"model_digest": dig(m).hex(), "claimed_score_ppm": c, "height": 10})
-            for m, c in inflated.items()]
+    revs = [reveal(m, c) for m, c in inflated.items()]
     d = decide(revs, [report(p, findings) for p in powers], 40, TOL, MIN_SCORE)
-    assert d.winner is not None and d.winner[0] == addr("C") and d.winner[2] == 920_000
+    assert d.winner is not None and d.winner[0].miner == addr("C") and d.winner[1] == 920_000
     statuses = {r.miner: r.status for r in d.results}
     assert statuses[addr("A")] == "confirmed"
 
@@ -170,12 +173,9 @@ def test_weighted_median_is_an_honest_score_when_honest_power_is_a_majority() ->
 
 def test_ties_in_verified_score_break_by_reveal_height_then_address() -> None:
     findings = {"A": (True, 920_000), "C": (True, 920_000)}
-    revs = [(addr("A"), {"model_digest": dig("A").hex(), "claimed_score_ppm": 920_000,
-                         "height": 12}),
-            (addr("C"), {"model_digest": dig("C").hex(), "claimed_score_ppm": 920_000,
-                         "height": 11})]
+    revs = [reveal("A", 920_000, height=12), reveal("C", 920_000, height=11)]
     d = decide(revs, [report(10, findings)] * 4, 40, TOL, MIN_SCORE)
-    assert d.winner is not None and d.winner[0] == addr("C")
-    revs[1][1]["height"] = 12
+    assert d.winner is not None and d.winner[0].miner == addr("C")
+    revs[1] = reveal("C", 920_000, height=12)
     d = decide(revs, [report(10, findings)] * 4, 40, TOL, MIN_SCORE)
-    assert d.winner is not None and d.winner[0] == addr("A")
+    assert d.winner is not None and d.winner[0].miner == addr("A")

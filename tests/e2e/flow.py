@@ -28,8 +28,8 @@ from training.sidecars.rpc_client import RpcClient
 from training.sidecars.verifier import Verifier, VerifierConfig
 from watermark import WatermarkError, detect_file
 
-# A non-default watermark scheme (DESIGN §7 chain params): miners and the verifier must take it
-# from the chain's `params`; one that used the watermark package's defaults (256 bits, "diff")
+# A non-default watermark scheme (docs/watermark.md chain params): miners and the verifier must take
+# it from the chain's `params`; one that used the watermark package's defaults (256 bits, "diff")
 # would embed or look for the wrong key and the round would not settle.
 PARAMS = {"train_seconds": 14, "reveal_seconds": 6, "verify_seconds": 10,
           "watermark_bits": 128, "watermark_matrix": "diff"}

@@ -2,7 +2,7 @@
 
 Every test here is marked `cometbft` and runs once per supported release line (`v0.38`, `v1.0`).
 The binaries come from `make tools` (`cometbft/install.sh` -> `.tools/cometbft-<version>/`), found
-through `dlbc_ops.localnet.binary`, the same lookup `dlbc localnet` uses; a test skips only when
+through `dlbc_ops.cometbft`, the same lookup `dlbc localnet` uses; a test skips only when
 its release could not be built, and the skip says so. Processes are started through the project's
 one `Supervisor` and stopped in a `finally`, also when a test fails.
 """
@@ -20,18 +20,17 @@ from typing import Any
 import pytest
 
 from abci_app.keyfile import KeyPair
+from dlbc_ops import cometbft as binary
 from dlbc_ops.cli import main as cli
-from dlbc_ops.localnet import binary, ports
 from dlbc_ops.localnet import plan as lp
+from dlbc_ops.localnet import ports
 from dlbc_ops.localnet.runner import (
-    Supervisor,
     app_hash_at,
     node_height,
     start_localnet,
-    wait_for_port,
 )
 from dlbc_ops.localnet.tomlpatch import patch_toml
-from dlbc_ops.supervisor import log_tail
+from dlbc_ops.supervisor import Supervisor, log_tail, wait_for_port
 
 HERE = Path(__file__).parent
 LINES = ("0.38", "1.0")

@@ -1,6 +1,7 @@
 """Real CometBFT, the main job: `dlbc localnet --validators 2 --demo` runs one full DLBC round —
 task submitted, both miners commit and reveal, every validator's verifier checks the models, the
-round settles with a winner — and every node agrees on it (DESIGN §4-§6, paper Eq. 6).
+round settles with a winner — and every node agrees on it (docs/rounds.md, docs/ranking.md,
+docs/settlement.md, paper Eq. 6).
 
 Runs the very command `make demo` runs, as a subprocess, on each pinned release (conftest.py),
 and checks it leaves no process behind. Takes a few minutes: TRAIN is shortened with
@@ -22,8 +23,7 @@ from pathlib import Path
 import pytest
 
 from abci_app.keyfile import load_key
-from dlbc_ops.localnet import demo
-from dlbc_ops.localnet import plan as lp
+from dlbc_ops.localnet import demo, layout
 from dlbc_ops.localnet.ports import busy_ports
 from dlbc_ops.localnet.runner import app_hash_at, rpc_get
 
@@ -32,9 +32,9 @@ VALIDATORS = 2
 
 def _free_demo_base() -> int:
     for base in range(34000, 60000, 191):
-        ports = [p for n in lp.plan_ports(VALIDATORS, base) for _, p in n.labelled()]
+        ports = [p for n in layout.plan_ports(VALIDATORS, base) for _, p in n.labelled()]
         ports += [p for _, p in demo.demo_ports(VALIDATORS, base)]
-        if not busy_ports([lp.NodePorts(p, p, p, p, p) for p in ports]):
+        if not busy_ports([layout.NodePorts(p, p, p, p, p) for p in ports]):
             return base
     raise RuntimeError("no free port range on this machine")
 
@@ -65,7 +65,7 @@ def _children_of_home(home: Path) -> list[int]:
 def test_localnet_demo_settles_a_round_on_every_validator(tmp_path: Path, cometbft):
     home = tmp_path / "net"
     base = _free_demo_base()
-    rpcs = [f"http://127.0.0.1:{lp.node_ports(i, base).rpc}" for i in range(VALIDATORS)]
+    rpcs = [f"http://127.0.0.1:{layout.node_ports(i, base).rpc}" for i in range(VALIDATORS)]
     proc = subprocess.Popen(
         [
             sys.executable, "-m", "dlbc_ops.cli.main", "localnet", "--validators", str(VALIDATORS),

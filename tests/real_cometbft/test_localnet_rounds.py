@@ -33,20 +33,19 @@ import pytest
 
 from abci_app.keyfile import load_key
 from dlbc_ops.cli import main as cli
-from dlbc_ops.localnet import demo
+from dlbc_ops.localnet import demo, layout
 from dlbc_ops.localnet import plan as lp
 from dlbc_ops.localnet.runner import (
-    Supervisor,
     app_command,
     app_hash_at,
     node_context,
     node_height,
     rpc_get,
     start_localnet,
-    wait_for_port,
 )
 from dlbc_ops.localnet.tomlpatch import patch_toml
 from dlbc_ops.ports import free_port
+from dlbc_ops.supervisor import Supervisor, wait_for_port
 
 from .conftest import LINES, Localnet, free_base_port, require_line, wait_until
 
@@ -154,9 +153,11 @@ def test_round_settles_with_one_app_killed_and_restarted(net: DemoNet) -> None:
     # Verify the settlement carried every validator's say: Settle was built from vote extensions
     # (verdicts of the four verifiers), whoever proposed it
     assert closed["revealed"], closed
-    # node 3 caught up: CometBFT's handshake replayed the blocks its app missed
+    # node 3 caught up: CometBFT's handshake replayed the blocks its app missed. Every node
+    # must have committed `top` before it is asked (node 0 answered first; another node can be
+    # a block behind it)
     top = max(net.heights([0, 1, 2]))
-    net.wait_heights(top, [3], 120)
+    net.wait_heights(top, list(range(VALIDATORS)), 120)
     for i in range(1, VALIDATORS):
         assert (_query(net.rpc(i), "rounds/1") or {}).get("winner") == winner, i
     hashes = {app_hash_at(net.rpc(i), top) for i in range(VALIDATORS)}
@@ -225,7 +226,7 @@ def test_new_full_node_block_syncs_from_genesis_to_the_same_app_hash(net: DemoNe
     shutil.rmtree(root, ignore_errors=True)
     home, app_home = root / "cometbft", root / "app"
     subprocess.run([net.bin.path, "init", "--home", str(home)], check=True, capture_output=True)
-    shutil.copy(lp.node_home(net.root, 0) / "config" / "genesis.json",
+    shutil.copy(layout.node_home(net.root, 0) / "config" / "genesis.json",
                 home / "config" / "genesis.json")
     p2p, rpc, abci = free_port(), free_port(), free_port()
     peer = f"{net.plan.node_ids[0]}@127.0.0.1:{net.plan.node_ports(0).p2p}"

@@ -17,7 +17,9 @@ import pytest
 
 from abci_app.dlbc import txs
 from dlbc_ops.localnet.runner import rpc_get
-from training.sidecars.rpc_client import MEMPOOL_REFUSED, RpcClient, tx_hash
+from training.sidecars.rpc_client import RpcClient
+from training.sidecars.rpc_types import MEMPOOL_REFUSED, tx_hash
+from training.sidecars.subscription import BlockSignal
 
 from .conftest import SingleNode
 
@@ -165,11 +167,12 @@ def test_websocket_subscription_delivers_new_blocks_and_our_tx_events(single_nod
             tx = msg.tx()
             assert tx is not None and tx.hash == tx_hash(raw) and tx.result.ok
             assert "transfer" in {e.get("action") for e in tx.result.events if e.type == "dlbc"}
-        # The follower sidecars use: never skips a height
-        start = node.height()
-        seen = []
-        for block in rpc.follow_blocks(from_height=start - 3):
-            seen.append(block.height)
-            if len(seen) == 6:
-                break
-        assert seen == list(range(start - 3, start + 3))
+        # The sidecars' wake-up: one NewBlock signal per committed block
+        wakeup = BlockSignal(rpc.websocket_url()).start()
+        try:
+            assert wakeup.wait(10), "no NewBlock wake-up within 10 s"
+            start = node.height()
+            assert all(wakeup.wait(10) for _ in range(3))
+            assert node.height() >= start + 2
+        finally:
+            wakeup.close()

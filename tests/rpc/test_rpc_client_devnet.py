@@ -1,16 +1,21 @@
-"""training.sidecars.rpc_client against the dev node's RPC, with a real kvstore app behind it (sockets only)."""
+"""training.sidecars.rpc_client and .subscription against the dev node's RPC, with a real kvstore
+app behind it (sockets only)."""
 
 from __future__ import annotations
 
 import itertools
-import threading
+import json
+import socket
 from collections.abc import Iterator
 
 import httpx
 import pytest
 from ops.devnode.procs import Chain
+from websockets.sync.client import connect
 
-from training.sidecars.rpc_client import MEMPOOL_REFUSED, Block, RpcClient, RpcError, tx_hash
+from training.sidecars.rpc_client import RpcClient
+from training.sidecars.rpc_types import MEMPOOL_REFUSED, RpcError, tx_hash
+from training.sidecars.subscription import BlockSignal
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -75,7 +80,7 @@ def test_invalid_duplicate_tx_refused_by_mempool_cache(rpc: RpcClient) -> None:
     assert again.check_tx.code == MEMPOOL_REFUSED and not again.ok and again.height == 0
 
 
-def test_broadcast_tx_sync_then_follow_events(rpc: RpcClient, chain: Chain) -> None:
+def test_broadcast_tx_sync_then_tx_event_and_every_block(rpc: RpcClient, chain: Chain) -> None:
     start = rpc.latest_height() + 1
     sub = rpc.subscribe("tm.event='Tx' AND app.key='ev'")
     try:
@@ -91,15 +96,10 @@ def test_broadcast_tx_sync_then_follow_events(rpc: RpcClient, chain: Chain) -> N
         assert ev.height == height and rpc.wait_for_tx(res.hash).height == height
     finally:
         sub.close()
-    # follow_blocks yields every height in order from `start`, including the tx's block
-    stop = threading.Event()
-    seen: list[Block] = []
-    for block in rpc.follow_blocks(start, stop=stop):
-        seen.append(block)
-        if block.height >= height + 1:
-            stop.set()
-    heights = [b.height for b in seen]
-    assert heights == list(range(start, heights[-1] + 1))
+    # every height from `start` is served in order, including the tx's block
+    rpc.wait_for_height(height + 1)
+    seen = [rpc.get_block(h) for h in range(start, height + 2)]
+    assert [b.height for b in seen] == list(range(start, height + 2))
     assert any(t.tx == b"ev=1" for b in seen for t in b.txs)
     times = [b.time_ns for b in seen]
     assert all(a < b for a, b in itertools.pairwise(times))  # BFT time strictly increases
@@ -145,44 +145,40 @@ def test_invalid_requests_answered_and_server_keeps_serving(rpc: RpcClient, chai
 
 
 def test_invalid_websocket_input(rpc: RpcClient, chain: Chain) -> None:
-    import json
-
-    from training.sidecars.rpc_client import WebSocketClient, WebSocketClosed
-
-    ws = WebSocketClient(rpc.websocket_url(), timeout=5)
-    ws.connect()
-    try:
-        ws.send_text(json.dumps({"jsonrpc": "2.0", "id": 7, "method": "subscribe",
-                                 "params": {"query": "tm.event = Tx OR x"}}))
-        answer = json.loads(ws.recv(timeout=5) or "{}")
+    with connect(rpc.websocket_url(), proxy=None, open_timeout=5) as ws:
+        ws.send(json.dumps({"jsonrpc": "2.0", "id": 7, "method": "subscribe",
+                            "params": {"query": "tm.event = Tx OR x"}}))
+        answer = json.loads(ws.recv(timeout=5))
         assert answer["id"] == 7 and "failed to parse query" in answer["error"]["data"]
-        ws.send_text("{broken")
-        assert json.loads(ws.recv(timeout=5) or "{}")["error"]["code"] == -32700
+        ws.send("{broken")
+        assert json.loads(ws.recv(timeout=5))["error"]["code"] == -32700
         # ordinary methods work over the websocket too
-        ws.send_text(json.dumps({"jsonrpc": "2.0", "id": 8, "method": "health", "params": {}}))
-        assert json.loads(ws.recv(timeout=5) or "{}") == {"jsonrpc": "2.0", "id": 8, "result": {}}
-    finally:
-        ws.close()
+        ws.send(json.dumps({"jsonrpc": "2.0", "id": 8, "method": "health", "params": {}}))
+        assert json.loads(ws.recv(timeout=5)) == {"jsonrpc": "2.0", "id": 8, "result": {}}
     # an unmasked client frame is a protocol error: the server closes that connection only
-    bad = WebSocketClient(rpc.websocket_url(), timeout=5)
-    bad.connect()
-    assert bad._sock is not None
-    bad._sock.sendall(bytes([0x81, 0x01]) + b"x")  # text frame without a mask
-    with pytest.raises(WebSocketClosed, match="1002"):
-        bad.recv(timeout=5)
+    with socket.create_connection(("127.0.0.1", chain.rpc_port), timeout=5) as raw:
+        raw.sendall(b"GET /websocket HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                    b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                    b"Sec-WebSocket-Version: 13\r\n\r\n")
+        reply = b""
+        while b"\r\n\r\n" not in reply:
+            reply += raw.recv(4096)
+        assert reply.startswith(b"HTTP/1.1 101") and b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo=" in reply
+        raw.sendall(bytes([0x81, 0x01]) + b"x")  # text frame without a mask
+        close = reply.split(b"\r\n\r\n", 1)[1] or raw.recv(4096)
+        assert close[0] == 0x88 and int.from_bytes(close[2:4], "big") == 1002
+    # a bad handshake is answered, not crashed on
+    r = httpx.get(chain.url + "/websocket", headers={"Upgrade": "websocket", "Connection": "Upgrade"})
+    assert r.status_code in (400, 426)
     assert rpc.health()
 
 
-def test_follow_blocks_with_slow_consumer_misses_nothing(rpc: RpcClient) -> None:
-    import time
-
-    start = max(1, rpc.latest_height())
-    stop = threading.Event()
-    heights = []
-    for block in rpc.follow_blocks(start, stop=stop):
-        heights.append(block.height)
-        if len(heights) == 2:
-            time.sleep(1.0)  # ~5 blocks and their NewBlock events pile up meanwhile
-        if len(heights) >= 9:
-            stop.set()
-    assert heights == list(range(start, start + 9))
+def test_block_signal_wakes_on_each_new_block(rpc: RpcClient) -> None:
+    wakeup = BlockSignal(rpc.websocket_url()).start()
+    try:
+        assert wakeup.wait(10), "no NewBlock wake-up within 10 s"  # subscribes in the background
+        h0 = rpc.latest_height()
+        assert all(wakeup.wait(5.0) for _ in range(3))  # one wake-up per block
+        assert rpc.latest_height() >= h0 + 2
+    finally:
+        wakeup.close()

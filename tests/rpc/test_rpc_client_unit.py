@@ -1,4 +1,5 @@
-"""training.sidecars.rpc_client without a node: retries against a dead port, decoding, time parsing."""
+"""training.sidecars.rpc_client/rpc_types/subscription without a node: retries against a dead
+port, decoding, time parsing, the block signal's polling fallback."""
 
 from __future__ import annotations
 
@@ -9,16 +10,16 @@ import pytest
 
 from abci_app.rfc3339 import format_rfc3339_ns
 from dlbc_ops.ports import free_port as _dead_port  # nothing listens there
-from training.sidecars.rpc_client import (
-    Backoff,
+from training.sidecars.rpc_client import Backoff, RpcClient
+from training.sidecars.rpc_types import (
     NodeUnreachable,
-    RpcClient,
     RpcError,
     parse_event,
     parse_rfc3339_ns,
     parse_tx_result,
     tx_hash,
 )
+from training.sidecars.subscription import BlockSignal
 
 
 def test_retry_backoff_is_bounded_and_logged(caplog: pytest.LogCaptureFixture) -> None:
@@ -42,12 +43,16 @@ def test_broadcast_to_dead_node_fails_cleanly() -> None:
     assert rpc.health() is False
 
 
-def test_follow_blocks_gives_up_after_bound() -> None:
-    rpc = RpcClient(f"http://127.0.0.1:{_dead_port()}", backoff=Backoff(attempts=2, initial=0.01, max_delay=0.05))
-    t0 = time.monotonic()
-    with pytest.raises(NodeUnreachable):
-        next(rpc.follow_blocks(1, give_up_after=0.2, use_websocket=False))
-    assert time.monotonic() - t0 < 3.0
+def test_block_signal_without_a_node_falls_back_to_the_poll_timeout() -> None:
+    wakeup = BlockSignal(f"ws://127.0.0.1:{_dead_port()}/websocket", retry_seconds=0.05).start()
+    try:
+        t0 = time.monotonic()
+        assert wakeup.wait(0.3) is False  # nothing to wake it: the caller's poll interval
+        assert 0.25 <= time.monotonic() - t0 < 2.0
+        wakeup.wake()
+        assert wakeup.wait(5.0) is True
+    finally:
+        wakeup.close()
 
 
 def test_backoff_delays() -> None:

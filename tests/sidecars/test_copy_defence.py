@@ -1,4 +1,5 @@
-"""The verifier's copy/overwrite defence with real training (training/sidecars/verifier.py, DESIGN §7).
+"""The verifier's copy/overwrite defence with real training (training/sidecars/verifier.py,
+docs/watermark.md).
 
 Keys are public, so a thief B can take miner A's model, embed its own key on top and reveal it.
 A few steps make B's mark pass, but A's mark is still in the weights; the verifier tests every
@@ -22,6 +23,7 @@ import pytest
 import torch
 from torch import nn
 
+from abci_app.dlbc.records import RoundInfo
 from training.artifacts import save_model
 from training.data import ArrayDataset, make_segmentation_2d
 from training.models import build_model
@@ -40,9 +42,10 @@ from training.trainer import TrainConfig, train
 from watermark import WatermarkKey, detect, embed_loss
 from watermark.layers import layer_from
 
+from .chain_records import reveal, round_info, task_spec
+
 HP = {"depth": 2, "base_width": 32}
-SPEC = {"architecture": "unet2d", "hyperparams_json": '{"base_width": 32, "depth": 2}',
-        "metric": "dice"}
+SPEC = task_spec("unet2d", '{"base_width": 32, "depth": 2}', "dice")
 # The chain's default scheme except for the matrix: with "diff" a bit reads two coordinates, so a
 # thief's 256 bits break about 2·T²/m of the victim's (81 of 256 at m = 1152 here), and the
 # statistical test (200 of 256 must still read) needs m >~ 2·T²/(T - k) ≈ 2340, a model 4x this
@@ -95,16 +98,14 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Any:
                "models": {"a": a, "b": b, "b_prev": b_prev, "c": c}}
 
 
-def _round(n: int, seed: bytes, miners: list[bytes]) -> dict[str, Any]:
-    return {"round": n, "seed": seed.hex(),
-            "commitments": [{"miner": m.hex(), "commitment": "00" * 32} for m in miners],
-            "revealed": [{"miner": m.hex()} for m in miners]}
+def _round(n: int, seed: bytes, miners: list[bytes]) -> RoundInfo:
+    return round_info(n, seed, miners, miners)
 
 
 def _check(world: Any, name: str, miner: bytes, others: list[OtherMark]) -> ModelCheck:
-    reveal = {"miner": miner.hex(), "model_uri": world["srv"].url_for(f"{name}.safetensors"),
-              "model_digest": world["digests"][name], "claimed_score_ppm": 500_000}
-    return check_model(reveal, SPEC, SEED, world["test"], scheme=SCHEME, max_bytes=1 << 24,
+    rev = reveal(miner, world["srv"].url_for(f"{name}.safetensors"), world["digests"][name],
+                 500_000)
+    return check_model(rev, SPEC, SEED, world["test"], scheme=SCHEME, max_bytes=1 << 24,
                        timeout=10.0, others=others)
 
 
@@ -141,7 +142,7 @@ def test_copy_passes_without_the_defence(world: Any) -> None:
 
 
 def test_invalid_copy_of_previous_round_winner_is_rejected(world: Any) -> None:
-    previous = {"round": 1, "seed": SEED_PREV.hex(), "winner": {"miner": A.hex()}}
+    previous = round_info(1, SEED_PREV, [A], [A], won_by=A)
     others = marks_to_exclude(_round(2, SEED, [B, C]), previous)
     assert OtherMark(A.hex(), SEED_PREV, "won round 1") in others
     chk = _check(world, "b_prev", B, others)
@@ -164,10 +165,8 @@ def test_foreign_mark_is_one_product_per_key_on_one_kernel(world: Any) -> None:
 
 
 def test_marks_to_exclude_is_sorted_and_deduplicated() -> None:
-    rec = {"round": 3, "seed": SEED.hex(),
-           "commitments": [{"miner": C.hex()}, {"miner": A.hex()}],
-           "revealed": [{"miner": A.hex().upper()}]}
-    marks = marks_to_exclude(rec, {"round": 2, "seed": SEED_PREV.hex(), "winner": None})
+    rec = round_info(3, SEED, committed=[C, A], revealed=[A])
+    marks = marks_to_exclude(rec, round_info(2, SEED_PREV, [], []))
     assert [m.miner for m in marks] == [A.hex(), C.hex()]
     assert all(m.seed == SEED for m in marks)
 

@@ -25,7 +25,6 @@ import torch
 from abci_app.keyfile import save_key
 from dlbc_ops.cli.main import main as dlbc
 from training.artifacts import fetch_bytes, load_model, sha256_bytes
-from training.sidecars.artifact_server import ArtifactServer
 from training.sidecars.miner import Miner, MinerConfig, RoundWork
 from training.sidecars.publisher import DemoDataConfig, PreparedTask, Publisher, PublisherConfig
 from watermark import detect
@@ -123,7 +122,7 @@ def round_one(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
                         "the miner to commit")
             work = miner.work[1]
             rec = miner.chain.round_record(1)
-            out["phase_at_probe"] = rec["phase"] if rec else None
+            out["phase_at_probe"] = rec.record.phase if rec else None
             out["served_files_before"] = [p for p in miner.artifact_root.rglob("*") if p.is_file()]
             base = miner.server.base_url if miner.server else ""
             out["probes"] = {p: _get(base, p) for p in _probe_paths(miner, 1)}
@@ -177,8 +176,8 @@ def test_nothing_of_the_round_is_served_between_commit_and_reveal(round_one: dic
 def test_after_reveal_the_model_is_fetchable_and_verifies(round_one: dict) -> None:
     w, rec, scheme = round_one["work"], round_one["rec"], round_one["scheme"]
     # Verify the revealed URI on chain is the unguessable published one and serves the model
-    revealed = {r["miner"]: r for r in rec["revealed"]}
-    assert revealed[MINER.address.hex()]["model_uri"] == w.model_uri
+    revealed = {r.miner: r for r in rec.revealed}
+    assert revealed[MINER.address].model_uri == w.model_uri
     assert w.model_uri.startswith(round_one["base_after"] + "/")
     token = w.model_uri.rsplit("/", 2)[-2]
     assert token == w.public_dir and len(token) == 32 and int(token, 16) >= 0
@@ -188,7 +187,7 @@ def test_after_reveal_the_model_is_fetchable_and_verifies(round_one: dict) -> No
     path = round_one["tmp"] / "fetched.safetensors"
     path.write_bytes(round_one["model_bytes"])
     model = load_model(path, "unet2d", DemoDataConfig().hparams, sha256=w.model_digest)
-    wm_key = scheme.key(bytes.fromhex(rec["seed"]), MINER.address, scheme.layer(model))
+    wm_key = scheme.key(rec.record.seed, MINER.address, scheme.layer(model))
     assert detect(model, wm_key, threshold=scheme.threshold).ok
     # Verify the restart kept the round: the saved state is the revealed one
     saved = round_one["saved"]
@@ -203,7 +202,7 @@ def test_restarted_publisher_reuses_its_task_and_does_not_resubmit(round_one: di
     assert round_one["pub_tasks"] == [1] and not round_one["task2_exists"]
     # The chain accepted the restarted publisher's keys (it checks them against the spec's
     # commitments) and the miner trained on the data: the reveal above proves both.
-    assert round_one["rec"]["key_released"] and round_one["rec"]["test_key_revealed"]
+    assert round_one["rec"].record.key_released and round_one["rec"].record.test_key_revealed
 
 
 def test_cli_submit_restart_reuses_the_task_and_refuses_other_data(round_one: dict) -> None:
@@ -217,27 +216,3 @@ def test_cli_submit_restart_reuses_the_task_and_refuses_other_data(round_one: di
     # Verify the keys file never changed across the three runs
     keys = round_one["keys_after"]
     assert len(keys) == 3 and keys[0] == keys[1] == keys[2]
-
-
-def test_old_layout_unrevealed_round_moves_out_of_the_served_root(tmp_path: Path) -> None:
-    """An upgraded miner must stop serving a round an older version staged under artifacts/."""
-    old = tmp_path / "artifacts" / "round-3"
-    (old / "checkpoints").mkdir(parents=True)
-    (old / "model.safetensors").write_bytes(b"model")
-    (old / "checkpoints" / "e1.safetensors").write_bytes(b"ckpt")
-    RoundWork(round=3, task_id=1, model_path=str(old / "model.safetensors"),
-              model_uri="http://x/round-3/model.safetensors", model_digest="00" * 32,
-              salt="11" * 32, committed=True).save(old)
-    done = tmp_path / "artifacts" / "round-2"  # revealed: public already, its URI must keep working
-    RoundWork(round=2, task_id=1, committed=True, revealed=True).save(done)
-    miner = Miner(MinerConfig(rpc_url=f"http://127.0.0.1:{free_port()}", workdir=tmp_path,
-                              progress=False), MINER)
-    with ArtifactServer(miner.artifact_root) as srv:
-        for path in ("round-3/state.json", "round-3/model.safetensors",
-                     "round-3/checkpoints/e1.safetensors"):
-            assert _get(srv.base_url, path) == 404, path
-    work = RoundWork.load(miner.round_dir(3))
-    assert work is not None and work.salt == "11" * 32 and work.model_uri == ""
-    assert miner.model_path(3) == miner.round_dir(3) / "model.safetensors"
-    assert (miner.round_dir(3) / "checkpoints" / "e1.safetensors").read_bytes() == b"ckpt"
-    assert (done / "state.json").exists() and not miner.round_dir(2).exists()

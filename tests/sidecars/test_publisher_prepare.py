@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import httpx
@@ -13,11 +12,10 @@ import pytest
 from abci_app.keyfile import save_key
 from dlbc_ops.cli import main as cli
 from dlbc_ops.cli.main import main as dlbc
-from dlbc_ops.cli.sidecars import miner_config
+from dlbc_ops.cli.mine import miner_config
 from training.sidecars.artifact_server import ArtifactServer
 from training.sidecars.publisher import (
     DemoDataConfig,
-    PreparedTask,
     TaskNameTaken,
     prepare_demo_task,
     prepare_task,
@@ -77,17 +75,6 @@ def test_keys_and_task_file_are_never_served(tmp_path: Path) -> None:
                      "../private/demo/keys.json", "%2e%2e/private/demo/keys.json"):
             assert httpx.get(f"{srv.base_url}/{path}").status_code == 404, path
     assert json.loads(task.keys_path.read_text())["train_key"] == task.train_key.hex()
-
-
-def test_old_layout_keys_move_out_of_the_served_folder(tmp_path: Path) -> None:
-    root = tmp_path / "artifacts"
-    task = prepare_demo_task(root / "demo", "http://127.0.0.1:1", DEMO, "demo")
-    # An older publisher kept task.json + keys.json beside the ciphertexts (served).
-    for name in ("task.json", "keys.json"):
-        shutil.move(task.private_dir / name, task.directory / name)
-    loaded = PreparedTask.load(task.directory)
-    assert loaded.train_key == task.train_key
-    assert not list(task.directory.glob("*.json")) and task.keys_path.is_file()
 
 
 def test_prepare_task_from_data_is_idempotent_too(tmp_path: Path) -> None:

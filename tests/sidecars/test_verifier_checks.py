@@ -1,4 +1,5 @@
-"""The verifier's per-model check on real files served over HTTP (DESIGN §6, issue 6 bad input).
+"""The verifier's per-model check on real files served over HTTP (docs/verification.md, issue 6
+bad input).
 
 Verdict policy under test: provable faults (digest mismatch, pickle, truncated file, wrong
 architecture, no watermark) give a negative verdict; a model that cannot be obtained in time
@@ -12,11 +13,13 @@ import pickle
 import socket
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 
+from abci_app.dlbc.records import Reveal
 from training.artifacts import save_model
 from training.data import make_segmentation_2d
 from training.models import build_model
@@ -26,9 +29,10 @@ from training.sidecars.miner import seal_watermark
 from training.sidecars.verifier import Unavailable, check_model, run_bounded
 from training.trainer import evaluate
 
+from .chain_records import reveal, task_spec
+
 HP = {"depth": 2, "base_width": 16}
-SPEC = {"architecture": "unet2d", "hyperparams_json": '{"base_width": 16, "depth": 2}',
-        "metric": "dice"}
+SPEC = task_spec("unet2d", '{"base_width": 16, "depth": 2}', "dice")
 SEED = hashlib.sha256(b"round seed").digest()
 MINER = bytes(range(20))
 SCHEME = WatermarkScheme.genesis_default()
@@ -57,13 +61,12 @@ def served(tmp_path_factory: pytest.TempPathFactory):
                "plain_digest": plain_digest, "wrong_digest": wrong_digest, "test": test}
 
 
-def _reveal(srv: ArtifactServer, name: str, digest: str, miner: bytes = MINER) -> dict:
-    return {"miner": miner.hex(), "model_uri": srv.url_for(name), "model_digest": digest,
-            "claimed_score_ppm": 500_000}
+def _reveal(srv: ArtifactServer, name: str, digest: str, miner: bytes = MINER) -> Reveal:
+    return reveal(miner, srv.url_for(name), digest, 500_000)
 
 
-def _check(served: dict, reveal: dict, **kw):
-    return check_model(reveal, SPEC, SEED, served["test"], scheme=SCHEME,
+def _check(served: dict, rev: Reveal, **kw):
+    return check_model(rev, SPEC, SEED, served["test"], scheme=SCHEME,
                        max_bytes=kw.get("max_bytes", 1 << 24), timeout=kw.get("timeout", 10.0))
 
 
@@ -139,16 +142,16 @@ def test_invalid_server_that_never_answers_gives_no_verdict(served: dict) -> Non
 
     t = threading.Thread(target=accept, daemon=True)
     t.start()
-    reveal = {"miner": MINER.hex(), "model_digest": served["digest"], "claimed_score_ppm": 1,
-              "model_uri": f"http://127.0.0.1:{lsock.getsockname()[1]}/model.safetensors"}
+    rev = reveal(MINER, f"http://127.0.0.1:{lsock.getsockname()[1]}/model.safetensors",
+                 served["digest"], 1)
     try:
         t0 = time.monotonic()
         with pytest.raises(Unavailable):
-            _check(served, reveal, timeout=1.0)
+            _check(served, rev, timeout=1.0)
         assert time.monotonic() - t0 < 5
         t0 = time.monotonic()
         with pytest.raises(TimeoutError):
-            run_bounded(lambda: _check(served, reveal, timeout=30.0), 1.0)
+            run_bounded(lambda: _check(served, rev, timeout=30.0), 1.0)
         assert time.monotonic() - t0 < 3
     finally:
         stop.set()
@@ -172,14 +175,14 @@ def test_nothing_written_next_to_served_files(served: dict) -> None:
 
 
 def test_invalid_file_uri_from_a_miner_is_refuted_unopened(served: dict) -> None:
-    """A reveal pointing at the validator's own disk is never opened (DESIGN §8), and since no
-    validator can fetch it, the claim is refuted (its reveal deposit is forfeited,
+    """A reveal pointing at the validator's own disk is never opened (docs/artifacts.md), and since
+    no validator can fetch it, the claim is refuted (its reveal deposit is forfeited,
     docs/economics.md) rather than left without a verdict."""
-    reveal = _reveal(served["srv"], "model.safetensors", served["digest"])
-    reveal["model_uri"] = (served["root"] / "model.safetensors").as_uri()
-    chk = _check(served, reveal)
+    rev = replace(_reveal(served["srv"], "model.safetensors", served["digest"]),
+                  model_uri=(served["root"] / "model.safetensors").as_uri())
+    chk = _check(served, rev)
     assert chk.verdict and not chk.watermark_ok and chk.score_ppm == 0
     assert "only http" in chk.reason
-    chk = check_model(reveal, SPEC, SEED, served["test"], scheme=SCHEME,
+    chk = check_model(rev, SPEC, SEED, served["test"], scheme=SCHEME,
                       max_bytes=1 << 24, timeout=5.0, allow_file=True)  # operator opt-in
     assert chk.verdict and chk.watermark_ok

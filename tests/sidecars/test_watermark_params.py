@@ -26,9 +26,10 @@ from training.sidecars.miner import MinerConfig, seal_watermark
 from training.sidecars.verifier import check_model
 from watermark.keys import MAX_N_BITS
 
+from .chain_records import reveal, task_spec
+
 HP = {"depth": 2, "base_width": 8}
-SPEC = {"architecture": "unet2d", "hyperparams_json": '{"base_width": 8, "depth": 2}',
-        "metric": "dice"}
+SPEC = task_spec("unet2d", '{"base_width": 8, "depth": 2}', "dice")
 SEED = hashlib.sha256(b"a round").digest()
 MINER = bytes(range(20))
 
@@ -96,9 +97,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 
 def _verify(served: Any, name: str, scheme: WatermarkScheme) -> Any:
-    reveal = {"miner": MINER.hex(), "model_uri": served["srv"].url_for(f"{name}.safetensors"),
-              "model_digest": served["digests"][name], "claimed_score_ppm": 1}
-    return check_model(reveal, SPEC, SEED, served["test"], scheme=scheme, max_bytes=1 << 24,
+    rev = reveal(MINER, served["srv"].url_for(f"{name}.safetensors"), served["digests"][name], 1)
+    return check_model(rev, SPEC, SEED, served["test"], scheme=scheme, max_bytes=1 << 24,
                        timeout=10.0)
 
 

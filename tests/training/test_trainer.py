@@ -218,5 +218,7 @@ def test_progress_bar_redraws_in_place_on_a_terminal() -> None:
     bar.update(3, note="loss 0.5")
     bar.close()
     text = out.getvalue()
-    assert text.startswith("\repoch 1 [#...] 1/4") and text.endswith("loss 0.5\n")
-    assert "\n" not in text[:-1]
+    lines = text.split("\r\x1b[2K")  # rich: carriage return + erase line, then the redraw
+    assert len(lines) >= 3 and "epoch 1" in lines[0] and "1/4" in lines[1]
+    assert "4/4" in lines[-1] and "loss 0.5" in lines[-1]
+    assert text.count("\n") == 1 and lines[-1].removesuffix("\x1b[?25h").endswith("\n")

@@ -1,4 +1,5 @@
-"""Key derivation (DESIGN §7): bits from SHA-256(seed_r ‖ address_m), matrix from the same."""
+"""Key derivation (docs/watermark.md): bits from SHA-256(seed_r ‖ address_m), matrix from the
+same."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """A small read-only HTTP server for artifacts (models, encrypted data sets) on a localnet.
 
-DESIGN §8: models and data travel by URI. Miners and publishers host their files with
-``dlbc serve-artifacts DIR --port N`` (or in-process with `ArtifactServer`) and put
+docs/artifacts.md: models and data travel by URI. Miners and publishers host their files with
+``dlbc serve-artifacts DIR --port N`` (`dlbc_ops.cli.serve`, or in-process with `ArtifactServer`) and put
 ``http://host:port/<name>`` on chain; readers check size and SHA-256 themselves
 (`training.artifacts.fetch`), so the server needs no authentication — but it must never serve
 anything outside its root: ``..`` segments, absolute paths, NUL bytes and symlinks that leave
@@ -12,7 +12,6 @@ GET and HEAD only, regular files only, no directory listings.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import threading
 from http import HTTPStatus
@@ -146,33 +145,3 @@ class ArtifactServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-# --------------------------------------------------------------------------------------------
-# CLI: dlbc serve-artifacts DIR [--host H] [--port P]
-
-
-def register(subparsers: Any) -> None:
-    p = subparsers.add_parser(
-        "serve-artifacts",
-        help="serve a directory of artifacts (models, encrypted data) over HTTP",
-        description="Read-only HTTP server for DLBC artifacts; never serves outside DIR.",
-    )
-    p.add_argument("directory", type=Path, metavar="DIR")
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8700, help="port (default 8700, 0 = any free)")
-    p.set_defaults(func=_main)
-
-
-def _main(args: argparse.Namespace) -> int:
-    try:
-        server = ArtifactServer(args.directory, host=args.host, port=args.port)
-    except (ValueError, OSError) as exc:
-        print(f"serve-artifacts: {exc}")
-        return 2
-    print(f"serving {args.directory.resolve()} at {server.base_url}/", flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    return 0

@@ -1,4 +1,4 @@
-"""Shared loop for the publisher, miner and verifier sidecars (DESIGN §1, issue 6).
+"""Shared loop for the publisher, miner and verifier sidecars (docs/processes.md, issue 6).
 
 Every sidecar is the same shape: poll the chain's `round` query, notice when the round or its
 phase changes, act at most once per (round, phase), and keep going whatever goes wrong. Keeping
@@ -27,23 +27,19 @@ from typing import TYPE_CHECKING, Any
 
 from google.protobuf.message import Message
 
+from abci_app.dlbc.records import Phase, RoundInfo, Task, is_idle_answer
 from abci_app.keyfile import KeyPair
+from abci_app.rfc3339 import NS_PER_S
 from training.sidecars.metrics_server import Metrics, MetricsServer, sidecar_metrics
-from training.sidecars.rpc_client import (
-    CommitResult,
-    NodeUnreachable,
-    QueryError,
-    RpcClient,
-    RpcError,
-)
+from training.sidecars.rpc_client import RpcClient
+from training.sidecars.rpc_types import CommitResult, NodeUnreachable, QueryError, RpcError
+from training.sidecars.subscription import BlockSignal
 
 if TYPE_CHECKING:  # torch only where a role actually trains or detects
     from torch import nn
 
     from watermark import WatermarkKey
 
-TRAIN, REVEAL, VERIFY, DONE = "TRAIN", "REVEAL", "VERIFY", "DONE"
-NS = 1_000_000_000
 
 
 class TxRejected(RuntimeError):
@@ -103,19 +99,20 @@ class ChainClient:
         except QueryError:
             return None
 
-    def current_round(self) -> dict[str, Any] | None:
-        """The active (or last) round record, None before the first round started."""
-        doc = self.query_optional("round")
-        if not isinstance(doc, dict):
+    def current_round(self) -> RoundInfo | None:
+        """The active (or last) round, None before the first round started."""
+        doc = _unwrap(self.query_optional("round"), "round")
+        if doc is None or is_idle_answer(doc):
             return None
-        rec = doc.get("round", doc) if isinstance(doc.get("round"), dict) else doc
-        return rec if isinstance(rec, dict) and rec.get("round") else None
+        return RoundInfo.from_json(doc)
 
-    def round_record(self, n: int) -> dict[str, Any] | None:
-        return _unwrap(self.query_optional(f"rounds/{n}"), "round")
+    def round_record(self, n: int) -> RoundInfo | None:
+        doc = _unwrap(self.query_optional(f"rounds/{n}"), "round")
+        return None if doc is None else RoundInfo.from_json(doc)
 
-    def task(self, task_id: int) -> dict[str, Any] | None:
-        return _unwrap(self.query_optional(f"tasks/{task_id}"), "task")
+    def task(self, task_id: int) -> Task | None:
+        doc = _unwrap(self.query_optional(f"tasks/{task_id}"), "task")
+        return None if doc is None else Task.from_json(doc)
 
     def account(self, addr: bytes) -> dict[str, Any]:
         doc = self.query_optional(f"accounts/{addr.hex()}")
@@ -164,7 +161,7 @@ def _unwrap(doc: object, wrapper: str) -> dict[str, Any] | None:
 
 
 class WatermarkParamsError(ValueError):
-    """The chain's `params` answer lacks or misstates the watermark scheme (DESIGN §7)."""
+    """The chain's `params` answer lacks or misstates the watermark scheme (docs/watermark.md)."""
 
 
 #: The chain params (abci_app/dlbc/params.py) that decide whether a watermark is detected.
@@ -175,7 +172,7 @@ WATERMARK_PARAMS: tuple[str, ...] = (
 
 @dataclass(frozen=True, slots=True)
 class WatermarkScheme:
-    """The chain's watermark rules (params `watermark_*`, DESIGN §7), as the sidecars use them.
+    """The chain's watermark rules (params `watermark_*`, docs/watermark.md), as sidecars use them.
 
     Why from the chain and never from `watermark`'s package defaults: a miner embeds and every
     validator detects, and a model is only accepted if both used the same bit count, projection
@@ -237,19 +234,20 @@ class WatermarkScheme:
                           gain=float(self.gain))
 
 
-def round_phase(rec: dict[str, Any] | None) -> str:
-    if rec is None:
-        return ""
-    if rec.get("status") == "closed":
-        return DONE
-    return str(rec.get("phase") or "")
+def round_phase(info: RoundInfo | None) -> Phase:
+    """The phase a sidecar acts on: DONE once the round is closed, IDLE with no round."""
+    if info is None:
+        return Phase.IDLE
+    if not info.record.is_active:
+        return Phase.DONE
+    return info.record.phase
 
 
-def seconds_left(rec: dict[str, Any], key: str, now_ns: int | None = None) -> float:
-    """Wall-clock seconds until the phase deadline `rec[key]` (BFT ns ≈ wall clock, DESIGN §4)."""
-    end = int(rec.get(key) or 0)
+def seconds_left(end_ns: int, now_ns: int | None = None) -> float:
+    """Wall-clock seconds until the phase deadline `end_ns` (BFT ns ≈ wall clock:
+    docs/rounds.md)."""
     now = time.time_ns() if now_ns is None else now_ns
-    return (end - now) / NS
+    return (end_ns - now) / NS_PER_S
 
 
 class Sidecar:
@@ -273,6 +271,7 @@ class Sidecar:
         self.log = logging.getLogger(f"dlbc.{self.role}")
         self.stop_event = threading.Event()
         self._metrics_server: MetricsServer | None = None
+        self._blocks: BlockSignal | None = None
         self._seen_rounds: set[int] = set()
         self._closed_rounds: set[int] = set()
         self._done: set[tuple[int, str]] = set()
@@ -283,10 +282,10 @@ class Sidecar:
     def setup(self) -> None:
         """Once, before the loop (register a miner, submit a task, ...). Retried on failure."""
 
-    def on_round(self, rec: dict[str, Any]) -> None:
-        """Called every poll with the current round record (phase may repeat)."""
+    def on_round(self, info: RoundInfo) -> None:
+        """Called every poll with the current round (phase may repeat)."""
 
-    def on_round_closed(self, rec: dict[str, Any]) -> None:
+    def on_round_closed(self, info: RoundInfo) -> None:
         """Called once when a round is seen closed (winner known or outcome set)."""
 
     def teardown(self) -> None:
@@ -339,6 +338,8 @@ class Sidecar:
 
     def stop(self) -> None:
         self.stop_event.set()
+        if self._blocks is not None:
+            self._blocks.wake()
 
     @property
     def rounds_closed(self) -> int:
@@ -348,6 +349,7 @@ class Sidecar:
         """Poll until stopped or `max_rounds` closed rounds were seen. Returns an exit code."""
         self.cfg.workdir.mkdir(parents=True, exist_ok=True)
         self.start_metrics()
+        blocks = self._blocks = BlockSignal(self.rpc.websocket_url()).start()
         set_up = False
         try:
             while not self.stop_event.is_set():
@@ -366,8 +368,10 @@ class Sidecar:
                 if self.cfg.max_rounds is not None and self.rounds_closed >= self.cfg.max_rounds:
                     self.log.info("saw %d closed round(s); stopping", self.rounds_closed)
                     break
-                self.stop_event.wait(self.cfg.poll_seconds)
+                self.wait_for_block()
         finally:
+            blocks.close()
+            self._blocks = None
             try:
                 self.teardown()
             finally:
@@ -376,12 +380,23 @@ class Sidecar:
                     self._metrics_server = None
         return 0
 
+    def wait_for_block(self) -> None:
+        """Until the next block or `poll_seconds`, whichever is first (or until `stop()`).
+
+        The round only changes when a block commits, so the NewBlock wake-up lets a sidecar
+        act within milliseconds of it; the poll interval bounds the wait when events are lost
+        or the node has no `/websocket`."""
+        if self._blocks is None:
+            self.stop_event.wait(self.cfg.poll_seconds)
+        else:
+            self._blocks.wait(self.cfg.poll_seconds)
+
     def tick(self) -> None:
         """One poll: read the round, track new/closed rounds, hand it to the role."""
-        rec = self.chain.current_round()
-        if rec is None:
+        info = self.chain.current_round()
+        if info is None:
             return
-        n = int(rec["round"])
+        n = info.record.round
         self.metrics.set("current_round", n)
         if n not in self._seen_rounds:
             self._seen_rounds.add(n)
@@ -390,19 +405,17 @@ class Sidecar:
             for prev in sorted(self._seen_rounds - self._closed_rounds):
                 if prev < n:
                     old = self.chain.round_record(prev)
-                    if old is not None and round_phase(old) == DONE:
+                    if old is not None and round_phase(old) is Phase.DONE:
                         self._close(old)
-        if round_phase(rec) == DONE:
+        if round_phase(info) is Phase.DONE:
             if n not in self._closed_rounds:
-                self._close(rec)
+                self._close(info)
             return
-        self.on_round(rec)
+        self.on_round(info)
 
-    def _close(self, rec: dict[str, Any]) -> None:
-        n = int(rec["round"])
-        self._closed_rounds.add(n)
-        winner = rec.get("winner")
-        if (self.key is not None and isinstance(winner, dict)
-                and str(winner.get("miner", "")).lower() == self.key.address.hex()):
+    def _close(self, info: RoundInfo) -> None:
+        self._closed_rounds.add(info.record.round)
+        winner = info.record.winner
+        if self.key is not None and winner is not None and winner.miner == self.key.address:
             self.metrics.inc("wins_total")
-        self.on_round_closed(rec)
+        self.on_round_closed(info)

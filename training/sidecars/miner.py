@@ -1,25 +1,26 @@
-"""The miner sidecar: the useful work of DLBC (paper Sec. IV-B, DESIGN §3-§4, §7).
+"""The miner sidecar: the useful work of DLBC (paper Sec. IV-B; docs/transactions.md,
+docs/rounds.md, docs/watermark.md).
 
 Per round the miner
 1. waits in TRAIN for the publisher's `ReleaseTrainKey` (the key shows up in `tasks/<id>`),
-2. fetches the encrypted training set (size cap + SHA-256 from the spec, DESIGN §8) and decrypts
-   it with the released key,
-3. builds the spec's registry architecture (never publisher code), derives its watermark key
-   from the round seed and its own address under the chain's watermark params (bits, matrix,
-   gain, threshold: `WatermarkScheme` from the `params` query, DESIGN §7 — never the watermark
-   package's defaults) and trains with `λ·embed_loss` as the trainer's `extra_loss`, under a
-   budget that ends `commit_margin_seconds` before TRAIN ends (paper Assumption 2: commit-in-P1),
+2. fetches the encrypted training set (size cap + SHA-256 from the spec, docs/artifacts.md) and
+   decrypts it with the released key,
+3. builds the spec's registry architecture (never publisher code), derives its watermark key from
+   the round seed and its own address under the chain's watermark params (bits, matrix, gain,
+   threshold: `WatermarkScheme` from the `params` query, docs/watermark.md — never the watermark
+   package's defaults) and trains with `λ·embed_loss` as the trainer's `extra_loss`, under a budget
+   that ends `commit_margin_seconds` before TRAIN ends (paper Assumption 2: commit-in-P1),
 4. saves the model as safetensors plus per-epoch checkpoints into its PRIVATE round folder
    `<workdir>/rounds/<n>/` and sends `CommitModel{SHA-256(digest ‖ address ‖ salt)}`,
 5. in REVEAL fetches the revealed test set, measures its score, publishes the model and its
    checkpoints (see below) and sends `RevealModel` with the URI, the claimed score and the
    checkpoint digests.
 
-Front-running (DESIGN §3, paper Sec. IV-B "commit-reveal"): the commitment hides the model only
-if nobody can download it before REVEAL. A competitor who fetched it during TRAIN could overwrite
-the watermark with its own key (see tests/sidecars/test_copy_defence.py) and commit the copy. So
-the artifact server's root (`<workdir>/artifacts/`) holds nothing of a round until the miner
-reveals it: only then are the model and checkpoints linked into `artifacts/<token>/` where
+Front-running (docs/transactions.md, paper Sec. IV-B "commit-reveal"): the commitment hides the
+model only if nobody can download it before REVEAL. A competitor who fetched it during TRAIN could
+overwrite the watermark with its own key (see tests/sidecars/test_copy_defence.py) and commit the
+copy. So the artifact server's root (`<workdir>/artifacts/`) holds nothing of a round until the
+miner reveals it: only then are the model and checkpoints linked into `artifacts/<token>/` where
 `token = secrets.token_hex(16)` is drawn at reveal time (unguessable; the URI first becomes known
 through the RevealModel tx). The round state (salt, digest, the token once drawn) lives in
 `<workdir>/rounds/<n>/state.json`, never served, written before the commit is sent so that a
@@ -37,12 +38,11 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from abci_app.dlbc.records import Phase, RoundInfo, TaskSpec
 from abci_app.fsutil import atomic_write
 from abci_app.keyfile import KeyPair
 from training.sidecars.artifact_server import ArtifactServer
 from training.sidecars.base import (
-    REVEAL,
-    TRAIN,
     Sidecar,
     SidecarConfig,
     WatermarkParamsError,
@@ -143,8 +143,8 @@ def seal_watermark(model: nn.Module, key: WatermarkKey, threshold: float, *, lr:
     """Finish embedding: E_R-only Adam steps on the key's layer until `detect` passes.
 
     Why: the trainer's λ·E_R term (paper Eq. 7) embeds the bits during training, but a short
-    TRAIN phase on a small set gives few optimizer steps, and DESIGN §7 asks every one of the
-    256 bits to clear 0.9999. A few dozen steps on that one layer (milliseconds; measured about
+    TRAIN phase on a small set gives few optimizer steps, and docs/watermark.md asks every one of
+    the 256 bits to clear 0.9999. A few dozen steps on that one layer (milliseconds; measured about
     half a Dice point on the demo task) close the gap. The target is tightened by `margin`
     of the remaining distance to 1 so that float rounding between the miner's torch and the
     validator's numpy detection never flips the verdict. Returns (detection at the chain
@@ -174,15 +174,15 @@ def seal_watermark(model: nn.Module, key: WatermarkKey, threshold: float, *, lr:
     return detect(model, key, threshold=threshold), steps
 
 
-def spec_hparams(spec: dict[str, Any]) -> dict[str, Any]:
-    hp = json.loads(spec.get("hyperparams_json") or "{}")
+def spec_hparams(spec: TaskSpec) -> dict[str, Any]:
+    hp = json.loads(spec.hyperparams_json or "{}")
     if not isinstance(hp, dict):
         raise ValueError("hyperparams_json is not a JSON object")  # noqa: TRY004 - bad input
     return hp
 
 
 def check_remote_uri(uri: str, allow_file: bool) -> None:
-    """Refuse URIs a remote party should not make this machine open (DESIGN §8).
+    """Refuse URIs a remote party should not make this machine open (docs/artifacts.md).
 
     Specs and reveals come from other accounts: a `file://` URI would make a miner or validator
     read a local path of the attacker's choosing (a FIFO, a device, a secret whose digest it
@@ -224,7 +224,6 @@ class Miner(Sidecar):
         """Never served: per-round models before reveal, checkpoints, salt (state.json)."""
         self.artifact_root.mkdir(parents=True, exist_ok=True)
         self.private_root.mkdir(parents=True, exist_ok=True)
-        self._migrate_legacy_rounds()
         self.server: ArtifactServer | None = None
         self.work: dict[int, RoundWork] = {}
         self._waiting_logged: set[tuple[int, str]] = set()
@@ -267,24 +266,6 @@ class Miner(Sidecar):
             return None
         return Path(work.model_path)
 
-    def _migrate_legacy_rounds(self) -> None:
-        """Move unrevealed rounds of the old layout (`artifacts/round-<n>/`, served with its
-        state.json) out of the served root, so an upgraded miner stops leaking them."""
-        for old in sorted(self.artifact_root.glob("round-*")):
-            suffix = old.name[len("round-"):]
-            work = RoundWork.load(old)
-            if not suffix.isdigit() or work is None or work.revealed:
-                continue  # a revealed round's files are public anyway; its URI must keep working
-            new = self.round_dir(int(suffix))
-            if new.exists():
-                continue
-            old.rename(new)
-            if work.model_path:
-                work.model_path = str(new / Path(work.model_path).name)
-            work.model_uri, work.public_dir = "", ""
-            work.save(new)
-            self.log.info("round %s: moved unrevealed files out of the served folder", suffix)
-
     def publish(self, work: RoundWork) -> str:
         """Make the round's model and checkpoints fetchable (at REVEAL only); returns the URI.
 
@@ -319,8 +300,8 @@ class Miner(Sidecar):
         work.save(rdir)
         return work.model_uri
 
-    def _work(self, rec: dict[str, Any]) -> RoundWork | None:
-        n = int(rec["round"])
+    def _work(self, info: RoundInfo) -> RoundWork | None:
+        n = info.record.round
         if n not in self.work:
             loaded = RoundWork.load(self.round_dir(n))
             if loaded is not None:
@@ -332,36 +313,37 @@ class Miner(Sidecar):
             self._waiting_logged.add((n, what))
             self.log.info("round %d: waiting for %s", n, what)
 
-    def on_round(self, rec: dict[str, Any]) -> None:
-        n = int(rec["round"])
-        phase = rec.get("phase")
-        work = self._work(rec)
+    def on_round(self, info: RoundInfo) -> None:
+        rec = info.record
+        n, phase = rec.round, rec.phase
+        work = self._work(info)
         if work is not None and self.key is not None:
             # A tx whose broadcast timed out may still have landed: trust the chain.
-            me = self.key.address.hex()
-            if not work.committed and me in {c["miner"] for c in rec.get("commitments") or []}:
+            me = self.key.address
+            if not work.committed and me in {c.miner for c in info.commitments}:
                 work.committed = True
                 work.save(self.round_dir(n))
-            if not work.revealed and me in {r["miner"] for r in rec.get("revealed") or []}:
+            if not work.revealed and me in {r.miner for r in info.revealed}:
                 work.revealed = True
                 work.save(self.round_dir(n))
         try:
-            if phase == TRAIN and work is not None and not work.committed:
+            if phase is Phase.TRAIN and work is not None and not work.committed:
                 # trained, but the commit did not land (node down?): retry only the commit
                 if self._retry_ok(n, "commit"):
-                    self.commit(rec, work)
-            elif phase == TRAIN and work is None:
-                if not rec.get("key_released"):
+                    self.commit(info, work)
+            elif phase is Phase.TRAIN and work is None:
+                if not rec.key_released:
                     self._wait_note(n, "the publisher's data key")
                     return
                 if self.once(n, "train"):
-                    self._retrying(n, "train", self.train_and_commit, rec)
-            elif phase == REVEAL and work is not None and work.committed and not work.revealed:
-                if not rec.get("test_key_revealed"):
+                    self._retrying(n, "train", self.train_and_commit, info)
+            elif (phase is Phase.REVEAL and work is not None and work.committed
+                  and not work.revealed):
+                if not rec.test_key_revealed:
                     self._wait_note(n, "the publisher's test key")
                     return
                 if self.once(n, "reveal"):
-                    self._retrying(n, "reveal", self.measure_and_reveal, rec, work)
+                    self._retrying(n, "reveal", self.measure_and_reveal, info, work)
         except RoundSkipped as exc:
             self.count_error(exc.kind, "round %d: %s", n, exc)
             self.emit("round_skipped", round=n, reason=str(exc),
@@ -377,7 +359,7 @@ class Miner(Sidecar):
 
     def _retrying(self, n: int, step: str, fn: Any, *args: Any) -> Any:
         """Run a once-per-round step; a transient RPC failure re-arms it for the next poll."""
-        from training.sidecars.rpc_client import RpcError
+        from training.sidecars.rpc_types import RpcError
 
         try:
             return fn(*args)
@@ -386,19 +368,18 @@ class Miner(Sidecar):
                 self._done.discard((n, step))
             raise
 
-    def on_round_closed(self, rec: dict[str, Any]) -> None:
+    def on_round_closed(self, info: RoundInfo) -> None:
         assert self.key is not None
-        n = int(rec["round"])
-        winner = rec.get("winner") or {}
-        won = winner.get("miner") == self.key.address.hex()
+        rec = info.record
+        won = rec.winner is not None and rec.winner.miner == self.key.address
         bal = int(self.chain.account(self.key.address).get("balance", 0))
         self.metrics.set("balance", bal)
-        self.log.info("round %d closed (%s): %s; balance %d", n, rec.get("outcome"),
+        self.log.info("round %d closed (%s): %s; balance %d", rec.round, rec.outcome,
                       "WON" if won else "not won", bal)
 
     # -- TRAIN
 
-    def train_and_commit(self, rec: dict[str, Any]) -> RoundWork:
+    def train_and_commit(self, info: RoundInfo) -> RoundWork:
         from training.artifacts import model_metadata, save_model
         from training.models import build_model
         from training.trainer import (
@@ -411,12 +392,12 @@ class Miner(Sidecar):
         from watermark import WatermarkError, embed_loss
 
         assert self.key is not None and self.server is not None
-        n, tid = int(rec["round"]), int(rec["task_id"])
+        rec = info.record
+        n, tid = rec.round, rec.task_id
         task = self.chain.task(tid)
-        if task is None or not task.get("train_key"):
+        if task is None or task.train_key is None:
             raise RoundSkipped("chain", f"task {tid} has no released key yet")
-        spec = task["spec"]
-        key = bytes.fromhex(task["train_key"])
+        spec, key = task.spec, task.train_key
         try:
             scheme = self.chain.watermark_scheme()
         except WatermarkParamsError as exc:
@@ -424,10 +405,9 @@ class Miner(Sidecar):
         rdir = self.round_dir(n)
         t0 = time.monotonic()
         try:
-            data = fetch_dataset(spec["data_uri"], spec["data_sha256"],
-                                 int(spec.get("data_size_bytes") or 0), key,
+            data = fetch_dataset(spec.data_uri, spec.data_sha256.hex(), spec.data_size_bytes, key,
                                  self.cfg.workdir / f"round-{n}-train.npz.enc",
-                                 self.mcfg.max_data_bytes, int(spec.get("num_classes") or 0) or None,
+                                 self.mcfg.max_data_bytes, spec.num_classes or None,
                                  allow_file=self.mcfg.allow_file_uris)
         except (ValueError, OSError) as exc:  # ArtifactError, DecryptionError, DataError
             raise RoundSkipped("data", f"training data unusable: {exc}") from exc
@@ -435,17 +415,17 @@ class Miner(Sidecar):
             (self.cfg.workdir / f"round-{n}-train.npz.enc").unlink(missing_ok=True)
         self.log.info("round %d: task %d data ready (%d samples) in %.1fs", n, tid, len(data),
                       time.monotonic() - t0)
-        arch, hparams = spec["architecture"], spec_hparams(spec)
+        arch, hparams = spec.architecture, spec_hparams(spec)
         try:
             model = build_model(arch, hparams, seed=self.mcfg.seed + n)
         except ValueError as exc:
             raise RoundSkipped("spec", f"cannot build {arch}: {exc}") from exc
         try:
             layer = scheme.layer(model)
-            wm_key = scheme.key(bytes.fromhex(rec["seed"]), self.key.address, layer)
+            wm_key = scheme.key(rec.seed, self.key.address, layer)
         except WatermarkError as exc:
             raise RoundSkipped("spec", f"{arch} cannot carry the watermark: {exc}") from exc
-        budget = seconds_left(rec, "train_end_ns") - self.mcfg.commit_margin_seconds
+        budget = seconds_left(rec.train_end_ns) - self.mcfg.commit_margin_seconds
         if self.mcfg.max_train_seconds is not None:
             budget = min(budget, self.mcfg.max_train_seconds)
         if budget < self.mcfg.min_train_seconds:
@@ -502,18 +482,19 @@ class Miner(Sidecar):
         self.log.info("round %d: %d epoch(s) in %.1fs, watermark min confidence %.6f%s",
                       n, result.epochs, result.wall_seconds, det.min_confidence,
                       "" if det.ok else " (BELOW threshold: validators will reject)")
-        self.commit(rec, work)
+        self.commit(info, work)
         return work
 
-    def commit(self, rec: dict[str, Any], work: RoundWork) -> None:
-        """CommitModel{SHA-256(digest ‖ address ‖ salt)} — only valid in TRAIN (DESIGN §3)."""
+    def commit(self, info: RoundInfo, work: RoundWork) -> None:
+        """CommitModel{SHA-256(digest ‖ address ‖ salt)}: only valid in TRAIN
+        (docs/transactions.md)."""
         from abci_app.dlbc import txs
 
         assert self.key is not None
         n = work.round
         commitment = txs.model_commitment(bytes.fromhex(work.model_digest), self.key.address,
                                           bytes.fromhex(work.salt))
-        if seconds_left(rec, "train_end_ns") <= 0:
+        if seconds_left(info.record.train_end_ns) <= 0:
             raise RoundSkipped("deadline", "TRAIN ended before the commit could be sent")
         if self.send(txs.commit_model(n, commitment), "CommitModel") is None:
             raise RoundSkipped("tx_rejected", "CommitModel was rejected")
@@ -525,7 +506,7 @@ class Miner(Sidecar):
 
     # -- REVEAL
 
-    def measure_and_reveal(self, rec: dict[str, Any], work: RoundWork) -> None:
+    def measure_and_reveal(self, info: RoundInfo, work: RoundWork) -> None:
         from abci_app.dlbc import txs
         from training.artifacts import ArtifactError, load_model
         from training.trainer import evaluate
@@ -533,22 +514,21 @@ class Miner(Sidecar):
         assert self.key is not None
         n = work.round
         task = self.chain.task(work.task_id)
-        if task is None or not task.get("test_key"):
+        if task is None or task.test_key is None:
             raise RoundSkipped("chain", f"task {work.task_id} has no revealed test key")
-        spec = task["spec"]
+        spec = task.spec
         dest = self.cfg.workdir / f"round-{n}-test.npz.enc"
         try:
-            test = fetch_dataset(spec["test_uri"], spec["test_sha256"], 0,
-                                 bytes.fromhex(task["test_key"]), dest, self.mcfg.max_data_bytes,
-                                 int(spec.get("num_classes") or 0) or None,
+            test = fetch_dataset(spec.test_uri, spec.test_sha256.hex(), 0, task.test_key, dest,
+                                 self.mcfg.max_data_bytes, spec.num_classes or None,
                                  allow_file=self.mcfg.allow_file_uris)
-            model = load_model(work.model_path, spec["architecture"], spec_hparams(spec),
+            model = load_model(work.model_path, spec.architecture, spec_hparams(spec),
                                sha256=work.model_digest)
         except (ValueError, OSError, ArtifactError) as exc:
             raise RoundSkipped("data", f"cannot measure the model: {exc}") from exc
         finally:
             dest.unlink(missing_ok=True)
-        score = evaluate(model, test, spec["metric"], device="cpu")
+        score = evaluate(model, test, spec.metric, device="cpu")
         work.claimed_score_ppm = score
         try:
             self.publish(work)
@@ -564,7 +544,7 @@ class Miner(Sidecar):
         work.save(self.round_dir(n))
         self.metrics.inc("reveals_total")
         self.log.info("round %d: revealed %s with claimed %s %.4f", n, work.model_uri,
-                      spec["metric"], score / 1e6)
+                      spec.metric, score / 1e6)
         self.emit("revealed", round=n, miner=self.key.address.hex(), score_ppm=score,
                   uri=work.model_uri)
 

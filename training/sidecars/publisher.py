@@ -1,10 +1,10 @@
 """The publisher sidecar: post a paid training task, then release its keys at the right phases.
 
-Paper Sec. IV-A / DESIGN §3-§4: a publisher uploads its training set *encrypted*, commits to the
-data key (SHA-256) and to the test-set key in the `TaskSpec`, escrows the reward with
-`SubmitTask`, and — only once its task is selected for a round — releases the data key in TRAIN
-(`ReleaseTrainKey`) and the test key in REVEAL (`RevealTestSet`). Until then nobody, miners
-included, can train on or overfit to its data.
+Paper Sec. IV-A, docs/transactions.md, docs/rounds.md: a publisher uploads its training set
+*encrypted*, commits to the data key (SHA-256) and to the test-set key in the `TaskSpec`, escrows
+the reward with `SubmitTask`, and — only once its task is selected for a round — releases the data
+key in TRAIN (`ReleaseTrainKey`) and the test key in REVEAL (`RevealTestSet`). Until then nobody,
+miners included, can train on or overfit to its data.
 
 Data preparation (`prepare_task`): split a data set into train/test, encrypt each with its own
 AES-256-GCM key (training/encryption.py), write both under the publisher's artifact folder, which
@@ -15,7 +15,7 @@ file so a restarted publisher can still release them; they are never logged.
 Layout (one publisher workdir): `artifacts/<name>/{train,test}.npz.enc` is served over HTTP;
 `private/<name>/{task.json,keys.json}` is NOT — the artifact server serves every regular file
 under its root, so a keys file beside the ciphertexts would hand the data key to anyone before
-ReleaseTrainKey (DESIGN §4).
+ReleaseTrainKey (docs/rounds.md).
 
 Preparation is idempotent per name: the spec commits to the ciphertexts' digests, so re-running
 `dlbc task submit` with the same --name must reuse the same keys and files (re-encrypting would
@@ -31,12 +31,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from abci_app.dlbc.records import Phase, RoundInfo
 from abci_app.fsutil import atomic_write
 from abci_app.keyfile import KeyPair
 from training.sidecars.artifact_server import ArtifactServer
 from training.sidecars.base import (
-    REVEAL,
-    TRAIN,
     Sidecar,
     SidecarConfig,
     TxRejected,
@@ -44,7 +43,8 @@ from training.sidecars.base import (
     WatermarkScheme,
 )
 from training.sidecars.metrics_server import Metrics
-from training.sidecars.rpc_client import RpcClient, RpcError
+from training.sidecars.rpc_client import RpcClient
+from training.sidecars.rpc_types import RpcError
 
 TASK_FILE = "task.json"
 KEYS_FILE = "keys.json"
@@ -133,8 +133,7 @@ class PreparedTask:
     @staticmethod
     def exists(directory: Path) -> bool:
         priv = private_dir_for(directory)
-        legacy = (directory / KEYS_FILE).exists() and (directory / TASK_FILE).exists()
-        return legacy or ((priv / KEYS_FILE).exists() and (priv / TASK_FILE).exists())
+        return (priv / KEYS_FILE).exists() and (priv / TASK_FILE).exists()
 
     @classmethod
     def load(cls, directory: Path) -> PreparedTask:
@@ -143,12 +142,6 @@ class PreparedTask:
         from abci_app.pb.dlbc.v1 import tx_pb2
 
         priv = private_dir_for(directory)
-        if (directory / KEYS_FILE).exists():  # old layout: keys were inside the served folder
-            priv.mkdir(parents=True, exist_ok=True)
-            os.chmod(priv, 0o700)
-            for name in (TASK_FILE, KEYS_FILE):
-                if (directory / name).exists():
-                    os.replace(directory / name, priv / name)
         doc = json.loads((priv / TASK_FILE).read_text())
         keys = json.loads((priv / KEYS_FILE).read_text())
         spec = json_format.ParseDict(doc["spec"], tx_pb2.TaskSpec())
@@ -217,7 +210,7 @@ def prepare_task(
     model = build_model(architecture, hparams, seed=0)  # raises ValueError on a bad spec
     stats = model_stats(model, dataset.sample_shape)
     try:
-        scheme.layer(model)  # miners must be able to embed the chain's watermark (DESIGN §7)
+        scheme.layer(model)  # miners must be able to embed the chain's mark (docs/watermark.md)
     except WatermarkError as exc:
         raise ValueError(f"{architecture} {hparams} is too small to carry the round's "
                          f"watermark ({exc}); use a larger base_width") from None
@@ -385,13 +378,13 @@ class Publisher(Sidecar):
         """The id of one of our pending tasks whose spec commits to `task`'s training data."""
         if self.key is None:
             return None
-        want = bytes(task.spec.data_sha256).hex()
+        want = bytes(task.spec.data_sha256)
         for entry in self.chain.query("tasks/pending").get("tasks", []):
             if entry.get("publisher") != self.key.address.hex():
                 continue
             rec = self.chain.task(int(entry["id"]))
-            if rec is not None and str(rec.get("spec", {}).get("data_sha256", "")).lower() == want:
-                return int(entry["id"])
+            if rec is not None and rec.spec.data_sha256 == want:
+                return rec.id
         return None
 
     def submit(self, task: PreparedTask) -> int:
@@ -447,19 +440,20 @@ class Publisher(Sidecar):
         self._attempts[(rnd, step)] = n + 1
         return True
 
-    def on_round(self, rec: dict[str, Any]) -> None:
+    def on_round(self, info: RoundInfo) -> None:
         from abci_app.dlbc import txs
 
-        tid = int(rec.get("task_id") or 0)
+        rec = info.record
+        tid = rec.task_id
         task = self.tasks.get(tid)
         if task is None or self.pcfg.withhold_keys:
             return
-        rnd = int(rec["round"])
-        phase = rec.get("phase")
-        if phase == TRAIN and not rec.get("key_released") and self._try(rnd, "train_key"):
+        rnd = rec.round
+        if rec.phase is Phase.TRAIN and not rec.key_released and self._try(rnd, "train_key"):
             sent = self.send(txs.release_train_key(tid, task.train_key), "ReleaseTrainKey")
             event = "train_key_released"
-        elif phase == REVEAL and not rec.get("test_key_revealed") and self._try(rnd, "test_key"):
+        elif (rec.phase is Phase.REVEAL and not rec.test_key_revealed
+              and self._try(rnd, "test_key")):
             sent = self.send(txs.reveal_test_set(tid, task.test_key), "RevealTestSet")
             event = "test_key_revealed"
         else:

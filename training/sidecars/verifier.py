@@ -1,16 +1,17 @@
-"""The verifier sidecar: one per validator, the eyes behind its vote extension (DESIGN §6).
+"""The verifier sidecar: one per validator, the eyes behind its vote extension
+(docs/verification.md).
 
 In VERIFY of every round the verifier
 1. fetches the revealed test set (URI and digest from the task spec, key from RevealTestSet),
 2. goes through the revealed models in decreasing claimed score (the winner is the highest
    confirmed claim, so the best candidates are checked first), and for each, in a worker
    thread bounded by `per_model_seconds`:
-   fetch with a size cap and the revealed SHA-256 (DESIGN §8) → strict safetensors load into the
-   spec's registry architecture (no pickle, ever) → detect the revealing miner's watermark for
+   fetch with a size cap and the revealed SHA-256 (docs/artifacts.md) → strict safetensors load into
+   the spec's registry architecture (no pickle, ever) → detect the revealing miner's watermark for
    this round's seed under the chain's watermark params (bits, matrix, gain, threshold:
-   `WatermarkScheme`, DESIGN §7) → check the model carries no *other* miner's watermark (the
-   copy/overwrite defence below) → measure the score on the test set with the same
-   integer-exact evaluation the miner used,
+   `WatermarkScheme`, docs/watermark.md) → check the model carries no *other* miner's watermark (the
+   copy/overwrite defence below) → measure the score on the test set with the same integer-exact
+   evaluation the miner used,
 3. writes the verdicts with `abci_app.dlbc.verdicts.write_verdicts(app_home, round, ...)`; the
    validator's app reads them in ExtendVote.
 
@@ -61,10 +62,10 @@ from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 import numpy as np
 import numpy.typing as npt
 
+from abci_app.dlbc.params import PPM
+from abci_app.dlbc.records import Phase, Reveal, RoundInfo, Task, TaskSpec
 from abci_app.keyfile import KeyPair
 from training.sidecars.base import (
-    REVEAL,
-    VERIFY,
     Sidecar,
     SidecarConfig,
     WatermarkParamsError,
@@ -78,7 +79,6 @@ from training.sidecars.rpc_client import RpcClient
 if TYPE_CHECKING:
     from training.data import ArrayDataset
 
-PPM = 1_000_000
 T = TypeVar("T")
 
 
@@ -135,7 +135,7 @@ class ModelCheck:
     seconds: float = 0.0
 
 
-def check_model(reveal: dict[str, Any], spec: dict[str, Any], seed: bytes, test: ArrayDataset,
+def check_model(reveal: Reveal, spec: TaskSpec, seed: bytes, test: ArrayDataset,
                 *, scheme: WatermarkScheme, max_bytes: int, timeout: float,
                 others: Sequence[OtherMark] = (), device: str = "cpu",
                 allow_file: bool = False) -> ModelCheck:
@@ -158,16 +158,17 @@ def check_model(reveal: dict[str, Any], spec: dict[str, Any], seed: bytes, test:
     from watermark.layers import layer_from
 
     t0 = time.monotonic()
-    out = ModelCheck(miner=reveal["miner"], model_digest=reveal["model_digest"],
-                     claimed_score_ppm=int(reveal["claimed_score_ppm"]), verdict=True)
-    uri = str(reveal["model_uri"])
+    miner = reveal.miner.hex()
+    out = ModelCheck(miner=miner, model_digest=reveal.model_digest.hex(),
+                     claimed_score_ppm=reveal.claimed_score_ppm, verdict=True)
+    uri = reveal.model_uri
     try:
         check_remote_uri(uri, allow_file)
     except ArtifactError as exc:  # not fetchable by the other validators either: refuted
         out.reason = f"model URI refused: {exc}"
         return out
     try:
-        data = fetch_bytes(uri, max_bytes=max_bytes, sha256=reveal["model_digest"],
+        data = fetch_bytes(uri, max_bytes=max_bytes, sha256=reveal.model_digest.hex(),
                            timeout=timeout)
     except DigestMismatch as exc:
         out.reason = f"digest mismatch: {exc}"
@@ -177,16 +178,16 @@ def check_model(reveal: dict[str, Any], spec: dict[str, Any], seed: bytes, test:
         return out
     except ArtifactError as exc:  # HTTP error, timeout, refused, missing file
         raise Unavailable(str(exc)) from exc
-    model = build_model(spec["architecture"], spec_hparams(spec))
+    model = build_model(spec.architecture, spec_hparams(spec))
     try:
         load_into(model, load_state_dict_bytes(data))
     except (ArtifactError, ValueError) as exc:
-        out.reason = f"not a valid {spec['architecture']} safetensors model: {exc}"
+        out.reason = f"not a valid {spec.architecture} safetensors model: {exc}"
         return out
     try:
         layer = scheme.layer(model)
         w = layer_from(model, layer)  # the mean kernel, extracted once for every key below
-        key = scheme.key(seed, bytes.fromhex(reveal["miner"]), layer)
+        key = scheme.key(seed, reveal.miner, layer)
         det = detect_vector(w, key, scheme.threshold)
     except WatermarkError as exc:
         out.reason = f"watermark check failed: {exc}"
@@ -196,11 +197,11 @@ def check_model(reveal: dict[str, Any], spec: dict[str, Any], seed: bytes, test:
     if not det.ok:
         out.reason = f"watermark not detected (min confidence {det.min_confidence:.6f})"
     else:
-        copied = foreign_mark(w, layer, reveal["miner"], others, scheme)
+        copied = foreign_mark(w, layer, miner, others, scheme)
         if copied is not None:
             out.watermark_ok = False
             out.reason = f"carries {copied.miner}'s watermark ({copied.why}): a copied model"
-    out.score_ppm = evaluate(model, test, spec["metric"], device=device)
+    out.score_ppm = evaluate(model, test, spec.metric, device=device)
     out.seconds = time.monotonic() - t0
     return out
 
@@ -246,27 +247,21 @@ def copy_bits_needed(n_bits: int, log2_false_positive: int = 64) -> int | None:
     return 0
 
 
-def marks_to_exclude(rec: dict[str, Any], previous: dict[str, Any] | None) -> list[OtherMark]:
-    """Every key a model of round `rec` must not carry, from the round query answers.
+def marks_to_exclude(info: RoundInfo, previous: RoundInfo | None) -> list[OtherMark]:
+    """Every key a model of round `info` must not carry, from the round query answers.
 
     The round's committers and revealers under this round's seed, plus the previous round's
     winner under that round's seed (a model stolen after it was revealed there); sorted and
-    deduplicated so that every validator tests the same list. Malformed entries are skipped:
-    a key that cannot be built cannot be found in a model either.
+    deduplicated so that every validator tests the same list.
     """
-    n = int(rec["round"])
-    seed = bytes.fromhex(rec["seed"])
-    entries = list(rec.get("commitments") or []) + list(rec.get("revealed") or [])
-    miners = {str(e.get("miner", "")).lower() for e in entries if isinstance(e, dict)}
-    marks = [OtherMark(m, seed, f"committed in round {n}") for m in sorted(miners) if m]
-    prev = previous or {}
-    winner, prev_seed = prev.get("winner"), prev.get("seed")
-    if isinstance(winner, dict) and winner.get("miner") and isinstance(prev_seed, str):
-        try:
-            marks.append(OtherMark(str(winner["miner"]).lower(), bytes.fromhex(prev_seed),
-                                   f"won round {int(prev.get('round', n - 1))}"))
-        except ValueError:
-            pass
+    rec = info.record
+    miners = {c.miner for c in info.commitments} | {r.miner for r in info.revealed}
+    marks = [OtherMark(m.hex(), rec.seed, f"committed in round {rec.round}")
+             for m in sorted(miners)]
+    winner = None if previous is None else previous.record.winner
+    if previous is not None and winner is not None:
+        marks.append(OtherMark(winner.miner.hex(), previous.record.seed,
+                               f"won round {previous.record.round}"))
     return marks
 
 
@@ -306,39 +301,38 @@ class Verifier(Sidecar):
         # round -> its test set, fetched during REVEAL, or why it could not be used
         self._test_sets: dict[int, ArrayDataset | TestSetUnusable] = {}
 
-    def on_round(self, rec: dict[str, Any]) -> None:
-        n = int(rec["round"])
-        if rec.get("phase") == REVEAL and rec.get("test_key_revealed"):
+    def on_round(self, info: RoundInfo) -> None:
+        rec = info.record
+        n = rec.round
+        if rec.phase is Phase.REVEAL and rec.test_key_revealed:
             if self.once(n, "test set"):
-                self._prefetch_test_set(rec)  # as soon as RevealTestSet lands (issue 11 §5)
+                self._prefetch_test_set(info)  # as soon as RevealTestSet lands (issue 11 §5)
             return
-        if rec.get("phase") != VERIFY:
+        if rec.phase is not Phase.VERIFY:
             return
         if not self.once(n, "verify"):
             return
-        from training.sidecars.rpc_client import RpcError
+        from training.sidecars.rpc_types import RpcError
 
         try:
-            self.verify_round(rec)
+            self.verify_round(info)
         except RpcError:
             self._done.discard((n, "verify"))  # node hiccup: try again at the next poll
             raise
 
-    def _fetch_test_set(self, n: int, task: dict[str, Any]) -> ArrayDataset:
+    def _fetch_test_set(self, n: int, task: Task) -> ArrayDataset:
         """The round's test set, fetched and decrypted; a few tries before calling it unusable
         (a refusal here blames the publisher on chain, so a transient hiccup must not)."""
         from training.artifacts import ArtifactError
 
-        spec = task["spec"]
+        spec, test_key = task.spec, task.test_key or b""
         last: Exception | None = None
         for attempt in range(self.vcfg.test_set_attempts):
             dest = self.cfg.workdir / (
                 f"round-{n}-test-{os.getpid()}-{threading.get_ident()}.npz.enc")
             try:
-                return fetch_dataset(spec["test_uri"], spec["test_sha256"], 0,
-                                     bytes.fromhex(task["test_key"]), dest,
-                                     self.vcfg.max_data_bytes,
-                                     int(spec.get("num_classes") or 0) or None,
+                return fetch_dataset(spec.test_uri, spec.test_sha256.hex(), 0, test_key, dest,
+                                     self.vcfg.max_data_bytes, spec.num_classes or None,
                                      allow_file=self.vcfg.allow_file_uris)
             except (ArtifactError, ValueError, OSError) as exc:
                 last = exc
@@ -348,10 +342,10 @@ class Verifier(Sidecar):
                 dest.unlink(missing_ok=True)
         raise TestSetUnusable(str(last))
 
-    def _prefetch_test_set(self, rec: dict[str, Any]) -> None:
-        n, tid = int(rec["round"]), int(rec["task_id"])
+    def _prefetch_test_set(self, info: RoundInfo) -> None:
+        n, tid = info.record.round, info.record.task_id
         task = self.chain.task(tid)
-        if task is None or not task.get("test_key"):
+        if task is None or task.test_key is None:
             self._done.discard((n, "test set"))  # not visible yet: next poll
             return
         try:
@@ -360,22 +354,23 @@ class Verifier(Sidecar):
             self._test_sets[n] = exc
             self.count_error("data", "round %d: test set unusable: %s", n, exc)
 
-    def verify_round(self, rec: dict[str, Any]) -> list[ModelCheck]:
+    def verify_round(self, info: RoundInfo) -> list[ModelCheck]:
         from abci_app.dlbc.verdicts import Verdict, write_verdicts
 
-        n, tid = int(rec["round"]), int(rec["task_id"])
+        rec = info.record
+        n, tid = rec.round, rec.task_id
         task = self.chain.task(tid)
-        if task is None or not task.get("test_key"):
+        if task is None or task.test_key is None:
             self.count_error("chain", "round %d: task %d has no revealed test key", n, tid)
             return []
-        spec = task["spec"]
+        spec = task.spec
         try:
             scheme = self.chain.watermark_scheme()
         except WatermarkParamsError as exc:
             self.count_error("chain", "round %d: cannot verify: %s", n, exc)
             return []
         previous = self.chain.round_record(n - 1) if n > 1 else None
-        others = marks_to_exclude(rec, previous)
+        others = marks_to_exclude(info, previous)
         cached = self._test_sets.pop(n, None)
         for old in [k for k in self._test_sets if k < n]:
             del self._test_sets[old]
@@ -390,22 +385,21 @@ class Verifier(Sidecar):
             write_verdicts(self.vcfg.app_home, n, [], test_set_unusable=True)
             self.emit("verdicts", round=n, checks=[])
             return []
-        reveals = sorted(rec.get("revealed") or [],
-                         key=lambda r: (-int(r["claimed_score_ppm"]), r["miner"]))
+        reveals = sorted(info.revealed, key=lambda r: (-r.claimed_score_ppm, r.miner))
         cap = self.vcfg.max_model_bytes
-        if int(spec.get("model_size_bytes") or 0) > 0:
+        if spec.model_size_bytes > 0:
             # safetensors = payload + a JSON header; 1 MiB + 10% covers any header we write
-            cap = min(cap, int(spec["model_size_bytes"]) * 11 // 10 + (1 << 20))
-        seed = bytes.fromhex(rec["seed"])
+            cap = min(cap, spec.model_size_bytes * 11 // 10 + (1 << 20))
+        seed = rec.seed
         checks: list[ModelCheck] = []
         for rev in reveals:
-            left = seconds_left(rec, "verify_end_ns") - self.vcfg.verify_margin_seconds
+            miner, digest = rev.miner.hex(), rev.model_digest.hex()
+            left = seconds_left(rec.verify_end_ns) - self.vcfg.verify_margin_seconds
             bound = min(self.vcfg.per_model_seconds, left)
             if bound <= 0:
                 self.count_error("timeout", "round %d: VERIFY time is up; %s gets no verdict",
-                                 n, rev["miner"])
-                checks.append(ModelCheck(rev["miner"], rev["model_digest"],
-                                         int(rev["claimed_score_ppm"]), False,
+                                 n, miner)
+                checks.append(ModelCheck(miner, digest, rev.claimed_score_ppm, False,
                                          reason="VERIFY time is up"))
                 continue
             t0 = time.monotonic()
@@ -416,17 +410,16 @@ class Verifier(Sidecar):
                     allow_file=self.vcfg.allow_file_uris), bound)
             except (TimeoutError, Unavailable) as exc:
                 kind = "timeout" if isinstance(exc, TimeoutError) else "model_unavailable"
-                self.count_error(kind, "round %d: no verdict for %s: %s", n, rev["miner"], exc)
-                chk = ModelCheck(rev["miner"], rev["model_digest"], int(rev["claimed_score_ppm"]),
-                                 False, reason=str(exc))
+                self.count_error(kind, "round %d: no verdict for %s: %s", n, miner, exc)
+                chk = ModelCheck(miner, digest, rev.claimed_score_ppm, False, reason=str(exc))
             except Exception as exc:
                 self.metrics.inc("errors_total", kind="check")
-                self.log.exception("round %d: checking %s failed", n, rev["miner"])
-                chk = ModelCheck(rev["miner"], rev["model_digest"], int(rev["claimed_score_ppm"]),
-                                 False, reason=f"internal error: {exc}")
+                self.log.exception("round %d: checking %s failed", n, miner)
+                chk = ModelCheck(miner, digest, rev.claimed_score_ppm, False,
+                                 reason=f"internal error: {exc}")
             chk.seconds = time.monotonic() - t0
             if chk.verdict and chk.reason:
-                self.count_error("bad_model", "round %d: %s: %s", n, rev["miner"], chk.reason)
+                self.count_error("bad_model", "round %d: %s: %s", n, miner, chk.reason)
             checks.append(chk)
             self.log.info(
                 "round %d: %s claimed %d measured %d watermark %s (%.1fs)%s", n, chk.miner,

@@ -9,23 +9,21 @@ import stat
 from pathlib import Path
 
 import pytest
+from abci.helpers import app_supervisor, block_time, running, spawn_app, txs_for
 
 from abci_app.abci_client import AbciClient, AbciClientError
 from abci_app.dlbc import crypto
-from abci_app.dlbc.crypto import sign_vote_extension
+from abci_app.dlbc.crypto import (
+    sign_vote_extension,
+    verify_vote_extension,
+    vote_extension_sign_bytes,
+)
 from abci_app.keyfile import KeyFileError, KeyPair, load_key, save_key
 from abci_app.kvstore import KVStoreApplication
 from abci_app.pb.tendermint.abci import types_pb2 as abci
 from abci_app.pb.tendermint.types import validator_pb2
-from dlbc_ops.devnode.driver import (
-    Driver,
-    ProposalRejected,
-    ValidatorKey,
-    verify_vote_extension_signature,
-    vote_extension_sign_bytes,
-)
-
-from abci.helpers import block_time, running, spawn_app, stop, txs_for
+from dlbc_ops.devnode.driver import Driver, ProposalRejected
+from dlbc_ops.devnode.validator_key import ValidatorKey
 
 CHAIN = "dlbc-test"
 
@@ -37,7 +35,9 @@ def _keys(n: int) -> list[ValidatorKey]:
 def test_four_app_processes_agree_for_55_heights(tmp_path: Path) -> None:
     """Handshake and 55 heights on 4 real app processes: identical app hashes every height."""
     addrs = [f"unix://{tmp_path}/a{i}.sock" for i in range(4)]
-    procs = [spawn_app(tmp_path / f"home{i}", addrs[i]) for i in range(4)]
+    sup = app_supervisor(tmp_path)
+    for i in range(4):
+        spawn_app(sup, tmp_path / f"home{i}", addrs[i])
     try:
         async def main() -> list[bytes]:
             driver = Driver([AbciClient(a) for a in addrs], _keys(4), CHAIN,
@@ -65,8 +65,7 @@ def test_four_app_processes_agree_for_55_heights(tmp_path: Path) -> None:
 
         asyncio.run(main())
     finally:
-        for p in procs:
-            stop(p)
+        sup.stop()
 
 
 class _Recorder(KVStoreApplication):
@@ -137,10 +136,10 @@ def test_vote_extensions_reach_next_proposer_signed_like_cometbft(tmp_path: Path
             assert vote.validator.power == key.power
             assert vote.block_id_flag == validator_pb2.BLOCK_ID_FLAG_COMMIT
             assert vote.vote_extension == b"kv-ext:%d" % (req.height - 1)
-            assert verify_vote_extension_signature(
+            assert verify_vote_extension(
                 key.pub_key, vote.extension_signature, vote.vote_extension, req.height - 1, 0, CHAIN)
             # A signature for another chain or height must not verify.
-            assert not verify_vote_extension_signature(
+            assert not verify_vote_extension(
                 key.pub_key, vote.extension_signature, vote.vote_extension, req.height, 0, CHAIN)
     fin = apps[0].finalize[1]
     assert fin.height == 2 and len(fin.decided_last_commit.votes) == 3
@@ -224,9 +223,9 @@ def test_driver_extension_signatures_are_the_chains() -> None:
     sig = sign_vote_extension(key, b"ext", 9, 1, CHAIN)
     assert sig == key.sign(vote_extension_sign_bytes(b"ext", 9, 1, CHAIN))
     assert crypto.verify_vote_extension(key.pub_key, sig, b"ext", 9, 1, CHAIN)
-    assert verify_vote_extension_signature(key.pub_key, sig, b"ext", 9, 1, CHAIN)
-    assert not verify_vote_extension_signature(key.pub_key, sig, b"ext", 9, 0, CHAIN)
-    assert not verify_vote_extension_signature(key.pub_key, sig, b"ext", 9, 1, CHAIN + "x")
+    assert verify_vote_extension(key.pub_key, sig, b"ext", 9, 1, CHAIN)
+    assert not verify_vote_extension(key.pub_key, sig, b"ext", 9, 0, CHAIN)
+    assert not verify_vote_extension(key.pub_key, sig, b"ext", 9, 1, CHAIN + "x")
     assert key.address == crypto.address_of(key.pub_key) == key.key.address
 
 

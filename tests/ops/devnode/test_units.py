@@ -1,4 +1,4 @@
-"""No-I/O parts of the dev node: websocket framing, event queries, mempool rules."""
+"""No-I/O parts of the dev node: event queries, URI parameters, mempool rules."""
 
 from __future__ import annotations
 
@@ -7,62 +7,6 @@ import pytest
 from dlbc_ops.devnode.mempool import Mempool, MempoolConfig, MempoolError, tx_key
 from dlbc_ops.devnode.rpc_json import Query, QuerySyntaxError, flatten_events
 from dlbc_ops.devnode.rpc_server import uri_params
-from dlbc_ops.devnode.websocket import (
-    OP_CLOSE,
-    OP_PING,
-    OP_TEXT,
-    FrameDecoder,
-    WebSocketProtocolError,
-    accept_key,
-    encode_close,
-    encode_frame,
-)
-
-
-def test_accept_key_rfc6455_example() -> None:
-    assert accept_key("dGhlIHNhbXBsZSBub25jZQ==") == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
-
-
-@pytest.mark.parametrize("size", [0, 125, 126, 65535, 65536, 200_000])
-def test_frames_round_trip_byte_by_byte(size: int) -> None:
-    payload = bytes(i % 251 for i in range(size))
-    frame = encode_frame(OP_TEXT, payload, mask=True)
-    dec = FrameDecoder(expect_masked=True)
-    got = []
-    step = 1 if size < 300 else 977
-    for i in range(0, len(frame), step):
-        dec.feed(frame[i : i + step])
-        got += dec.messages()
-    assert [(m.opcode, m.payload) for m in got] == [(OP_TEXT, payload)]
-
-
-def test_fragmented_message_with_interleaved_ping() -> None:
-    dec = FrameDecoder(expect_masked=False)
-    dec.feed(encode_frame(OP_TEXT, b"hel", mask=False, fin=False))
-    dec.feed(encode_frame(OP_PING, b"p", mask=False))
-    dec.feed(encode_frame(0x0, b"lo", mask=False))
-    dec.feed(encode_close(1000, "bye", mask=False))
-    msgs = dec.messages()
-    assert [(m.opcode, m.payload) for m in msgs[:2]] == [(OP_PING, b"p"), (OP_TEXT, b"hello")]
-    assert msgs[2].opcode == OP_CLOSE and msgs[2].close_code == 1000
-
-
-@pytest.mark.parametrize(
-    "raw, match",
-    [
-        (encode_frame(OP_TEXT, b"x", mask=False), "not masked"),  # server expects masked
-        (bytes([0x81 | 0x40, 0x80 | 1]) + b"\0\0\0\0x", "reserved"),
-        (bytes([0x83, 0x80 | 1]) + b"\0\0\0\0x", "opcode"),
-        (bytes([0x80, 0x80 | 1]) + b"\0\0\0\0x", "continuation"),
-        (bytes([0x09, 0x80]) + b"\0\0\0\0", "fragmented control"),
-        (bytes([0x81, 0x80 | 127]) + (1 << 40).to_bytes(8, "big"), "exceeds"),
-    ],
-)
-def test_invalid_frames(raw: bytes, match: str) -> None:
-    dec = FrameDecoder(expect_masked=True)
-    dec.feed(raw)
-    with pytest.raises(WebSocketProtocolError, match=match):
-        dec.messages()
 
 
 def test_query_matching() -> None:

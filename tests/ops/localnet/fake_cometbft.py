@@ -1,5 +1,5 @@
 """A stand-in for the `cometbft` binary, for testing `dlbc localnet`'s process handling here,
-where CometBFT cannot be installed (DESIGN §1). It is not a model of CometBFT's consensus:
+where CometBFT cannot be installed (docs/processes.md). It is not a model of CometBFT's consensus:
 
 - `version`            prints $FAKE_COMETBFT_VERSION (default 0.38.17)
 - `testnet --v N --o DIR`  writes the testnet layout (tests/ops/localnet/testnet_layout.py)

@@ -16,11 +16,10 @@ import pytest
 from test_localnet_cli import _fake_cometbft, _free_base, _processes_mentioning
 
 from abci_app.keyfile import KeyPair, load_key, save_key
+from dlbc_ops import genesis as gen
 from dlbc_ops.cli import main as cli
 from dlbc_ops.cli.localnet import devnet_argv
-from dlbc_ops.genesis import builder as gen
-from dlbc_ops.localnet import demo
-from dlbc_ops.localnet import plan as lp
+from dlbc_ops.localnet import demo, layout
 from dlbc_ops.localnet.ports import busy_ports, free_base_port
 
 
@@ -49,12 +48,12 @@ def test_demo_processes_once_against_node0_with_devnet_budgets(tmp_path: Path):
     assert [p.name for p in procs] == ["publisher", "miner-1", "miner-2"]
     # After the 4 nodes' ports 30000..30039, distinct from every node port.
     assert [p.artifact_port for p in procs] == [30040, 30041, 30042]
-    node_ports = {port for n in lp.plan_ports(4, 30000) for _, port in n.labelled()}
+    node_ports = {port for n in layout.plan_ports(4, 30000) for _, port in n.labelled()}
     assert not node_ports & {p.artifact_port for p in procs}
     parser = cli.build_parser()
     parsed = {}
     for p in procs:
-        assert p.argv[:3] == ["/py", "-m", "dlbc_ops.cli.main"]
+        assert p.argv[:3] == ["/py", "-m", "dlbc_ops"]
         # The argv is what the real `dlbc task submit` / `dlbc mine` parsers accept.
         parsed[p.name] = parser.parse_args(p.argv[3:])
         assert parsed[p.name].rpc == "http://127.0.0.1:30001"
@@ -112,11 +111,11 @@ def test_genesis_inputs_fund_the_miners_too():
 
 
 def test_invalid_demo_settings_and_port_range():
-    with pytest.raises(lp.LocalnetError, match="--reward"):
+    with pytest.raises(layout.LocalnetError, match="--reward"):
         demo.DemoSettings(reward=0).check()
-    with pytest.raises(lp.LocalnetError, match="--small-budget"):
+    with pytest.raises(layout.LocalnetError, match="--small-budget"):
         demo.DemoSettings(small_budget_s=0).check()
-    with pytest.raises(lp.LocalnetError, match="lower --base-port"):
+    with pytest.raises(layout.LocalnetError, match="lower --base-port"):
         demo.demo_ports(4, 65535 - 41)
 
 
@@ -131,7 +130,7 @@ def test_load_or_generate_keys_reuses_files_and_writes_nothing_until_saved(tmp_p
     assert load_key(path).address == keys.publisher.address
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     (tmp_path / "keys" / "miner-2.json").write_text("{not json")
-    with pytest.raises(lp.LocalnetError, match="miner-2.json"):
+    with pytest.raises(layout.LocalnetError, match="miner-2.json"):
         demo.load_or_generate_keys(tmp_path)
 
 
@@ -263,7 +262,7 @@ def test_demo_prepare_only_funds_publisher_in_every_genesis_and_resumes(tmp_path
     # The start commands: one publisher for the network on node0's RPC, two miners on node1's
     # (their txs must reach the proposer by gossip), one verifier per node on its own node.
     assert out.count(" task submit --demo ") == 1 and out.count(" mine ") == 2
-    node1_rpc = lp.node_ports(1, base).rpc
+    node1_rpc = layout.node_ports(1, base).rpc
     assert out.count(f"--rpc http://127.0.0.1:{base + 1} ") == 1 + 1  # + node0's verifier
     assert out.count(f"--rpc http://127.0.0.1:{node1_rpc} ") == 2 + 1  # + node1's verifier
     # Verifiers are bounded like devnet's: one thread, half of VERIFY per model.
@@ -334,8 +333,8 @@ def test_localnet_demo_starts_sidecars_once_and_tears_down(tmp_path: Path):
     verify_log = (logs / "verify0.log").read_text()
     assert f"metrics on http://127.0.0.1:{base + 5}/metrics" in verify_log, verify_log[-2000:]
     assert _processes_mentioning(str(home)) == []
-    assert busy_ports(lp.plan_ports(1, base)) == []
-    assert all(busy_ports([lp.NodePorts(p, p, p, p, p)]) == [] for _, p in demo.demo_ports(1, base))
+    assert busy_ports(layout.plan_ports(1, base)) == []
+    assert all(busy_ports([layout.NodePorts(p, p, p, p, p)]) == [] for _, p in demo.demo_ports(1, base))
 
 
 @pytest.mark.timeout(90)

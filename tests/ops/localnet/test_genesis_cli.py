@@ -10,8 +10,8 @@ from testnet_layout import GENESIS_TIME, consensus_params
 
 from abci_app.dlbc.genesis import default_app_state, validate_app_state
 from abci_app.keyfile import KeyPair, save_key
+from dlbc_ops import genesis as gen
 from dlbc_ops.cli import main as cli
-from dlbc_ops.genesis import builder as gen
 
 
 def _key(tmp_path: Path, name: str, seed: int) -> tuple[Path, KeyPair]:
@@ -206,25 +206,6 @@ def test_validate_genesis_requires_vote_extensions(tmp_path: Path):
     gen.enable_vote_extensions(doc["consensus_params"], "0.38")
     with pytest.raises(gen.GenesisError, match="no validators"):
         gen.validate_genesis(doc, "0.38")
-
-
-@pytest.mark.parametrize(
-    ("text", "form"),
-    [("0.38.12\n", "0.38"), ("v1.0.1", "1.0"), ("0.38.17+5e2b5e7", "0.38"), ("1.0.0-rc2", "1.0")],
-)
-def test_parse_cometbft_version(text: str, form: str):
-    assert gen.check_supported(gen.parse_cometbft_version(text)) == form
-
-
-@pytest.mark.parametrize("text", ["0.37.4", "0.34.29", "1.1.0", "2.0.0"])
-def test_invalid_cometbft_version_refused_with_install_hint(text: str):
-    with pytest.raises(gen.GenesisError, match="go install github.com/cometbft/cometbft"):
-        gen.check_supported(gen.parse_cometbft_version(text))
-
-
-def test_invalid_cometbft_version_output():
-    with pytest.raises(gen.GenesisError, match="could not read a version"):
-        gen.parse_cometbft_version("command not found")
 
 
 def test_genesis_example_is_valid():

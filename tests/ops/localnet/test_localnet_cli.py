@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from dlbc_ops.cli import main as cli
+from dlbc_ops.localnet import layout
 from dlbc_ops.localnet import plan as lp
 from dlbc_ops.localnet.ports import busy_ports, free_base_port
 
@@ -221,7 +222,7 @@ def test_localnet_runs_and_tears_down(tmp_path: Path):
     assert f"http://127.0.0.1:{base + 1}" in sidecar_log and f"'{base + 5}'" in sidecar_log
     assert f"'{base + 7}'" in sidecar_log
     assert _processes_mentioning(str(home)) == []
-    assert busy_ports(lp.plan_ports(1, base)) == []
+    assert busy_ports(layout.plan_ports(1, base)) == []
 
 
 @pytest.mark.timeout(120)
@@ -310,12 +311,18 @@ def test_localnet_sh_without_cometbft_says_how_to_install(tmp_path: Path):
 
 
 def test_fallback_target_is_registered_devnet():
-    from dlbc_ops.cli.localnet import registered_commands
+    """The fallback runs the very `dlbc devnet` the CLI registers, with the same options."""
+    from dlbc_ops.cli import devnet as devnet_cli
+    from dlbc_ops.cli import main as cli
 
-    commands = registered_commands()
-    assert {"localnet", "genesis"} <= commands
-    if "devnet" not in commands:
-        pytest.skip("`dlbc devnet` is not registered in dlbc_ops/cli/main.py yet")
+    parser = cli.build_parser()
+    commands = parser._subparsers._group_actions[0].choices if parser._subparsers else {}
+    assert {"localnet", "genesis", "devnet"} <= set(commands)
+    assert devnet_cli in cli.SUBCOMMANDS
+    argv = ["--out", "x", "--base-port", "30001", "--train-seconds", "9"]
+    full = vars(parser.parse_args(["devnet", *argv]))
+    assert full.pop("command") == "devnet" and full.pop("func") is devnet_cli.run_devnet
+    assert vars(devnet_cli.build_parser().parse_args(argv)) == full
 
 
 @pytest.mark.timeout(120)

@@ -11,6 +11,7 @@ import pytest
 from testnet_layout import GENESIS_TIME, write_testnet
 
 from abci_app.dlbc.genesis import validate_app_state
+from dlbc_ops.localnet import layout, nodeconfig
 from dlbc_ops.localnet import plan as lp
 
 VERSIONS = ["0.38.17", "1.0.1"]
@@ -91,7 +92,7 @@ def test_prepare_localnet_ports_peers_and_genesis(tmp_path: Path, version: str, 
     # Manifest written for resume, app homes exist.
     saved = lp.load_plan(tmp_path)
     assert saved is not None and saved.node_ids == plan.node_ids and saved.form == _form(version)
-    assert all(lp.app_home(tmp_path, i).is_dir() for i in range(validators))
+    assert all(layout.app_home(tmp_path, i).is_dir() for i in range(validators))
 
 
 @pytest.mark.parametrize("version", VERSIONS)
@@ -118,14 +119,14 @@ def test_repatch_moves_ports_but_never_touches_genesis(tmp_path: Path):
     write_testnet(tmp_path, 3)
     plan = lp.prepare_localnet(tmp_path, 3, "0.38")
     genesis = (tmp_path / "node1" / "config" / "genesis.json").read_bytes()
-    moved = lp.repatch_ports(tmp_path, plan, 40000, lp.ConsensusSettings())
+    moved = lp.repatch_ports(tmp_path, plan, 40000, nodeconfig.ConsensusSettings())
     assert (tmp_path / "node1" / "config" / "genesis.json").read_bytes() == genesis
     assert _config(tmp_path, 2)["rpc"]["laddr"] == "tcp://127.0.0.1:40021"
     assert moved.node_ports(2).rpc == 40021
     assert f"@127.0.0.1:{40000}" in _config(tmp_path, 1)["p2p"]["persistent_peers"]
     # Idempotent: patching again with the same ports changes no byte.
     text = (tmp_path / "node2" / "config" / "config.toml").read_text()
-    lp.repatch_ports(tmp_path, moved, 40000, lp.ConsensusSettings())
+    lp.repatch_ports(tmp_path, moved, 40000, nodeconfig.ConsensusSettings())
     assert (tmp_path / "node2" / "config" / "config.toml").read_text() == text
 
 
@@ -133,14 +134,14 @@ def test_node_id_matches_cometbft_rule():
     from testnet_layout import _keypair, _priv_json
 
     seed, pub = _keypair(b"\x07" * 32)
-    assert lp.node_id_from_key({"priv_key": _priv_json(seed, pub)}) == (
+    assert nodeconfig.node_id_from_key({"priv_key": _priv_json(seed, pub)}) == (
         hashlib.sha256(pub).digest()[:20].hex()
     )
 
 
 def test_invalid_node_key_length():
-    with pytest.raises(lp.LocalnetError, match="64 bytes"):
-        lp.node_id_from_key({"priv_key": {"value": "AAAA"}})
+    with pytest.raises(layout.LocalnetError, match="64 bytes"):
+        nodeconfig.node_id_from_key({"priv_key": {"value": "AAAA"}})
 
 
 @pytest.mark.parametrize(
@@ -153,19 +154,19 @@ def test_invalid_node_key_length():
     ],
 )
 def test_invalid_port_plans(validators: int, base: int, match: str):
-    with pytest.raises(lp.LocalnetError, match=match):
-        lp.plan_ports(validators, base)
+    with pytest.raises(layout.LocalnetError, match=match):
+        layout.plan_ports(validators, base)
 
 
 def test_default_ports_keep_cometbft_defaults_for_node0():
-    p = lp.node_ports(0)
+    p = layout.node_ports(0)
     assert (p.p2p, p.rpc, p.abci, p.prometheus) == (26656, 26657, 26658, 26660)
 
 
 def test_invalid_layout_missing_files(tmp_path: Path):
     write_testnet(tmp_path, 2)
     (tmp_path / "node1" / "config" / "node_key.json").unlink()
-    with pytest.raises(lp.LocalnetError, match="node_key.json"):
+    with pytest.raises(layout.LocalnetError, match="node_key.json"):
         lp.prepare_localnet(tmp_path, 2, "0.38")
     # Nothing was patched: node0's genesis still has vote extensions off.
     doc = json.loads((tmp_path / "node0" / "config" / "genesis.json").read_text())
@@ -174,7 +175,7 @@ def test_invalid_layout_missing_files(tmp_path: Path):
 
 def test_invalid_layout_more_nodes_than_asked(tmp_path: Path):
     write_testnet(tmp_path, 3)
-    with pytest.raises(lp.LocalnetError, match="more than 2 nodes"):
+    with pytest.raises(layout.LocalnetError, match="more than 2 nodes"):
         lp.prepare_localnet(tmp_path, 2, "0.38")
 
 
@@ -184,14 +185,14 @@ def test_invalid_nodes_disagree_on_validators(tmp_path: Path):
     doc = json.loads(path.read_text())
     doc["validators"] = doc["validators"][:1]
     path.write_text(json.dumps(doc))
-    with pytest.raises(lp.LocalnetError, match="other validators"):
+    with pytest.raises(layout.LocalnetError, match="other validators"):
         lp.prepare_localnet(tmp_path, 2, "0.38")
 
 
 def test_invalid_genesis_param_leaves_folder_untouched(tmp_path: Path):
     write_testnet(tmp_path, 2)
     before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
-    with pytest.raises(lp.LocalnetError, match="invalid genesis"):
+    with pytest.raises(layout.LocalnetError, match="invalid genesis"):
         lp.prepare_localnet(tmp_path, 2, "0.38", params=[("train_seconds", 0)])
     after = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
     assert before == after

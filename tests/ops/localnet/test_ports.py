@@ -7,7 +7,7 @@ import socket
 import pytest
 
 from dlbc_ops import ports as net_ports
-from dlbc_ops.localnet import plan as lp
+from dlbc_ops.localnet import layout
 from dlbc_ops.localnet.ports import busy_ports, free_base_port, require_free
 from dlbc_ops.ports import busy, free_base, free_port, port_is_free
 from dlbc_ops.supervisor import LaunchError
@@ -32,12 +32,12 @@ def test_wildcard_listener_blocks_loopback_port():
 
 def test_invalid_busy_port_is_named_with_the_fix():
     base = free_base_port(2, start=31000)
-    ports = lp.plan_ports(2, base)
+    ports = layout.plan_ports(2, base)
     with socket.socket() as srv:
         srv.bind(("127.0.0.1", ports[1].rpc))
         srv.listen()
         assert busy_ports(ports) == [(1, "RPC", ports[1].rpc)]
-        with pytest.raises(lp.LocalnetError) as info:
+        with pytest.raises(layout.LocalnetError) as info:
             require_free(ports, base)
     msg = str(info.value)
     assert f"{ports[1].rpc} (node1 RPC)" in msg and "--base-port" in msg

@@ -1,12 +1,10 @@
-"""`dlbc task submit`, `dlbc mine`, `dlbc verify`: the three sidecars as foreground processes.
+"""`dlbc task submit`: the publisher sidecar in the foreground.
 
     dlbc task submit --key pub --demo --reward 5000 [--artifact-port 8700] [--keep-pending 1]
     dlbc task submit --key pub --data my.npz --arch unet2d --hparams '{"depth": 3}' --metric dice
-    dlbc mine --key miner1 [--max-train-seconds 120] [--artifact-port 8701] [--quiet-progress]
-    dlbc verify --app-home ~/.dlbc-app [--metrics-port 9102]
 
 The publisher keeps running after submitting: it must release the data key in TRAIN and the test
-key in REVEAL of the round that selects its task (DESIGN §4), so stop it (Ctrl-C) only after
+key in REVEAL of the round that selects its task (docs/rounds.md), so stop it (Ctrl-C) only after
 that round or with `--rounds N`. Its artifact server must stay reachable by miners and
 validators at the URIs written into the spec, hence a fixed `--artifact-port` (and
 `--artifact-host`/`--public-url` when miners are on other machines).
@@ -22,7 +20,6 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from dlbc_ops.cli.common import (
     CliError,
@@ -30,20 +27,9 @@ from dlbc_ops.cli.common import (
     guarded,
     resolve_key,
     run_sidecar,
-    set_torch_threads,
     setup_logs,
+    sidecar_settings,
 )
-
-if TYPE_CHECKING:
-    from training.sidecars.miner import MinerConfig
-
-
-def _common(args: argparse.Namespace) -> dict[str, object]:
-    return {"rpc_url": args.rpc, "workdir": Path(args.workdir), "poll_seconds": args.poll,
-            "metrics_port": args.metrics_port, "max_rounds": args.rounds}
-
-
-# ------------------------------------------------------------------------------------ publisher
 
 
 def _submit(args: argparse.Namespace) -> int:
@@ -61,7 +47,7 @@ def _submit(args: argparse.Namespace) -> int:
         raise CliError("--keep-pending tops the queue up with generated demo tasks: use it "
                        "with --demo")
     cfg = PublisherConfig(reward=args.reward, artifact_host=args.artifact_host,
-                          artifact_port=args.artifact_port, **_common(args))  # type: ignore[arg-type]
+                          artifact_port=args.artifact_port, **sidecar_settings(args))  # type: ignore[arg-type]
     try:
         pub = Publisher(cfg, key)
         server = pub.start_server()
@@ -74,7 +60,7 @@ def _submit(args: argparse.Namespace) -> int:
     except json.JSONDecodeError as exc:
         raise CliError(f"--hparams is not JSON: {exc}") from None
     name = args.name
-    # Check the model against the scheme the chain's miners will embed (DESIGN §7), not the
+    # Check the model against the scheme the chain's miners will embed (docs/watermark.md), not the
     # genesis defaults: a chain may run a smaller scheme that a smaller model can carry.
     scheme = pub.chain_scheme()
     try:
@@ -129,7 +115,7 @@ def _submit(args: argparse.Namespace) -> int:
     return run_sidecar(pub)
 
 
-def _register_task(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser("task", help="publisher: submit a training task and serve its keys")
     sub = p.add_subparsers(dest="task_cmd", metavar="CMD", required=True)
     s = sub.add_parser("submit", help="encrypt + host data, escrow the reward, release keys",
@@ -157,101 +143,3 @@ def _register_task(subparsers: argparse._SubParsersAction[argparse.ArgumentParse
     s.add_argument("--no-wait", action="store_true",
                    help="submit and exit (keys must then be released by a later run)")
     s.set_defaults(func=guarded(_submit))
-
-
-# ------------------------------------------------------------------------------------ miner
-
-
-def miner_config(args: argparse.Namespace) -> MinerConfig:
-    """The MinerConfig that `dlbc mine ARGS` runs with."""
-    from training.sidecars.miner import MinerConfig
-
-    return MinerConfig(
-        bandwidth_bps=args.bandwidth, flops=args.flops, max_train_seconds=args.max_train_seconds,
-        commit_margin_seconds=args.commit_margin, watermark_lambda=args.wm_lambda,
-        batch_size=args.batch_size, learning_rate=args.lr, max_epochs=args.max_epochs,
-        device=args.device, artifact_host=args.artifact_host, artifact_port=args.artifact_port,
-        allow_file_uris=args.allow_file_uris, progress=not args.quiet_progress,
-        **_common(args))  # type: ignore[arg-type]
-
-
-def _mine(args: argparse.Namespace) -> int:
-    from training.sidecars.miner import Miner
-
-    setup_logs(args.log_level)
-    set_torch_threads(args.threads)
-    key = resolve_key(args.key, args.home)
-    miner = Miner(miner_config(args), key)
-    try:
-        miner.start_server()
-    except OSError as exc:
-        raise CliError(f"cannot serve models on {args.artifact_host}:{args.artifact_port}: "
-                       f"{exc.strerror or exc}; pick another --artifact-port") from None
-    return run_sidecar(miner)
-
-
-def _register_mine(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = subparsers.add_parser("mine", help="miner: train the selected task each round, commit, reveal")
-    add_sidecar_options(p)
-    p.add_argument("--workdir", default="dlbc-miner", help="models, checkpoints, round state")
-    p.add_argument("--bandwidth", type=int, default=100_000_000, help="declared bytes/s (Eq. 2)")
-    p.add_argument("--flops", type=int, default=1_000_000_000_000, help="declared FLOP/s (Eq. 3)")
-    p.add_argument("--max-train-seconds", type=float, default=None,
-                   help="training budget per round (default: all of TRAIN less the margin)")
-    p.add_argument("--commit-margin", type=float, default=4.0,
-                   help="stop training this many seconds before TRAIN ends")
-    p.add_argument("--max-epochs", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--lr", type=float, default=3e-3)
-    p.add_argument("--wm-lambda", type=float, default=1.0, help="watermark regulariser weight λ")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument("--allow-file-uris", action="store_true",
-                   help="accept file:// data URIs (single-machine setups only)")
-    p.add_argument("--quiet-progress", action="store_true",
-                   help="no per-epoch progress lines; log one summary line per round")
-    p.add_argument("--artifact-host", default="127.0.0.1")
-    p.add_argument("--artifact-port", type=int, default=8701,
-                   help="port serving this miner's models (0 = any free port)")
-    p.set_defaults(func=guarded(_mine))
-
-
-# ------------------------------------------------------------------------------------ verifier
-
-
-def _verify(args: argparse.Namespace) -> int:
-    from training.sidecars.verifier import Verifier, VerifierConfig
-
-    setup_logs(args.log_level)
-    set_torch_threads(args.threads)
-    home = Path(args.app_home)
-    if not home.is_dir():
-        raise CliError(f"--app-home {home} is not a directory (the validator app's --home)")
-    if args.workdir is None:  # one verifier per validator: keep its files beside that app
-        args.workdir = str(home / "verifier")
-    cfg = VerifierConfig(app_home=home, per_model_seconds=args.per_model_seconds,
-                         device=args.device, allow_file_uris=args.allow_file_uris,
-                         **_common(args))  # type: ignore[arg-type]
-    return run_sidecar(Verifier(cfg))
-
-
-def _register_verify(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = subparsers.add_parser("verify", help="validator: check revealed models, write verdicts")
-    add_sidecar_options(p, key=False)
-    p.add_argument("--app-home", required=True,
-                   help="this validator's `python -m abci_app --home` (verdicts go there)")
-    p.add_argument("--workdir", default=None,
-                   help="scratch folder (default: APP_HOME/verifier)")
-    p.add_argument("--per-model-seconds", type=float, default=30.0,
-                   help="time bound per model; a model not checked in time gets no verdict")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument("--allow-file-uris", action="store_true",
-                   help="accept file:// model/test URIs (single-machine setups only)")
-    p.set_defaults(func=guarded(_verify))
-
-
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    _register_task(subparsers)
-    _register_mine(subparsers)
-    _register_verify(subparsers)

@@ -1,0 +1,107 @@
+"""What the devnet prints: one timestamped line per thing that happened on the chain.
+
+Sidecar events (`Sidecar.emit`: task submitted, keys released, committed, revealed, verdicts)
+arrive on the sidecars' threads; round phases and outcomes come from the main loop's queries.
+Both go through `Narrator.say` (one lock, so lines never interleave), and the facts the plots
+need are recorded into the `History` on the way.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, TextIO
+
+from abci_app.dlbc.params import PPM
+from abci_app.dlbc.records import Phase
+from dlbc_ops.devnet.history import History
+
+_PHASE_END: dict[str, str] = {Phase.TRAIN: "train_end_ns", Phase.REVEAL: "reveal_end_ns",
+              Phase.VERIFY: "verify_end_ns"}
+
+
+class Narrator:
+    def __init__(self, stream: TextIO, history: History) -> None:
+        self.stream = stream
+        self.history = history
+        self.names: dict[str, str] = {}
+        """Address hex -> display name (publisher, miner-1, ...)."""
+        self._lock = threading.Lock()
+
+    def say(self, text: str) -> None:
+        stamp = time.strftime("%H:%M:%S")
+        with self._lock:
+            print(f"[{stamp}] {text}", file=self.stream, flush=True)
+
+    def name_of(self, addr: str | None) -> str:
+        if not addr:
+            return "-"
+        return self.names.get(addr.lower(), addr[:12])
+
+    # -- sidecar events (any thread)
+
+    def on_event(self, event: str, f: dict[str, Any]) -> None:
+        who = self.name_of(f.get("miner")) if f.get("miner") else f.get("role", "?")
+        record = self.history.record
+        if event == "task_submitted":
+            self.say(f"publisher submitted task {f['task_id']} ({f['name']}), reward {f['reward']}")
+        elif event == "miner_registered":
+            self.say(f"{who} registered")
+        elif event == "train_key_released":
+            self.say(f"round {f['round']}: publisher released the data key of task {f['task_id']}")
+        elif event == "test_key_revealed":
+            self.say(f"round {f['round']}: publisher revealed the test key")
+        elif event == "training_started":
+            self.say(f"round {f['round']}: {who} training, budget {f['budget']:.0f}s")
+        elif event == "committed":
+            self.say(f"round {f['round']}: {who} committed its model ({f['epochs']} epoch(s), "
+                     f"watermark confidence {f['watermark_confidence']:.6f})")
+            record(f["round"], who, watermark_confidence=f["watermark_confidence"],
+                   epochs=f["epochs"])
+        elif event == "revealed":
+            self.say(f"round {f['round']}: {who} revealed, claims dice {f['score_ppm']/PPM:.4f}")
+            record(f["round"], who, claimed_ppm=f["score_ppm"])
+        elif event == "round_skipped":
+            self.say(f"round {f['round']}: {who} skipped: {f['reason']}")
+        elif event == "verdicts":
+            for c in f["checks"]:
+                name = self.name_of(c.miner)
+                if c.verdict:
+                    self.say(f"round {f['round']}: verdict on {name}: watermark "
+                             f"{'ok' if c.watermark_ok else 'MISSING'} "
+                             f"({c.watermark_min_confidence:.6f}), measured dice "
+                             f"{c.score_ppm/PPM:.4f}{' — ' + c.reason if c.reason else ''}")
+                    record(f["round"], name, measured_ppm=c.score_ppm,
+                           verifier_confidence=c.watermark_min_confidence)
+                else:
+                    self.say(f"round {f['round']}: no verdict on {name}: {c.reason}")
+
+    # -- the chain's round record (main loop)
+
+    def phase(self, rec: dict[str, Any]) -> None:
+        n, phase = rec["round"], rec.get("phase")
+        end_ns = int(rec.get(_PHASE_END.get(str(phase), ""), 0) or 0)
+        left = (end_ns - time.time_ns()) / 1e9  # display only: the chain keeps BFT time
+        extra = ""
+        if phase == Phase.TRAIN:
+            extra = f", task {rec['task_id']}, seed {str(rec.get('seed'))[:16]}…"
+        elif phase == Phase.REVEAL:
+            extra = f", {len(rec.get('commitments') or [])} commitment(s)"
+        elif phase == Phase.VERIFY:
+            extra = f", {len(rec.get('revealed') or [])} reveal(s)"
+        self.say(f"round {n}: phase {phase} (~{max(0.0, left):.0f}s){extra}")
+
+    def outcome(self, n: int, rec: dict[str, Any]) -> None:
+        w = rec.get("winner")
+        if w:
+            score = int(w.get("verified_score_ppm") or w.get("claimed_score_ppm") or 0)
+            self.say(f"round {n}: winner: {w['miner']} ({self.name_of(w['miner'])}) "
+                     f"score {score/PPM:.4f}, task reward {w.get('task_reward')}, block reward "
+                     f"{w.get('block_reward_miner')} miner / "
+                     f"{w.get('block_reward_publisher')} publisher")
+        else:
+            self.say(f"round {n}: closed without a winner (outcome {rec.get('outcome')})")
+
+    def balances(self, n: int, balances: dict[str, Any]) -> None:
+        listed = ", ".join(f"{name}={bal}" for name, bal in balances.items())
+        self.say(f"round {n}: balances: {listed}")
