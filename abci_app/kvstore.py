@@ -81,8 +81,12 @@ def is_valid_tx(tx: bytes) -> bool:
     return True
 
 
+#: The test hook's environment variable (see the module docstring).
+HANG_AT_ENV = "ABCI_KVSTORE_HANG_AT"
+
+
 def _hang_target() -> tuple[str, int] | None:
-    spec = os.environ.get("ABCI_KVSTORE_HANG_AT", "")
+    spec = os.environ.get(HANG_AT_ENV, "")
     if not spec:
         return None
     phase, _, height = spec.partition(":")

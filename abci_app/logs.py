@@ -28,3 +28,9 @@ def setup_logging(level: str = "info", stream: object = None) -> None:
             root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
+
+
+def quiet_http_logs() -> None:
+    """httpx logs every request at INFO: one line per poll would drown a sidecar's story."""
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from abci_app.logs import quiet_http_logs
+
 DEFAULT_RPC = "http://127.0.0.1:26657"
 
 
@@ -67,14 +69,6 @@ def setup_logs(level: str) -> None:
 
     setup_logging(level)
     quiet_http_logs()
-
-
-def quiet_http_logs() -> None:
-    """httpx logs every request at INFO: one line per poll would drown the sidecar's story."""
-    import logging
-
-    for name in ("httpx", "httpcore"):
-        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def set_torch_threads(n: int | None) -> None:

@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import logging
 import signal
-import sys
 from pathlib import Path
 
 from dlbc_ops.devnode.mempool import MempoolConfig
@@ -89,9 +88,3 @@ def run(args: argparse.Namespace) -> int:
         return asyncio.run(main())
     except KeyboardInterrupt:
         return 130
-
-
-if __name__ == "__main__":
-    from dlbc_ops.cli.main import main as _main
-
-    sys.exit(_main(["node", *sys.argv[1:]]))

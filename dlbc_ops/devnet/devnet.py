@@ -83,8 +83,7 @@ class Devnet:
             raise
 
     def _setup_logging(self) -> None:
-        from abci_app.logs import setup_logging
-        from dlbc_ops.cli.common import quiet_http_logs
+        from abci_app.logs import quiet_http_logs, setup_logging
 
         logs = self.out / "logs"
         logs.mkdir(exist_ok=True)
