@@ -22,8 +22,8 @@ tools:
 	@bash cometbft/install.sh
 
 # The newest supported Python runs the consensus core (protobuf, LMDB, ed25519: no torch) beside
-# the main venv's oldest one: `make test` runs the state-machine tests (tests/dlbc) on it, and
-# tests/dlbc/test_scenario.py runs validators on both and checks they agree bit for bit. Same
+# the main venv's oldest one: `make test` runs the state-machine tests (tests/abci_app/dlbc) on it, and
+# tests/abci_app/dlbc/test_scenario.py runs validators on both and checks they agree bit for bit. Same
 # library versions as .venv; skipped (and said) where no python3.13 can be found.
 COMPAT_PYTHON ?= $(firstword $(foreach p,python3.13 $(wildcard $(HOME)/.pyenv/versions/3.13*/bin/python3.13) /usr/bin/python3.13,$(shell $(p) -c 'import sys; print(sys.executable)' 2>/dev/null)))
 COMPAT_VENV := .venv-py313
@@ -57,7 +57,7 @@ localnet: install
 test: lint
 	@if [ -x $(COMPAT_VENV)/bin/python ]; then \
 		echo "== the state machine's tests on the newest supported Python ($$($(COMPAT_VENV)/bin/python -V))"; \
-		PYTHONPATH=$(CURDIR) $(COMPAT_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/dlbc; \
+		PYTHONPATH=$(CURDIR) $(COMPAT_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/abci_app/dlbc; \
 	fi
 	$(BIN)/python -m pytest -q
 

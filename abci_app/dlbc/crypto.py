@@ -95,7 +95,7 @@ _L = 2**252 + 27742317777372353535851937790883648493  # the prime order of the b
 _Y_MASK = (1 << 255) - 1  # an encoding without its x sign bit: the y coordinate
 #: Every encoding (sign bit ignored) of a point of order 1, 2, 4 or 8: y = 1, p-1, 0, the two
 #: y of the order-8 points, and the non-canonical p (= 0) and p+1 (= 1). libsodium's
-#: `ge25519_has_small_order` list; tests/dlbc/test_crypto.py re-derives it on the curve.
+#: `ge25519_has_small_order` list; tests/abci_app/dlbc/test_crypto.py re-derives it on the curve.
 SMALL_ORDER_Y: frozenset[int] = frozenset((
     0, 1, _P - 1, _P, _P + 1,
     int.from_bytes(bytes.fromhex(

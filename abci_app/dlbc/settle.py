@@ -37,7 +37,7 @@ validator confirms (refutes, finds the test set of unusable) crosses the T/3 lin
 while the faulty power alone (f < T/3) never crosses it. Inside S the honest power is more than
 half (power(S) - f > f because power(S) > 2T/3 > 2f), so the weighted median is an honest score:
 the verified score, and with it the winner, is the same in every S.
-`tests/dlbc/test_settle_subsets.py` enumerates every admissible subset for 4 and 7 validators
+`tests/abci_app/dlbc/test_settle_subsets.py` enumerates every admissible subset for 4 and 7 validators
 with up to f Byzantine ones and several Byzantine strategies.
 """
 

@@ -12,7 +12,9 @@ import os
 import re
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support import REPO
+
+ROOT = REPO
 #: Folders that hold our sources and notes (not .venv, .tools, caches or build output).
 SCANNED = ("abci_app", "training", "watermark", "dlbc_ops", "tests", "bench", "docs", "cometbft")
 SUFFIXES = (".py", ".md", ".proto", ".sh", ".toml")

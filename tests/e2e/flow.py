@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 import torch
-from sidecars.helpers import MINER_START, TINY_TASK, fees_paid, key, wait_for
 
 from abci_app.dlbc.params import Params
+from tests.training.sidecars.helpers import MINER_START, TINY_TASK, fees_paid, key, wait_for
 from training.artifacts import load_model, sha256_file
 from training.sidecars.base import WatermarkScheme
 from training.sidecars.miner import Miner, MinerConfig

@@ -9,10 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from sidecars.helpers import MINER_START, key, local_chain, wait_for
 
 from abci_app.keyfile import save_key
 from dlbc_ops.supervisor import Supervisor
+from tests.training.sidecars.helpers import MINER_START, key, local_chain, wait_for
 
 pytestmark = pytest.mark.slow
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from sidecars.helpers import local_chain
+
+from tests.training.sidecars.helpers import local_chain
 
 from .flow import GENESIS_BALANCES, PARAMS, capture_logs, check_round, run_round
 

@@ -21,8 +21,8 @@ from pathlib import Path
 from abci_app.dlbc import txs
 from abci_app.pb.tendermint.abci import types_pb2 as abci
 from abci_app.pb.tendermint.crypto import keys_pb2
-from tests.dlbc import rounds_fixture as rf
-from tests.dlbc.helpers import CHAIN_ID, NS, Node, app_state, extended_commit, ts
+from tests.abci_app.dlbc import rounds_fixture as rf
+from tests.abci_app.dlbc.helpers import CHAIN_ID, NS, Node, app_state, extended_commit, ts
 
 OUT = Path(__file__).with_name("chain.json")
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,14 +22,16 @@ from abci_app.keyfile import KeyPair
 from dlbc_ops import cometbft as binary
 from dlbc_ops.cli import main as cli
 from dlbc_ops.localnet import plan as lp
-from dlbc_ops.localnet import ports
 from dlbc_ops.localnet.runner import (
     app_hash_at,
     node_height,
     start_localnet,
 )
 from dlbc_ops.localnet.tomlpatch import patch_toml
-from dlbc_ops.supervisor import Supervisor, log_tail, wait_for_port
+from dlbc_ops.supervisor import Supervisor, wait_for_port
+from tests.support.keys import keypairs
+from tests.support.ports import cometbft_base
+from tests.support.waiting import wait_for
 
 HERE = Path(__file__).parent
 LINES = ("0.38", "1.0")
@@ -91,24 +92,6 @@ def require_line(line: str) -> CometBin:
     return CometBin(str(found), line)
 
 
-def free_base_port(validators: int, extra: int = 0) -> int:
-    """A --base-port whose whole block (nodes + `extra` ports after them) is free; started
-    high and on its own stride so parallel suites rarely race for the same block."""
-    return ports.free_base_port(validators, extra=extra, start=33000, step=211)
-
-
-def wait_until(pred: Callable[[], Any], timeout_s: float, what: str, sup: Supervisor) -> Any:
-    """Poll `pred` until truthy; on timeout fail with the logs of every child."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(0.3)
-    tails = "\n".join(f"--- {c.name}\n{log_tail(c.log_path, 8)}" for c in sup.children)
-    pytest.fail(f"timed out after {timeout_s:.0f}s waiting for {what}\n{tails}")
-
-
 # ------------------------------------------------------------------------ one node, README recipe
 
 
@@ -156,14 +139,8 @@ class SingleNode:
         return node_height(self.rpc_url) or 0
 
     def wait_height(self, height: int, timeout_s: float = 60) -> int:
-        return int(wait_until(lambda: self.height() >= height and self.height(), timeout_s,
-                              f"height {height} on {self.rpc_url}", self.sup))
-
-
-def fund_keys(n: int, tag: str) -> list[KeyPair]:
-    import hashlib
-
-    return [KeyPair.from_seed(hashlib.sha256(f"{tag}-{i}".encode()).digest()) for i in range(n)]
+        return int(wait_for(lambda: self.height() >= height and self.height(), timeout_s,
+                            f"height {height} on {self.rpc_url}", 0.3, sup=self.sup))
 
 
 @pytest.fixture
@@ -177,7 +154,7 @@ def single_node(cometbft: CometBin, tmp_path: Path) -> Iterator[Callable[..., Si
         home = root / "cometbft"
         subprocess.run([cometbft.path, "init", "--home", str(home)], check=True,
                        capture_output=True)
-        keys = fund_keys(funded, f"{cometbft.line}-{root.name}")
+        keys = keypairs(funded, f"{cometbft.line}-{root.name}")
         args = ["genesis", "--genesis", str(home / "config" / "genesis.json")]
         for k in keys:
             args += ["--account", f"{k.address.hex()}=1000000"]
@@ -190,7 +167,7 @@ def single_node(cometbft: CometBin, tmp_path: Path) -> Iterator[Callable[..., Si
         config.write_text(patch_toml(config.read_text(), {
             "consensus": {"timeout_commit": FAST_COMMIT},
         }))
-        base = free_base_port(1)
+        base = cometbft_base(1)
         sup = Supervisor(root / "logs", grace_s=10)
         sups.append(sup)
         node = SingleNode(cometbft, root, sup, abci_port=base + 2, rpc_port=base + 1,
@@ -231,8 +208,8 @@ class Localnet:
 
     def wait_all(self, height: int, timeout_s: float = 90, nodes: range | None = None) -> None:
         idx = nodes if nodes is not None else range(self.plan.validators)
-        wait_until(lambda: all((node_height(self.rpc(i)) or 0) >= height for i in idx),
-                   timeout_s, f"height {height} on nodes {list(idx)}", self.sup)
+        wait_for(lambda: all((node_height(self.rpc(i)) or 0) >= height for i in idx),
+                 timeout_s, f"height {height} on nodes {list(idx)}", 0.3, sup=self.sup)
 
     def app_hashes(self, height: int) -> set[str | None]:
         return {app_hash_at(self.rpc(i), height) for i in range(self.plan.validators)}
@@ -259,7 +236,7 @@ def localnet(cometbft: CometBin, tmp_path: Path) -> Iterator[Callable[..., Local
         extra: list[str] = ["--timeout-commit", timeout_commit]
         for p in params:
             extra += ["--param", p]
-        plan = prepare_localnet(cometbft, home, validators, free_base_port(validators),
+        plan = prepare_localnet(cometbft, home, validators, cometbft_base(validators),
                                 tuple(extra))
         sup = Supervisor(home / "logs")
         sups.append(sup)

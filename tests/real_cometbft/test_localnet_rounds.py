@@ -46,8 +46,10 @@ from dlbc_ops.localnet.runner import (
 from dlbc_ops.localnet.tomlpatch import patch_toml
 from dlbc_ops.ports import free_port
 from dlbc_ops.supervisor import Supervisor, wait_for_port
+from tests.support.ports import cometbft_base
+from tests.support.waiting import wait_for
 
-from .conftest import LINES, Localnet, free_base_port, require_line, wait_until
+from .conftest import LINES, Localnet, require_line
 
 VALIDATORS = 4
 REWARD = 10_000
@@ -75,7 +77,7 @@ class DemoNet(Localnet):
         return [self.height(i) for i in (nodes if nodes is not None else range(VALIDATORS))]
 
     def wait(self, pred: Any, timeout_s: float, what: str) -> Any:
-        return wait_until(pred, timeout_s, what, self.sup)
+        return wait_for(pred, timeout_s, what, 0.3, sup=self.sup)
 
     def wait_heights(self, height: int, nodes: range | list[int], timeout_s: float = 90) -> None:
         self.wait(lambda: min(self.heights(nodes)) >= height, timeout_s,
@@ -110,7 +112,7 @@ def net(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
         ) -> Iterator[DemoNet]:
     comet = require_line(request.param)
     home = tmp_path_factory.mktemp(f"demo-v{comet.line}") / "net"
-    base = free_base_port(VALIDATORS, extra=3)
+    base = cometbft_base(VALIDATORS, extra=3)
     args = ["localnet", "--validators", str(VALIDATORS), "--demo", "--home", str(home),
             "--base-port", str(base), "--no-fallback", "--prepare-only", "--cometbft", comet.path,
             "--samples", "32", "--reward", str(REWARD), "--timeout-commit", TIMEOUT_COMMIT]

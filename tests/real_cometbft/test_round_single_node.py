@@ -11,7 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from e2e.flow import GENESIS_BALANCES, PARAMS, capture_logs, check_round, run_round
+
+from tests.e2e.flow import GENESIS_BALANCES, PARAMS, capture_logs, check_round, run_round
 
 pytestmark = [pytest.mark.slow]
 

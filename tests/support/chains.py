@@ -22,12 +22,8 @@ from pathlib import Path
 from abci_app.kvstore import HANG_AT_ENV
 from dlbc_ops.devnode.launch import LocalChain
 from dlbc_ops.ports import free_port
+from tests.support import REPO
 from training.sidecars.rpc_client import Backoff, RpcClient
-
-#: BFT time of the tests' genesis (2023-11-14T22:13:20Z): fixed so hashes are reproducible.
-GENESIS_NS = 1_700_000_000 * 1_000_000_000
-#: The repository root: on a child's PYTHONPATH, app specs such as `tests.x.y:Class` resolve.
-REPO = Path(__file__).resolve().parents[2]
 
 
 @contextlib.contextmanager
@@ -54,6 +50,7 @@ class DevChain:
 
     @classmethod
     def create(cls, root: Path, app_spec: str = "kvstore", block_time: float = 0.2) -> DevChain:
+        # the repository on the child's path: app specs such as `tests.x.y:Class` resolve
         pythonpath = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
         return cls(LocalChain(
             root, app=app_spec, app_port=free_port(), rpc_port=free_port(),

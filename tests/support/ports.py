@@ -12,7 +12,7 @@ import random
 from dlbc_ops.localnet.ports import free_base_port
 from dlbc_ops.ports import free_base, free_port
 
-__all__ = ["free_port", "localnet_base", "devnet_base", "cometbft_base"]
+__all__ = ["cometbft_base", "devnet_base", "free_port", "localnet_base"]
 
 
 def localnet_base(validators: int) -> int:

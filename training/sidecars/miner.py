@@ -18,7 +18,7 @@ Per round the miner
 
 Front-running (docs/transactions.md, paper Sec. IV-B "commit-reveal"): the commitment hides the
 model only if nobody can download it before REVEAL. A competitor who fetched it during TRAIN could
-overwrite the watermark with its own key (see tests/sidecars/test_copy_defence.py) and commit the
+overwrite the watermark with its own key (see tests/training/sidecars/test_copy_defence.py) and commit the
 copy. So the artifact server's root (`<workdir>/artifacts/`) holds nothing of a round until the
 miner reveals it: only then are the model and checkpoints linked into `artifacts/<token>/` where
 `token = secrets.token_hex(16)` is drawn at reveal time (unguessable; the URI first becomes known

@@ -9,7 +9,6 @@ import stat
 from pathlib import Path
 
 import pytest
-from abci.helpers import app_supervisor, block_time, running, spawn_app, txs_for
 
 from abci_app.abci_client import AbciClient, AbciClientError
 from abci_app.dlbc import crypto
@@ -24,6 +23,7 @@ from abci_app.pb.tendermint.abci import types_pb2 as abci
 from abci_app.pb.tendermint.types import validator_pb2
 from dlbc_ops.devnode.driver import Driver, ProposalRejected
 from dlbc_ops.devnode.validator_key import ValidatorKey
+from tests.abci_app.helpers import app_supervisor, block_time, running, spawn_app, txs_for
 
 CHAIN = "dlbc-test"
 

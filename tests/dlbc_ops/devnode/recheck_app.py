@@ -2,7 +2,7 @@
 
 Used to show the dev node's recheck: two txs for the same key both pass CheckTx while the key is
 unset; after the block that commits the first, RECHECK rejects the second and the node drops it.
-Served by the real `python -m abci_app --app ops.devnode.recheck_app:WriteOnceKV`.
+Served by the real `python -m abci_app --app tests.dlbc_ops.devnode.recheck_app:WriteOnceKV`.
 """
 
 from __future__ import annotations

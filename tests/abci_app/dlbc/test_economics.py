@@ -23,6 +23,7 @@ from abci_app.dlbc.records import RoundNo
 from abci_app.dlbc.rounds import compute_ranking_context
 from abci_app.pb.dlbc.v1 import tx_pb2
 from abci_app.pb.tendermint.abci import types_pb2 as abci
+from tests.support import REPO
 
 from .helpers import NS, Key, Node, app_state, spec_for
 from .rounds_fixture import (
@@ -596,7 +597,7 @@ def test_invalid_economics_params(change: dict[str, int], needle: str) -> None:
 
 def test_default_params_are_the_documented_ones() -> None:
     """docs/economics.md lists every fee, stake, deposit and cap with the default in force."""
-    doc = (Path(__file__).parents[2] / "docs" / "economics.md").read_text()
+    doc = (REPO / "docs" / "economics.md").read_text()
     for name in ("tx_base_fee", "tx_fee_per_byte", "miner_bond", "unbonding_seconds",
                  "reveal_deposit", "min_task_reward", "withhold_fee_ppm", "withhold_fee_min",
                  "max_pending_per_publisher", "max_pending_tasks", "max_reveals_per_round",

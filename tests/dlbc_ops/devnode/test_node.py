@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from ops.devnode.procs import Chain
+from tests.support.chains import DevChain
 from training.sidecars.rpc_client import RpcClient
 from training.sidecars.rpc_types import RpcError
 
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.timeout(120)
 
 
 def test_restart_resumes_heights_and_keeps_every_block(tmp_path: Path) -> None:
-    chain = Chain.create(tmp_path).start()
+    chain = DevChain.create(tmp_path).start()
     try:
         rpc = chain.client()
         first = rpc.broadcast_tx_commit(b"before=restart")
@@ -51,7 +51,7 @@ def test_restart_resumes_heights_and_keeps_every_block(tmp_path: Path) -> None:
 
 
 def test_kill9_node_and_app_then_restart_both(tmp_path: Path) -> None:
-    chain = Chain.create(tmp_path).start()
+    chain = DevChain.create(tmp_path).start()
     try:
         rpc = chain.client()
         res = rpc.broadcast_tx_commit(b"durable=yes")
@@ -76,7 +76,7 @@ def test_kill9_node_and_app_then_restart_both(tmp_path: Path) -> None:
 
 
 def test_invalid_no_app_fails_with_clear_message(tmp_path: Path) -> None:
-    chain = Chain.create(tmp_path)  # no app started: nothing listens on its port
+    chain = DevChain.create(tmp_path)  # no app started: nothing listens on its port
     try:
         chain.start_node("--app-connect-timeout", "0.5", ready=False)
         assert chain.exit_code("node") == 1
@@ -88,7 +88,7 @@ def test_invalid_no_app_fails_with_clear_message(tmp_path: Path) -> None:
 
 
 def test_invalid_rpc_port_in_use(tmp_path: Path) -> None:
-    chain = Chain.create(tmp_path)
+    chain = DevChain.create(tmp_path)
     busy = socket.socket()
     busy.bind(("127.0.0.1", chain.rpc_port))
     busy.listen()
@@ -110,7 +110,7 @@ def test_invalid_genesis_with_foreign_validator(tmp_path: Path) -> None:
 
     genesis = tmp_path / "genesis.json"
     genesis.write_text(json.dumps(make_genesis("other-chain", KeyPair.generate(), {})))
-    chain = Chain.create(tmp_path)
+    chain = DevChain.create(tmp_path)
     try:
         chain.start_node("--genesis", str(genesis), ready=False)
         assert chain.exit_code("node") == 1
@@ -128,7 +128,7 @@ def test_genesis_file_is_used(tmp_path: Path) -> None:
     save_key(tmp_path / "node" / "config" / "priv_validator_key.json", key)
     genesis = tmp_path / "genesis.json"
     genesis.write_text(json.dumps(make_genesis("my-chain", key, {"seeded": "1"})))
-    chain = Chain.create(tmp_path)
+    chain = DevChain.create(tmp_path)
     try:
         chain.start_app()
         chain.start_node("--genesis", str(genesis))
@@ -152,7 +152,7 @@ def test_cli_help_labels_dev_stand_in() -> None:
 
 
 def test_recheck_drops_txs_invalidated_by_a_block(tmp_path: Path) -> None:
-    chain = Chain.create(tmp_path, app_spec="ops.devnode.recheck_app:WriteOnceKV")
+    chain = DevChain.create(tmp_path, app_spec="tests.dlbc_ops.devnode.recheck_app:WriteOnceKV")
     chain.start_app()
     # ~1.2 kB of tx space per block: exactly one 700-byte tx fits, the rest wait and are rechecked
     chain.start_node("--max-block-bytes", "2048", "--block-time", "1.5")
@@ -200,7 +200,7 @@ def test_app_killed_inside_finalize_block_then_resume(tmp_path: Path) -> None:
     FinalizeBlock."""
     import time
 
-    chain = Chain.create(tmp_path)
+    chain = DevChain.create(tmp_path)
     chain.start_app(hang_at="finalize:6")
     chain.start_node()
     try:

@@ -21,9 +21,9 @@ from abci_app.dlbc.crypto import address_of, public_key_bytes, sign_vote_extensi
 from abci_app.pb.dlbc.v1 import tx_pb2, vote_pb2
 from abci_app.pb.tendermint.abci import types_pb2 as abci
 from abci_app.pb.tendermint.crypto import keys_pb2
+from tests.support import GENESIS_NS
 
 CHAIN_ID = "dlbc-test"
-GENESIS_NS = 1_700_000_000 * 1_000_000_000
 NS = 1_000_000_000
 # short phases so a whole round fits in a few blocks
 TEST_PARAMS = {"train_seconds": 100, "reveal_seconds": 20, "verify_seconds": 30,

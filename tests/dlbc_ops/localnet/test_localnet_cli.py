@@ -15,7 +15,9 @@ import pytest
 from dlbc_ops.cli import main as cli
 from dlbc_ops.localnet import layout
 from dlbc_ops.localnet import plan as lp
-from dlbc_ops.localnet.ports import busy_ports, free_base_port
+from dlbc_ops.localnet.ports import busy_ports
+from tests.support import REPO
+from tests.support.ports import localnet_base
 
 HERE = Path(__file__).parent
 
@@ -30,10 +32,6 @@ def _fake_cometbft(tmp_path: Path, version: str) -> Path:
     )
     exe.chmod(0o755)
     return exe
-
-
-def _free_base(validators: int) -> int:
-    return free_base_port(validators, start=32000, step=131)
 
 
 def test_invalid_missing_cometbft_says_how_to_install(tmp_path: Path, capsys):
@@ -64,7 +62,7 @@ def test_invalid_wrong_cometbft_version(tmp_path: Path, capsys):
 
 def test_invalid_port_in_use_starts_nothing(tmp_path: Path, capsys):
     exe = _fake_cometbft(tmp_path, "0.38.17")
-    base = _free_base(2)
+    base = localnet_base(2)
     with socket.socket() as srv:
         srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT from earlier tests
         srv.bind(("127.0.0.1", base + 11))  # node1's RPC
@@ -100,7 +98,7 @@ def test_invalid_unwritable_home(tmp_path: Path, capsys):
             "--home",
             str(blocker / "net"),
             "--base-port",
-            str(_free_base(4)),
+            str(localnet_base(4)),
         ]
     )
     assert rc == 1
@@ -120,7 +118,7 @@ def test_invalid_genesis_param_leaves_home_empty(tmp_path: Path, capsys):
             "--home",
             str(home),
             "--base-port",
-            str(_free_base(2)),
+            str(localnet_base(2)),
             "--param",
             "reveal_seconds=0",
             "--prepare-only",
@@ -134,7 +132,7 @@ def test_invalid_genesis_param_leaves_home_empty(tmp_path: Path, capsys):
 def test_prepare_only_then_resume_checks(tmp_path: Path, capsys):
     exe = _fake_cometbft(tmp_path, "1.0.1")
     home = tmp_path / "net"
-    base = _free_base(3)
+    base = localnet_base(3)
     args = [
         "localnet",
         "--validators",
@@ -180,7 +178,7 @@ def test_localnet_runs_and_tears_down(tmp_path: Path):
     after --until-height (or SIGTERM) no child process is left."""
     exe = _fake_cometbft(tmp_path, "0.38.17")
     home = tmp_path / "net"
-    base = _free_base(1)
+    base = localnet_base(1)
     proc = subprocess.run(
         [
             sys.executable,
@@ -231,7 +229,7 @@ def test_localnet_signal_stops_every_child(tmp_path: Path, sig: signal.Signals):
     """SIGTERM, or Ctrl-C (SIGINT to dlbc alone: the children run in their own sessions)."""
     exe = _fake_cometbft(tmp_path, "0.38.17")
     home = tmp_path / "net"
-    base = _free_base(1)
+    base = localnet_base(1)
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -279,12 +277,12 @@ def test_localnet_sh_runs_and_tears_down(tmp_path: Path):
         "PATH": f"{exe.parent}:{os.environ['PATH']}",
         "VALIDATORS": "1",
         "LOCALNET_HOME": str(home),
-        "BASE_PORT": str(_free_base(1)),
+        "BASE_PORT": str(localnet_base(1)),
         "UNTIL_HEIGHT": "2",
         "VERIFIERS": "0",
         "PYTHON": sys.executable,
     }
-    script = HERE.parents[2] / "cometbft" / "localnet.sh"
+    script = REPO / "cometbft" / "localnet.sh"
     proc = subprocess.run(
         ["bash", str(script), "--param", "verify_seconds=30"],
         env=env,
@@ -302,7 +300,7 @@ def test_localnet_sh_runs_and_tears_down(tmp_path: Path):
 
 def test_localnet_sh_without_cometbft_says_how_to_install(tmp_path: Path):
     env = {**os.environ, "COMETBFT": str(tmp_path / "missing"), "LOCALNET_HOME": str(tmp_path)}
-    script = HERE.parents[2] / "cometbft" / "localnet.sh"
+    script = REPO / "cometbft" / "localnet.sh"
     proc = subprocess.run(
         ["bash", str(script)], check=False, env=env, capture_output=True, text=True, timeout=30
     )
@@ -344,7 +342,7 @@ def test_invalid_node_crash_at_start_stops_everything(tmp_path: Path):
             "--home",
             str(home),
             "--base-port",
-            str(_free_base(1)),
+            str(localnet_base(1)),
             "--no-verifiers",
             "--timeout",
             "60",
@@ -374,7 +372,7 @@ def test_invalid_sidecar_template_rejected_before_start(tmp_path: Path, capsys):
             "--home",
             str(home),
             "--base-port",
-            str(_free_base(1)),
+            str(localnet_base(1)),
             "--sidecar",
             "run {no_such_field}",
         ]

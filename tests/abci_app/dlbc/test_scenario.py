@@ -25,6 +25,7 @@ from abci_app.dlbc.verdicts import Verdict, write_verdicts
 from dlbc_ops.devnode.driver import Driver
 from dlbc_ops.devnode.validator_key import ValidatorKey
 from dlbc_ops.supervisor import Supervisor
+from tests.support import REPO
 
 from .helpers import CHAIN_ID, GENESIS_NS, NS, app_state, spec_for
 from .rounds_fixture import (
@@ -40,7 +41,7 @@ from .rounds_fixture import (
     reset_nonces,
 )
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = REPO
 #: The newest supported Python with the consensus core's libraries (`make compat`).
 COMPAT_PYTHON = ROOT / ".venv-py313" / "bin" / "python"
 

@@ -8,11 +8,12 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from testnet_layout import GENESIS_TIME, write_testnet
 
 from abci_app.dlbc.genesis import validate_app_state
 from dlbc_ops.localnet import layout, nodeconfig
 from dlbc_ops.localnet import plan as lp
+
+from .testnet_layout import GENESIS_TIME, write_testnet
 
 VERSIONS = ["0.38.17", "1.0.1"]
 

@@ -13,12 +13,13 @@ from pathlib import Path
 
 from abci_app.application import Application
 from abci_app.codec import FrameDecoder, encode_frame
+from abci_app.kvstore import HANG_AT_ENV
 from abci_app.pb.tendermint.abci import types_pb2 as abci
 from abci_app.server import AbciServer
 from dlbc_ops.supervisor import Child, Supervisor
+from tests.support import GENESIS_NS
 
-GENESIS_NS = 1_700_000_000 * 1_000_000_000
-HANG_AT = "ABCI_KVSTORE_HANG_AT"  # kvstore test hook: sleep inside that ABCI call ("" = never)
+HANG_AT = HANG_AT_ENV  # kvstore test hook: sleep inside that ABCI call ("" = never)
 
 
 def block_time(height: int) -> int:

@@ -6,12 +6,14 @@ import json
 from pathlib import Path
 
 import pytest
-from testnet_layout import GENESIS_TIME, consensus_params
 
 from abci_app.dlbc.genesis import default_app_state, validate_app_state
 from abci_app.keyfile import KeyPair, save_key
 from dlbc_ops import genesis as gen
 from dlbc_ops.cli import main as cli
+from tests.support import REPO
+
+from .testnet_layout import GENESIS_TIME, consensus_params
 
 
 def _key(tmp_path: Path, name: str, seed: int) -> tuple[Path, KeyPair]:
@@ -210,7 +212,7 @@ def test_validate_genesis_requires_vote_extensions(tmp_path: Path):
 
 def test_genesis_example_is_valid():
     """cometbft/genesis.example.json stays in step with the builder and the app's validator."""
-    path = Path(__file__).parents[3] / "cometbft" / "genesis.example.json"
+    path = REPO / "cometbft" / "genesis.example.json"
     doc = json.loads(path.read_text())
     gen.validate_genesis(doc, "0.38")
     assert set(doc["app_state"]["params"]) == set(default_app_state()["params"]), (

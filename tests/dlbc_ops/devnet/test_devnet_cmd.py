@@ -7,7 +7,6 @@ node's RPC, who won round 1: it must be the winner the devnet printed.
 
 from __future__ import annotations
 
-import random
 import re
 import socket
 import subprocess
@@ -18,21 +17,15 @@ import pytest
 
 from dlbc_ops.cli.main import main as dlbc
 from dlbc_ops.devnode.launch import LocalChain
-from dlbc_ops.ports import free_base, port_is_free
+from dlbc_ops.ports import port_is_free
+from tests.support.ports import devnet_base
 
 pytestmark = pytest.mark.slow
 
 
-def _free_base() -> int:
-    """RPC, app, publisher and two miners' artifact ports free (a random start: runs in parallel
-    must not race for the same block)."""
-    return free_base(lambda b: (b, b + 1, b + 10, b + 11, b + 12),
-                     start=random.randrange(30000, 31000), stop=60000, step=101)
-
-
 def test_devnet_one_round(tmp_path: Path) -> None:
     out = tmp_path / "devnet"
-    base = _free_base()
+    base = devnet_base()
     proc = subprocess.run(
         [sys.executable, "-m", "dlbc_ops.cli.main", "devnet", "--rounds", "1", "--out", str(out),
          "--base-port", str(base), "--block-time", "0.5", "--train-seconds", "16",
@@ -81,7 +74,7 @@ def test_devnet_one_round(tmp_path: Path) -> None:
 
 
 def test_invalid_devnet_port_in_use(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    base = _free_base()
+    base = devnet_base()
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", base + 1))
         busy.listen(1)
@@ -97,7 +90,7 @@ def test_invalid_devnet_unwritable_out(tmp_path: Path, capsys: pytest.CaptureFix
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     code = dlbc(["devnet", "--rounds", "1", "--out", str(blocker / "sub"),
-                 "--base-port", str(_free_base())])
+                 "--base-port", str(devnet_base())])
     err = capsys.readouterr().err
     assert code == 1 and "not writable" in err and "--out" in err
 
@@ -109,7 +102,7 @@ def test_devnet_ctrl_c_stops_everything(tmp_path: Path) -> None:
     import threading
     import time
 
-    base = _free_base()
+    base = devnet_base()
     proc = subprocess.Popen(
         [sys.executable, "-m", "dlbc_ops.cli.main", "devnet", "--out", str(tmp_path / "d"),
          "--base-port", str(base), "--block-time", "0.5", "--train-seconds", "30",

@@ -10,9 +10,9 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from ops.devnode.procs import Chain
 from websockets.sync.client import connect
 
+from tests.support.chains import DevChain
 from training.sidecars.rpc_client import RpcClient
 from training.sidecars.rpc_types import MEMPOOL_REFUSED, RpcError, tx_hash
 from training.sidecars.subscription import BlockSignal
@@ -21,8 +21,8 @@ pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.fixture(scope="module")
-def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chain]:
-    c = Chain.create(tmp_path_factory.mktemp("chain")).start()
+def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevChain]:
+    c = DevChain.create(tmp_path_factory.mktemp("chain")).start()
     try:
         yield c
     finally:
@@ -30,7 +30,7 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chain]:
 
 
 @pytest.fixture()
-def rpc(chain: Chain) -> Iterator[RpcClient]:
+def rpc(chain: DevChain) -> Iterator[RpcClient]:
     with chain.client() as client:
         yield client
 
@@ -80,7 +80,7 @@ def test_invalid_duplicate_tx_refused_by_mempool_cache(rpc: RpcClient) -> None:
     assert again.check_tx.code == MEMPOOL_REFUSED and not again.ok and again.height == 0
 
 
-def test_broadcast_tx_sync_then_tx_event_and_every_block(rpc: RpcClient, chain: Chain) -> None:
+def test_broadcast_tx_sync_then_tx_event_and_every_block(rpc: RpcClient, chain: DevChain) -> None:
     start = rpc.latest_height() + 1
     sub = rpc.subscribe("tm.event='Tx' AND app.key='ev'")
     try:
@@ -122,7 +122,7 @@ def test_async_broadcast_and_wait(rpc: RpcClient) -> None:
         rpc.wait_for_tx(tx_hash(b"never=sent"), timeout=0.3)
 
 
-def test_invalid_requests_answered_and_server_keeps_serving(rpc: RpcClient, chain: Chain) -> None:
+def test_invalid_requests_answered_and_server_keeps_serving(rpc: RpcClient, chain: DevChain) -> None:
     r = httpx.post(chain.url + "/", content=b"{not json")
     assert r.json()["error"]["code"] == -32700
     r = httpx.post(chain.url + "/", json={"jsonrpc": "2.0", "id": 1, "method": "nope", "params": {}})
@@ -144,7 +144,7 @@ def test_invalid_requests_answered_and_server_keeps_serving(rpc: RpcClient, chai
     assert rpc.chain_id() == "dlbc-devnet"
 
 
-def test_invalid_websocket_input(rpc: RpcClient, chain: Chain) -> None:
+def test_invalid_websocket_input(rpc: RpcClient, chain: DevChain) -> None:
     with connect(rpc.websocket_url(), proxy=None, open_timeout=5) as ws:
         ws.send(json.dumps({"jsonrpc": "2.0", "id": 7, "method": "subscribe",
                             "params": {"query": "tm.event = Tx OR x"}}))

@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_localnet_cli import _fake_cometbft, _free_base, _processes_mentioning
 
 from abci_app.keyfile import KeyPair, load_key, save_key
 from dlbc_ops import genesis as gen
@@ -21,6 +20,10 @@ from dlbc_ops.cli import main as cli
 from dlbc_ops.cli.localnet import devnet_argv
 from dlbc_ops.localnet import demo, layout
 from dlbc_ops.localnet.ports import busy_ports, free_base_port
+from tests.support import REPO
+from tests.support.ports import localnet_base
+
+from .test_localnet_cli import _fake_cometbft, _processes_mentioning
 
 
 def _free_demo_base(validators: int) -> int:
@@ -226,7 +229,7 @@ def test_invalid_demo_port_in_use_starts_nothing(tmp_path: Path, capsys):
 def test_invalid_demo_on_a_chain_made_without_it(tmp_path: Path, capsys):
     exe = _fake_cometbft(tmp_path, "1.0.1")
     home = tmp_path / "net"
-    base = _free_base(2)
+    base = localnet_base(2)
     args = [
         "localnet", "--validators", "2", "--cometbft", str(exe), "--home", str(home),
         "--base-port", str(base), "--prepare-only",
@@ -354,7 +357,7 @@ def test_localnet_sh_demo_starts_sidecars_once_and_tears_down(tmp_path: Path):
         "DEMO": "1",
         "PYTHON": sys.executable,
     }
-    script = Path(__file__).parents[3] / "cometbft" / "localnet.sh"
+    script = REPO / "cometbft" / "localnet.sh"
     proc = subprocess.run(
         ["bash", str(script), "--samples", "16", "--param", "verify_seconds=20"],
         env=env, check=False, capture_output=True, text=True, timeout=85,

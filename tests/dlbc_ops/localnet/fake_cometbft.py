@@ -2,7 +2,7 @@
 where CometBFT cannot be installed (docs/processes.md). It is not a model of CometBFT's consensus:
 
 - `version`            prints $FAKE_COMETBFT_VERSION (default 0.38.17)
-- `testnet --v N --o DIR`  writes the testnet layout (tests/ops/localnet/testnet_layout.py)
+- `testnet --v N --o DIR`  writes the testnet layout (tests/dlbc_ops/localnet/testnet_layout.py)
 - `node --home H`      exits 3 at once when $FAKE_COMETBFT_NODE_FAIL is set; otherwise execs the project's embedded development node (`dlbc node`, the same
                         stand-in `dlbc devnet` uses) on the proxy_app and RPC addresses that
                         H/config/config.toml names, so the real app is driven block by block.
