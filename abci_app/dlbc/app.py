@@ -114,15 +114,9 @@ class DlbcApplication(StatefulApplication):
 
     # -- helpers -----------------------------------------------------------------------------
     def _base_view(self) -> View:
-        """A throwaway view of committed state (plus staged genesis before block 1)."""
-        view = self.store.view()
-        if self.store.last_height == 0 and self._genesis_writes is not None:
-            for key, value in self._genesis_writes:
-                if value is None:
-                    view.delete(key)
-                else:
-                    view.set(key, value)
-        return view.child()
+        """A throwaway child of committed state (plus staged genesis before block 1): what it
+        stages is dropped with it."""
+        return self.committed_view().child()
 
     def _ctx(self, view: View, height: int, time_ns: int, in_block: bool) -> BlockCtx:
         return BlockCtx(chain_id=state.get_chain_id(view), height=Height(height), time_ns=time_ns,

@@ -36,9 +36,9 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from abci_app.dlbc.records import Phase, RoundInfo, TaskSpec
+from abci_app.dlbc.records import Phase, RoundInfo
 from abci_app.fsutil import atomic_write
 from abci_app.keyfile import KeyPair
 from training.sidecars.artifact_server import ArtifactServer
@@ -50,12 +50,8 @@ from training.sidecars.base import (
 )
 from training.sidecars.metrics_server import Metrics
 from training.sidecars.rpc_client import RpcClient
-
-if TYPE_CHECKING:
-    from torch import nn
-
-    from training.data import ArrayDataset
-    from watermark import Detection, WatermarkKey
+from training.sidecars.sealing import seal_watermark
+from training.sidecars.task_inputs import fetch_dataset, spec_hparams
 
 
 class RoundSkipped(Exception):
@@ -135,80 +131,6 @@ class RoundWork:
             return cls(**{k: v for k, v in doc.items() if k in known})
         except (OSError, ValueError, TypeError, AttributeError):
             return None
-
-
-def seal_watermark(model: nn.Module, key: WatermarkKey, threshold: float, *, lr: float = 1e-2,
-                   max_steps: int = 2000, check_every: int = 10, margin: float = 0.5,
-                   temperature: float = 100.0) -> tuple[Detection, int]:
-    """Finish embedding: E_R-only Adam steps on the key's layer until `detect` passes.
-
-    Why: the trainer's λ·E_R term (paper Eq. 7) embeds the bits during training, but a short
-    TRAIN phase on a small set gives few optimizer steps, and docs/watermark.md asks every one of
-    the 256 bits to clear 0.9999. A few dozen steps on that one layer (milliseconds; measured about
-    half a Dice point on the demo task) close the gap. The target is tightened by `margin`
-    of the remaining distance to 1 so that float rounding between the miner's torch and the
-    validator's numpy detection never flips the verdict. Returns (detection at the chain
-    threshold, steps taken).
-    """
-    import torch
-
-    from watermark import detect
-
-    target = threshold + (1.0 - threshold) * margin
-    det = detect(model, key, threshold=target)
-    steps = 0
-    if not det.ok:
-        from watermark import embed_loss
-
-        param = dict(model.named_parameters())[key.layer]
-        opt = torch.optim.Adam([param], lr=lr)
-        while steps < max_steps:
-            loss = embed_loss(model, key, temperature=temperature)
-            opt.zero_grad(set_to_none=True)
-            torch.autograd.backward(loss)
-            opt.step()
-            steps += 1
-            if steps % check_every == 0 and detect(model, key, threshold=target).ok:
-                break
-        model.zero_grad(set_to_none=True)
-    return detect(model, key, threshold=threshold), steps
-
-
-def spec_hparams(spec: TaskSpec) -> dict[str, Any]:
-    hp = json.loads(spec.hyperparams_json or "{}")
-    if not isinstance(hp, dict):
-        raise ValueError("hyperparams_json is not a JSON object")  # noqa: TRY004 - bad input
-    return hp
-
-
-def check_remote_uri(uri: str, allow_file: bool) -> None:
-    """Refuse URIs a remote party should not make this machine open (docs/artifacts.md).
-
-    Specs and reveals come from other accounts: a `file://` URI would make a miner or validator
-    read a local path of the attacker's choosing (a FIFO, a device, a secret whose digest it
-    then leaks by accepting). Only http(s) is allowed unless the operator opts in (single-machine
-    setups and tests).
-    """
-    from training.artifacts import ArtifactError
-
-    scheme = uri.split(":", 1)[0].lower() if ":" in uri else ""
-    if scheme in ("http", "https") or (allow_file and scheme == "file"):
-        return
-    raise ArtifactError(f"refusing URI {uri[:80]!r}: only http(s) is fetched from other accounts"
-                        + ("" if allow_file else " (file:// needs allow_file_uris)"))
-
-
-def fetch_dataset(uri: str, sha256_hex: str, size: int, key: bytes, dest: Path,
-                  max_bytes: int, num_classes: int | None, *,
-                  allow_file: bool = False) -> ArrayDataset:
-    """Download (size-capped, digest-checked) and decrypt an encrypted `.npz` data set."""
-    from training.artifacts import fetch
-    from training.encryption import decrypt_dataset
-
-    check_remote_uri(uri, allow_file)
-    cap = min(max_bytes, size) if size > 0 else max_bytes
-    fetch(uri, max_bytes=cap, sha256=sha256_hex, dest=dest)
-    return decrypt_dataset(key, dest.read_bytes(), num_classes=num_classes)
 
 
 class Miner(Sidecar):

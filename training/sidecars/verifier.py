@@ -73,8 +73,8 @@ from training.sidecars.base import (
     seconds_left,
 )
 from training.sidecars.metrics_server import Metrics
-from training.sidecars.miner import check_remote_uri, fetch_dataset, spec_hparams
 from training.sidecars.rpc_client import RpcClient
+from training.sidecars.task_inputs import check_remote_uri, fetch_dataset, spec_hparams
 
 if TYPE_CHECKING:
     from training.data import ArrayDataset

@@ -1,7 +1,8 @@
 """Write a folder exactly shaped like `cometbft testnet --v N --o DIR` output (v0.38 or v1.0).
 
-`cometbft` is not installable on the development machines (docs/processes.md), so the config
-generation is tested on this layout: real ed25519 keys in CometBFT's JSON forms, the genesis testnet
+The config generation is tested on this layout where no `cometbft` binary can be built (no Go;
+tests/real_cometbft checks the same against the real `cometbft testnet`), and it is the
+independent oracle of CometBFT's defaults: real ed25519 keys in CometBFT's JSON forms, the genesis testnet
 writes (same validators, time and chain id in every node), and config.toml text following CometBFT's
 template for the sections we patch — comments included, so the tests can check they survive.
 Differences between the lines that matter here: v1.0 merged the prevote/precommit timeouts into

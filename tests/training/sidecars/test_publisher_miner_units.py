@@ -17,9 +17,10 @@ from training.encryption import decrypt_dataset
 from training.models import build_model
 from training.sidecars.artifact_server import ArtifactServer
 from training.sidecars.base import Sidecar, SidecarConfig
-from training.sidecars.miner import fetch_dataset, seal_watermark
 from training.sidecars.publisher import DemoDataConfig, PreparedTask, prepare_demo_task
 from training.sidecars.rpc_client import Backoff, RpcClient
+from training.sidecars.sealing import seal_watermark
+from training.sidecars.task_inputs import fetch_dataset
 from watermark import default_layer, derive_key, detect
 
 from .helpers import free_port

@@ -25,7 +25,7 @@ from training.data import make_segmentation_2d
 from training.models import build_model
 from training.sidecars.artifact_server import ArtifactServer
 from training.sidecars.base import WatermarkScheme
-from training.sidecars.miner import seal_watermark
+from training.sidecars.sealing import seal_watermark
 from training.sidecars.verifier import Unavailable, check_model, run_bounded
 from training.trainer import evaluate
 

@@ -22,7 +22,8 @@ from training.data import make_segmentation_2d
 from training.models import build_model
 from training.sidecars.artifact_server import ArtifactServer
 from training.sidecars.base import WATERMARK_PARAMS, WatermarkParamsError, WatermarkScheme
-from training.sidecars.miner import MinerConfig, seal_watermark
+from training.sidecars.miner import MinerConfig
+from training.sidecars.sealing import seal_watermark
 from training.sidecars.verifier import check_model
 from watermark.keys import MAX_N_BITS
 
