@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -26,6 +25,7 @@ from abci_app.keyfile import load_key
 from dlbc_ops.localnet import demo, layout
 from dlbc_ops.localnet.ports import busy_ports
 from dlbc_ops.localnet.runner import app_hash_at, rpc_get
+from tests.support.processes import processes_mentioning
 
 VALIDATORS = 2
 
@@ -45,20 +45,6 @@ def _query(rpc_url: str, path: str) -> dict | None:
         return json.loads(base64.b64decode(res["response"]["value"]))
     except (TypeError, KeyError, ValueError):
         return None
-
-
-def _children_of_home(home: Path) -> list[int]:
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if str(home) in cmdline:
-            pids.append(int(entry.name))
-    return pids
 
 
 @pytest.mark.timeout(600)
@@ -115,4 +101,4 @@ def test_localnet_demo_settles_a_round_on_every_validator(tmp_path: Path, cometb
             out, _ = proc.communicate()
     assert proc.returncode == 0, out[-4000:]
     assert "started the demo publisher and miners" in out
-    assert _children_of_home(home) == []
+    assert processes_mentioning(str(home)) == []

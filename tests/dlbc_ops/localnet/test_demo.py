@@ -22,8 +22,9 @@ from dlbc_ops.localnet import demo, layout
 from dlbc_ops.localnet.ports import busy_ports, free_base_port
 from tests.support import REPO
 from tests.support.ports import localnet_base
+from tests.support.processes import processes_mentioning
 
-from .test_localnet_cli import _fake_cometbft, _processes_mentioning
+from .test_localnet_cli import _fake_cometbft
 
 
 def _free_demo_base(validators: int) -> int:
@@ -335,7 +336,7 @@ def test_localnet_demo_starts_sidecars_once_and_tears_down(tmp_path: Path):
         assert "Traceback" not in text and "dlbc:" not in text, text[-2000:]
     verify_log = (logs / "verify0.log").read_text()
     assert f"metrics on http://127.0.0.1:{base + 5}/metrics" in verify_log, verify_log[-2000:]
-    assert _processes_mentioning(str(home)) == []
+    assert processes_mentioning(str(home)) == []
     assert busy_ports(layout.plan_ports(1, base)) == []
     assert all(busy_ports([layout.NodePorts(p, p, p, p, p)]) == [] for _, p in demo.demo_ports(1, base))
 
@@ -373,4 +374,4 @@ def test_localnet_sh_demo_starts_sidecars_once_and_tears_down(tmp_path: Path):
     genesis = json.loads((home / "node0" / "config" / "genesis.json").read_text())
     assert demo.genesis_balance(genesis, publisher.address_hex) == demo.PUBLISHER_BALANCE
     assert genesis["app_state"]["params"]["verify_seconds"] == 20
-    assert _processes_mentioning(str(home)) == []
+    assert processes_mentioning(str(home)) == []

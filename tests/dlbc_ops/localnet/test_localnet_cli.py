@@ -18,6 +18,10 @@ from dlbc_ops.localnet import plan as lp
 from dlbc_ops.localnet.ports import busy_ports
 from tests.support import REPO
 from tests.support.ports import localnet_base
+from tests.support.processes import processes_mentioning
+
+#: `dlbc localnet` as a child process
+LOCALNET = [sys.executable, "-m", "dlbc_ops", "localnet"]
 
 HERE = Path(__file__).parent
 
@@ -158,20 +162,6 @@ def test_prepare_only_then_resume_checks(tmp_path: Path, capsys):
     assert "--validators 3 to resume" in capsys.readouterr().err
 
 
-def _processes_mentioning(text: str) -> list[int]:
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if text in cmdline:
-            pids.append(int(entry.name))
-    return pids
-
-
 @pytest.mark.timeout(120)
 def test_localnet_runs_and_tears_down(tmp_path: Path):
     """One validator, the dev node standing in for `cometbft node`: real app, real heights, and
@@ -181,10 +171,7 @@ def test_localnet_runs_and_tears_down(tmp_path: Path):
     base = localnet_base(1)
     proc = subprocess.run(
         [
-            sys.executable,
-            "-m",
-            "dlbc_ops.cli.main",
-            "localnet",
+            *LOCALNET,
             "--validators",
             "1",
             "--cometbft",
@@ -219,7 +206,7 @@ def test_localnet_runs_and_tears_down(tmp_path: Path):
     assert f"{home / 'node0' / 'app'}" in sidecar_log
     assert f"http://127.0.0.1:{base + 1}" in sidecar_log and f"'{base + 5}'" in sidecar_log
     assert f"'{base + 7}'" in sidecar_log
-    assert _processes_mentioning(str(home)) == []
+    assert processes_mentioning(str(home)) == []
     assert busy_ports(layout.plan_ports(1, base)) == []
 
 
@@ -232,10 +219,7 @@ def test_localnet_signal_stops_every_child(tmp_path: Path, sig: signal.Signals):
     base = localnet_base(1)
     proc = subprocess.Popen(
         [
-            sys.executable,
-            "-m",
-            "dlbc_ops.cli.main",
-            "localnet",
+            *LOCALNET,
             "--validators",
             "1",
             "--cometbft",
@@ -258,13 +242,13 @@ def test_localnet_signal_stops_every_child(tmp_path: Path, sig: signal.Signals):
         for line in proc.stdout:
             if "Ctrl-C stops everything" in line or time.monotonic() > deadline:
                 break
-        assert len(_processes_mentioning(str(home))) >= 2  # app + node running
+        assert len(processes_mentioning(str(home))) >= 2  # app + node running
         proc.send_signal(sig)
         assert proc.wait(timeout=30) == 0
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert _processes_mentioning(str(home)) == []
+    assert processes_mentioning(str(home)) == []
 
 
 @pytest.mark.timeout(120)
@@ -295,7 +279,7 @@ def test_localnet_sh_runs_and_tears_down(tmp_path: Path):
     assert "reached height 2 on every node" in proc.stdout
     plan = lp.load_plan(home)
     assert plan is not None and plan.form == "1.0"
-    assert _processes_mentioning(str(home)) == []
+    assert processes_mentioning(str(home)) == []
 
 
 def test_localnet_sh_without_cometbft_says_how_to_install(tmp_path: Path):
@@ -331,10 +315,7 @@ def test_invalid_node_crash_at_start_stops_everything(tmp_path: Path):
     home = tmp_path / "net"
     proc = subprocess.run(
         [
-            sys.executable,
-            "-m",
-            "dlbc_ops.cli.main",
-            "localnet",
+            *LOCALNET,
             "--validators",
             "1",
             "--cometbft",
@@ -356,7 +337,7 @@ def test_invalid_node_crash_at_start_stops_everything(tmp_path: Path):
     assert proc.returncode == 1
     assert "cometbft0 exited with code 3" in proc.stderr
     assert "a node that fails at start" in proc.stderr  # the log tail is shown
-    assert _processes_mentioning(str(home)) == []
+    assert processes_mentioning(str(home)) == []
 
 
 def test_invalid_sidecar_template_rejected_before_start(tmp_path: Path, capsys):
