@@ -13,12 +13,19 @@ calls; its ValueError messages name the offending field.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
 from abci_app.dlbc.params import Params, _as_int
 from abci_app.dlbc.records import Address
+from abci_app.dlbc.wire import WireError, parse_json_object
+
+# InitChain must decide the same on every node and Python: app_state's shape is bounded before
+# it is parsed ({"params": {...}, "accounts": [{"address", "balance"}, ...]} is 3 levels; room
+# for a million accounts; a u64 balance has at most 20 digits).
+GENESIS_MAX_DEPTH = 4
+GENESIS_MAX_VALUES = 4_000_000
+GENESIS_MAX_INT_DIGITS = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +81,8 @@ def parse_app_state(raw: bytes) -> Genesis:
     if text in ("", "null"):
         return validate_app_state({})
     try:
-        obj = json.loads(text)
-    except json.JSONDecodeError as e:
+        obj = parse_json_object(text, max_depth=GENESIS_MAX_DEPTH, max_values=GENESIS_MAX_VALUES,
+                                max_int_digits=GENESIS_MAX_INT_DIGITS)
+    except WireError as e:
         raise ValueError(f"app_state is not valid JSON: {e}") from None
     return validate_app_state(obj)

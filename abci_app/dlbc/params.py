@@ -206,6 +206,11 @@ class Params:
                              f"got {self.watermark_gain}")
 
 
+#: Longest decimal string `_as_int` parses (u128 amounts have 39 digits): refused before `int()`,
+#: whose own limit is an environment setting.
+MAX_INT_DIGITS = 40
+
+
 def _as_int(raw: Any, where: str) -> int:
     """Integers may come as JSON numbers or decimal strings (64-bit values in JSON:
     docs/wire.md)."""
@@ -213,6 +218,6 @@ def _as_int(raw: Any, where: str) -> int:
         raise ValueError(f"{where} must be an integer, got a boolean")  # noqa: TRY004
     if isinstance(raw, int):
         return raw
-    if isinstance(raw, str) and raw.isascii() and raw.isdigit():
+    if isinstance(raw, str) and raw.isascii() and raw.isdigit() and len(raw) <= MAX_INT_DIGITS:
         return int(raw)
     raise ValueError(f"{where} must be a non-negative integer or decimal string, got {raw!r}")

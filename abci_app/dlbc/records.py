@@ -87,6 +87,10 @@ def canonical_json(obj: Any) -> bytes:
 
 
 def _obj(data: bytes | dict[str, Any]) -> dict[str, Any]:
+    """The object behind a record. Bytes are the chain's own canonical writes (`to_bytes`), whose
+    shape the record types fix (at most 3 levels; user JSON such as hyperparams is stored as a
+    string, after `wire.parse_json_object` bounded it), so no recursion limit is in reach.
+    Untrusted JSON (RPC answers) is parsed by its reader, which passes the dict."""
     if isinstance(data, dict):
         return data
     obj = json.loads(data)

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from abci_app.dlbc.wire import check_json_shape
 from abci_app.fsutil import atomic_write
 
 MAX_FILE_BYTES = 1 << 20
@@ -106,7 +107,11 @@ def read_verdicts(home: Path | str, round_no: int) -> VerdictFile | None:
             data = f.read(MAX_FILE_BYTES + 1)
         if len(data) > MAX_FILE_BYTES:
             return None
-        obj = json.loads(data)
+        text = data.decode("utf-8")
+        # the verifier's file decides this validator's vote extension: bound its shape first
+        # (4 top-level keys, 4 values per verdict), so no input reaches a recursion limit
+        check_json_shape(text, max_depth=3, max_values=8 + 5 * MAX_VERDICTS)
+        obj = json.loads(text)
         if not isinstance(obj, dict) or obj.get("round") != round_no:
             return None
         raw = obj.get("verdicts")
@@ -116,5 +121,5 @@ def read_verdicts(home: Path | str, round_no: int) -> VerdictFile | None:
                 or not isinstance(complete, bool) or not isinstance(unusable, bool)):
             return None
         return VerdictFile(tuple(Verdict.from_json(v) for v in raw), complete, unusable)
-    except (OSError, ValueError, KeyError, TypeError, RecursionError):
+    except (OSError, ValueError, KeyError, TypeError):
         return None

@@ -17,7 +17,7 @@ Why this module: validity must not depend on the interpreter. Two traps were rea
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from google.protobuf import unknown_fields
@@ -116,22 +116,29 @@ def check_json_shape(text: str, *, max_depth: int = MAX_JSON_DEPTH,
             raise WireError(f"JSON holds more than {max_values} values")
 
 
-def _parse_int(text: str) -> int:
-    if len(text.lstrip("-")) > MAX_JSON_INT_DIGITS:
-        raise WireError(f"JSON integer longer than {MAX_JSON_INT_DIGITS} digits")
-    return int(text)
+def _int_parser(max_digits: int) -> Callable[[str], int]:
+    """`int()` for JSON numbers, refusing long ones before Python parses them (Python's own
+    limit, PYTHONINTMAXSTRDIGITS, is an environment setting, not a protocol rule)."""
+    def parse(text: str) -> int:
+        if len(text.lstrip("-")) > max_digits:
+            raise WireError(f"JSON integer longer than {max_digits} digits")
+        return int(text)
+    return parse
 
 
 def _no_constant(name: str) -> Any:
     raise WireError(f"JSON constant {name} is not allowed")
 
 
-def parse_json_object(text: str) -> dict[str, Any]:
-    """A small JSON object from user text, or WireError. Floats stay strings (never parsed),
-    NaN/Infinity are refused, integers are bounded: the answer is the same on every platform."""
-    check_json_shape(text)
+def parse_json_object(text: str, *, max_depth: int = MAX_JSON_DEPTH,
+                      max_values: int = MAX_JSON_VALUES,
+                      max_int_digits: int = MAX_JSON_INT_DIGITS) -> dict[str, Any]:
+    """A bounded JSON object from untrusted text, or WireError. Floats stay strings (never
+    parsed), NaN/Infinity are refused, integers are bounded: the answer is the same on every
+    platform. The defaults fit one tx's fields; genesis passes its own bounds."""
+    check_json_shape(text, max_depth=max_depth, max_values=max_values)
     try:
-        value = json.loads(text, parse_int=_parse_int, parse_float=str,
+        value = json.loads(text, parse_int=_int_parser(max_int_digits), parse_float=str,
                            parse_constant=_no_constant)
     except WireError:
         raise

@@ -94,6 +94,21 @@ def test_invalid_app_state_not_json() -> None:
         parse_app_state(b"{oops")
 
 
+def test_invalid_app_state_nested_too_deep_is_refused_before_parsing() -> None:
+    """The same verdict on every Python, whatever its recursion limit."""
+    deep = b'{"params": {"x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}}"
+    with pytest.raises(ValueError, match="nested deeper"):
+        parse_app_state(deep)
+
+
+def test_invalid_app_state_huge_integer_is_refused_before_parsing() -> None:
+    text = b'{"accounts": [{"address": "' + b"ab" * 20 + b'", "balance": ' + b"9" * 5000 + b"}]}"
+    with pytest.raises(ValueError, match="longer than 20 digits"):
+        parse_app_state(text)
+    with pytest.raises(ValueError, match="non-negative integer"):
+        parse_app_state(text.replace(b"9" * 5000, b'"' + b"9" * 5000 + b'"'))
+
+
 def test_init_chain_with_empty_app_state_uses_defaults(tmp_path: Path) -> None:
     node = Node(tmp_path, [(Key("v"), 10)], b"")
     try:

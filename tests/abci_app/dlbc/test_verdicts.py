@@ -50,7 +50,10 @@ def test_write_verdicts_round_trip_and_atomic_file(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("content", [b"", b"{", b"[]", b'{"round": 7}',
                                      b'{"round": 6, "verdicts": []}',
-                                     b'{"round": 7, "verdicts": [{"miner": "zz"}]}'])
+                                     b'{"round": 7, "verdicts": [{"miner": "zz"}]}',
+                                     # nested past any recursion limit; not UTF-8
+                                     b'{"round": 7, "verdicts": ' + b"[" * 200_000 + b"}",
+                                     b'{"round": 7, "verdicts": [], "x": "\xff"}'])
 def test_read_verdicts_garbage_is_none(tmp_path: Path, content: bytes) -> None:
     p = verdict_path(tmp_path, 7)
     p.parent.mkdir(parents=True)
