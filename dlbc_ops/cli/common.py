@@ -38,6 +38,10 @@ def add_sidecar_options(p: argparse.ArgumentParser, *, key: bool = True) -> None
                    help="serve Prometheus metrics on this port (0 = any free port)")
     p.add_argument("--rounds", type=int, default=None, help="stop after N closed rounds")
     p.add_argument("--poll", type=float, default=0.5, help="seconds between chain polls")
+    p.add_argument("--allow-private-networks", action="store_true",
+                   help="also fetch from loopback/private/link-local addresses (single-machine "
+                        "and LAN test chains only; off: a URI a stranger names cannot reach "
+                        "this host's own network)")
     p.add_argument("--log-level", default="info",
                    choices=("debug", "info", "warning", "error", "critical"))
 
@@ -45,7 +49,8 @@ def add_sidecar_options(p: argparse.ArgumentParser, *, key: bool = True) -> None
 def sidecar_settings(args: argparse.Namespace) -> dict[str, object]:
     """The config fields every sidecar takes from the shared options (`add_sidecar_options`)."""
     return {"rpc_url": args.rpc, "workdir": Path(args.workdir), "poll_seconds": args.poll,
-            "metrics_port": args.metrics_port, "max_rounds": args.rounds}
+            "metrics_port": args.metrics_port, "max_rounds": args.rounds,
+            "allow_private_networks": args.allow_private_networks}
 
 
 def resolve_key(spec: str, home: Path | None) -> Any:

@@ -35,7 +35,7 @@ def build_sidecars(cfg: DevnetConfig, keys: demo.DemoKeys) -> dict[str, Sidecar]
     out = cfg.out
     pub = Publisher(PublisherConfig(
         rpc_url=cfg.rpc_url, workdir=out / demo.PUBLISHER, reward=cfg.reward,
-        artifact_port=cfg.publisher_port), keys.publisher)
+        artifact_port=cfg.publisher_port, allow_private_networks=True), keys.publisher)
     pub.keep_pending = 1
     pub.demo_config = DemoDataConfig(samples=cfg.samples, image_size=cfg.image_size,
                                      hparams=dict(cfg.hparams))
@@ -45,10 +45,11 @@ def build_sidecars(cfg: DevnetConfig, keys: demo.DemoKeys) -> dict[str, Sidecar]
             rpc_url=cfg.rpc_url, workdir=out / m.name, bandwidth_bps=m.bandwidth_bps,
             flops=m.flops, max_train_seconds=m.max_train_seconds, max_epochs=m.max_epochs,
             watermark_lambda=cfg.watermark_lambda, artifact_port=cfg.miner_port(i),
-            seed=i, progress=False), keys.keys[m.name])
+            seed=i, progress=False, allow_private_networks=True), keys.keys[m.name])
     sidecars[VERIFIER] = Verifier(VerifierConfig(
         rpc_url=cfg.rpc_url, workdir=out / VERIFIER, app_home=app_home(out),
-        per_model_seconds=max(5.0, cfg.verify_seconds / 2)))
+        per_model_seconds=max(5.0, cfg.verify_seconds / 2),
+        allow_private_networks=True))
     return sidecars
 
 

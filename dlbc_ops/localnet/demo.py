@@ -268,7 +268,9 @@ def demo_processes(
     ports = dict(demo_ports(validators, base_port))
     cli = [python, "-m", "dlbc_ops"]
     common = ["--rpc", rpc_url, "--log-level", log_level]
-    miner_common = ["--rpc", miner_rpc_url or rpc_url, "--log-level", log_level]
+    # every artifact server of a localnet listens on this machine: private addresses are expected
+    miner_common = ["--rpc", miner_rpc_url or rpc_url, "--log-level", log_level,
+                    "--allow-private-networks"]
     pub_dir = root / PUBLISHER
     procs = [
         DemoProcess(

@@ -134,6 +134,7 @@ def verifier_command(ctx: NodeContext, extra: Sequence[str] = ()) -> list[str]:
     return [
         ctx.python, "-m", "dlbc_ops", "verify",
         "--app-home", ctx.app_home, "--rpc", ctx.rpc_url, "--metrics-port", str(ctx.metrics_port),
+        "--allow-private-networks",  # a localnet's artifact servers all listen on this machine
         *extra,
     ]  # fmt: skip
 

@@ -43,14 +43,14 @@ GENESIS_BALANCES = {PUB.address.hex(): START, STRONG.address.hex(): MINER_START,
 
 def run_round(url: str, app_home: Path, tmp_path: Path, timeout: float = 90) -> dict[str, Any]:
     torch.set_num_threads(1)
-    strong = Miner(MinerConfig(rpc_url=url, workdir=tmp_path / "strong", poll_seconds=0.2,
+    strong = Miner(MinerConfig(allow_private_networks=True, rpc_url=url, workdir=tmp_path / "strong", poll_seconds=0.2,
                                commit_margin_seconds=3.0, progress=False), STRONG)
-    weak = Miner(MinerConfig(rpc_url=url, workdir=tmp_path / "weak", poll_seconds=0.2,
+    weak = Miner(MinerConfig(allow_private_networks=True, rpc_url=url, workdir=tmp_path / "weak", poll_seconds=0.2,
                              max_train_seconds=6.0, max_epochs=1, progress=False), WEAK)
-    verifier = Verifier(VerifierConfig(rpc_url=url, workdir=tmp_path / "verifier",
+    verifier = Verifier(VerifierConfig(allow_private_networks=True, rpc_url=url, workdir=tmp_path / "verifier",
                                        app_home=app_home, poll_seconds=0.2,
                                        per_model_seconds=5.0))
-    publisher = Publisher(PublisherConfig(rpc_url=url, workdir=tmp_path / "publisher",
+    publisher = Publisher(PublisherConfig(allow_private_networks=True, rpc_url=url, workdir=tmp_path / "publisher",
                                           poll_seconds=0.2, reward=REWARD), PUB)
     publisher.add_prepared(publisher.prepare_demo(DemoDataConfig(**TINY_TASK), "demo"))
     sidecars: list[Any] = [strong, weak, verifier]

@@ -30,7 +30,8 @@ def test_sidecar_commands_play_one_round(tmp_path: Path) -> None:
     with local_chain(tmp_path / "chain", params=PARAMS,
                      balances={pub.address.hex(): 100_000, strong.address.hex(): MINER_START,
                                weak.address.hex(): MINER_START}) as chain:
-        common = ["--rpc", chain.rpc_url, "--rounds", "1", "--log-level", "info"]
+        common = ["--rpc", chain.rpc_url, "--rounds", "1", "--log-level", "info",
+                  "--allow-private-networks"]
         miner = ["mine", "--artifact-port", "0", "--threads", "1", "--commit-margin", "3"]
         procs = {
             "strong": [*miner, "--key", str(tmp_path / "strong.json"),

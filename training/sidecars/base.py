@@ -67,6 +67,12 @@ class SidecarConfig:
     max_rounds: int | None = None
     """Stop once this many rounds were seen closed (tests, `dlbc devnet --rounds`)."""
     rpc_timeout: float = 10.0
+    allow_private_networks: bool = False
+    """Fetch data/models from loopback, private, link-local and metadata addresses too.
+
+    Off by default: URIs come from other accounts, and a validator that fetches whatever a
+    miner names is a port scanner and request forger for its own network (issue 13). Set by
+    `dlbc devnet` and `dlbc localnet`, whose artifact servers all listen on 127.0.0.1."""
 
 
 def address_hex(addr: bytes) -> str:

@@ -22,9 +22,9 @@ def test_invalid_tampered_training_data(tmp_path: Path) -> None:
     with local_chain(tmp_path / "chain", params=PARAMS,
                      balances={pub_key.address.hex(): 100_000,
                                miner_key.address.hex(): MINER_START}) as chain:
-        miner = Miner(MinerConfig(rpc_url=chain.rpc_url, workdir=tmp_path / "miner",
+        miner = Miner(MinerConfig(allow_private_networks=True, rpc_url=chain.rpc_url, workdir=tmp_path / "miner",
                                   poll_seconds=0.2, progress=False), miner_key)
-        pub = Publisher(PublisherConfig(rpc_url=chain.rpc_url, workdir=tmp_path / "pub",
+        pub = Publisher(PublisherConfig(allow_private_networks=True, rpc_url=chain.rpc_url, workdir=tmp_path / "pub",
                                         poll_seconds=0.2, reward=10_000), pub_key)
         task = pub.prepare_demo(DemoDataConfig(**TINY_TASK), "demo")
         blob = task.directory / "train.npz.enc"

@@ -30,9 +30,9 @@ def withheld(tmp_path_factory: pytest.TempPathFactory):
     with local_chain(tmp / "chain", params=PARAMS,
                      balances={pub_key.address.hex(): START,
                                miner_key.address.hex(): MINER_START}) as chain:
-        miner = Miner(MinerConfig(rpc_url=chain.rpc_url, workdir=tmp / "miner",
+        miner = Miner(MinerConfig(allow_private_networks=True, rpc_url=chain.rpc_url, workdir=tmp / "miner",
                                   poll_seconds=0.2, progress=False), miner_key)
-        pub = Publisher(PublisherConfig(rpc_url=chain.rpc_url, workdir=tmp / "pub",
+        pub = Publisher(PublisherConfig(allow_private_networks=True, rpc_url=chain.rpc_url, workdir=tmp / "pub",
                                         poll_seconds=0.2, reward=REWARD, withhold_keys=True),
                         pub_key)
         pub.add_prepared(pub.prepare_demo(DemoDataConfig(**TINY_TASK), "demo"))

@@ -29,15 +29,14 @@ from training.data import ArrayDataset, make_segmentation_2d
 from training.models import build_model
 from training.sidecars.artifact_server import ArtifactServer
 from training.sidecars.base import WatermarkScheme
-from training.sidecars.sealing import seal_watermark
-from training.sidecars.verifier import (
-    ModelCheck,
+from training.sidecars.copy_marks import (
     OtherMark,
-    check_model,
     copy_bits_needed,
     foreign_mark,
     marks_to_exclude,
 )
+from training.sidecars.sealing import seal_watermark
+from training.sidecars.verifier import ModelCheck, check_model
 from training.trainer import TrainConfig, train
 from watermark import WatermarkKey, detect, embed_loss
 from watermark.layers import layer_from

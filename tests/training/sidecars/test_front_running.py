@@ -87,7 +87,7 @@ def round_one(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     with local_chain(tmp / "chain", params=PARAMS,
                      balances={PUB.address.hex(): 100_000,
                                MINER.address.hex(): MINER_START}) as chain:
-        mcfg = MinerConfig(rpc_url=chain.rpc_url, workdir=tmp / "miner", poll_seconds=0.2,
+        mcfg = MinerConfig(allow_private_networks=True, rpc_url=chain.rpc_url, workdir=tmp / "miner", poll_seconds=0.2,
                            max_train_seconds=2.0, max_epochs=1, commit_margin_seconds=2.0,
                            progress=False)
         miner = Miner(mcfg, MINER)
@@ -109,7 +109,7 @@ def round_one(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
                 out.setdefault("keys_after", []).append(keys_path.read_bytes())
         task1 = PreparedTask.load(tmp / "pub" / "artifacts" / "demo")
         # The publisher restarts as a long-running sidecar: same keys, same files, no new submit.
-        pcfg = PublisherConfig(rpc_url=chain.rpc_url, workdir=tmp / "pub", poll_seconds=0.2,
+        pcfg = PublisherConfig(allow_private_networks=True, rpc_url=chain.rpc_url, workdir=tmp / "pub", poll_seconds=0.2,
                                reward=10_000, artifact_port=pub_port)
         second = Publisher(pcfg, PUB)
         task2 = second.prepare_demo(demo, "demo")

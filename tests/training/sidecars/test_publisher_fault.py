@@ -30,9 +30,9 @@ def test_invalid_test_set_broken_after_reveal_is_the_publishers_fault(tmp_path: 
     with local_chain(tmp_path / "chain", params=PARAMS,
                      balances={pub_key.address.hex(): 100_000,
                                miner_key.address.hex(): MINER_START}) as chain:
-        miner = Miner(MinerConfig(rpc_url=chain.rpc_url, workdir=tmp_path / "miner",
+        miner = Miner(MinerConfig(allow_private_networks=True, rpc_url=chain.rpc_url, workdir=tmp_path / "miner",
                                   poll_seconds=0.2, max_epochs=1, progress=False), miner_key)
-        pub = Publisher(PublisherConfig(rpc_url=chain.rpc_url, workdir=tmp_path / "pub",
+        pub = Publisher(PublisherConfig(allow_private_networks=True, rpc_url=chain.rpc_url, workdir=tmp_path / "pub",
                                         poll_seconds=0.2, reward=REWARD), pub_key)
         task = pub.prepare_demo(DemoDataConfig(**TINY_TASK), "demo")
         pub.add_prepared(task)
@@ -45,7 +45,7 @@ def test_invalid_test_set_broken_after_reveal_is_the_publishers_fault(tmp_path: 
             # The miner has what it needs; now the test set no longer matches its commitment
             blob = task.directory / "test.npz.enc"
             blob.write_bytes(blob.read_bytes()[:-1] + b"\x00")
-            verifier = Verifier(VerifierConfig(rpc_url=chain.rpc_url, workdir=tmp_path / "ver",
+            verifier = Verifier(VerifierConfig(allow_private_networks=True, rpc_url=chain.rpc_url, workdir=tmp_path / "ver",
                                                app_home=chain.app_home, poll_seconds=0.2,
                                                per_model_seconds=5.0, test_set_attempts=2))
             vt = threading.Thread(target=verifier.run, daemon=True)
