@@ -73,6 +73,7 @@ bench: install
 	$(BIN)/python bench/state_machine.py
 	$(BIN)/python bench/training.py
 	$(BIN)/python bench/watermark.py
+	$(BIN)/python bench/verifier.py
 
 proto: install
 	$(BIN)/python -m abci_app.proto.gen

@@ -13,13 +13,12 @@ destination.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import torch
 from safetensors import SafetensorError
@@ -28,27 +27,29 @@ from safetensors.torch import save as st_save
 from torch import nn
 
 from abci_app.fsutil import atomic_writer
+from training.artifact_errors import (
+    AddressRefused,
+    ArtifactError,
+    DigestMismatch,
+    NotSafetensors,
+    TooLarge,
+    TooSlow,
+)
+from training.fetching import stream_uri
 from training.models import HParams, build_model
+from training.netguard import NetPolicy
+from training.safetensors_header import check_safetensors_header, check_safetensors_layout
+
+__all__ = [
+    "AddressRefused", "ArtifactError", "DigestMismatch", "NetPolicy", "NotSafetensors", "TooLarge",
+    "TooSlow", "check_safetensors_header", "check_safetensors_layout", "expected_state_shapes",
+    "fetch", "fetch_bytes", "file_uri", "load_into", "load_model", "load_state_dict_bytes",
+    "model_metadata", "save_model", "sha256_bytes", "sha256_file", "state_dict_bytes",
+    "state_shapes",
+]
 
 _READ_CHUNK = 4 << 20
-_MAX_HEADER = 100 << 20  # safetensors' own limit on the JSON header
 _HEX = frozenset("0123456789abcdef")
-
-
-class ArtifactError(ValueError):
-    """An artifact that must not be used; the message says why."""
-
-
-class DigestMismatch(ArtifactError):
-    pass
-
-
-class TooLarge(ArtifactError):
-    pass
-
-
-class NotSafetensors(ArtifactError):
-    pass
 
 
 # --------------------------------------------------------------------------------------------
@@ -135,44 +136,38 @@ def model_metadata(arch: str, hparams: HParams) -> dict[str, str]:
     return {"dlbc.arch": arch, "dlbc.hparams": json.dumps(dict(hparams), sort_keys=True)}
 
 
-def check_safetensors_header(data: bytes | memoryview) -> dict[str, Any]:
-    """Parse and sanity-check the safetensors header; raise NotSafetensors with a reason.
+def load_state_dict_bytes(
+    data: bytes, *, sha256: str | None = None,
+    expected: Mapping[str, tuple[int, ...]] | None = None,
+) -> dict[str, torch.Tensor]:
+    """Check the digest (if given), then the header, *then* parse safetensors bytes into CPU
+    tensors.
 
-    Recognises the usual impostors by their first bytes: a pickle (0x80 protocol byte) and a
-    `torch.save` zip archive ("PK"), so the error says what the file actually is.
+    The header check (training.safetensors_header) holds every tensor's size against the file
+    and, with `expected` (name → shape, e.g. `state_shapes(model)`), the names and shapes
+    against the architecture, before anything is allocated.
     """
-    head = bytes(data[:8])
-    if head[:2] == b"PK":
-        raise NotSafetensors("file is a zip archive (torch.save checkpoint?), not safetensors; "
-                             "pickled checkpoints are never loaded")
-    if head[:1] == b"\x80":
-        raise NotSafetensors("file is a Python pickle, not safetensors; pickles are never loaded")
-    if len(data) < 10:
-        raise NotSafetensors(f"file too short for safetensors ({len(data)} bytes)")
-    header_len = int.from_bytes(head, "little")
-    if header_len > _MAX_HEADER or 8 + header_len > len(data):
-        raise NotSafetensors(f"not safetensors: header length {header_len} does not fit the file")
-    try:
-        header = json.loads(bytes(data[8 : 8 + header_len]))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise NotSafetensors(f"not safetensors: header is not JSON ({exc})") from None
-    if not isinstance(header, dict):
-        raise NotSafetensors("not safetensors: header is not a JSON object")
-    return header
-
-
-def load_state_dict_bytes(data: bytes, *, sha256: str | None = None) -> dict[str, torch.Tensor]:
-    """Check the digest (if given) *then* parse safetensors bytes into CPU tensors."""
     if sha256 is not None:
-        expected = _check_digest_arg(sha256)
+        want = _check_digest_arg(sha256)
         actual = sha256_bytes(data)
-        if actual != expected:
-            raise DigestMismatch(f"digest mismatch: expected {expected}, got {actual}")
-    check_safetensors_header(data)
+        if actual != want:
+            raise DigestMismatch(f"digest mismatch: expected {want}, got {actual}")
+    check_safetensors_layout(data, expected)
     try:
         return st_load(data)
     except (SafetensorError, ValueError, RuntimeError, TypeError) as exc:
         raise NotSafetensors(f"invalid safetensors file: {exc}") from None
+
+
+def state_shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
+    """Name → shape of `model`'s state dict: the `expected` of `load_state_dict_bytes`."""
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def expected_state_shapes(arch: str, hparams: HParams | None = None) -> dict[str, tuple[int, ...]]:
+    """`state_shapes` of registry `arch`, built on the meta device: no memory for weights."""
+    with torch.device("meta"):
+        return state_shapes(build_model(arch, hparams or {}))
 
 
 def load_into(model: nn.Module, state: Mapping[str, torch.Tensor]) -> nn.Module:
@@ -214,9 +209,10 @@ def load_model(
     """Build registry `arch` from `hparams` and load a safetensors file into it, strictly.
 
     The file is read once into memory; its digest (when given) is checked on those bytes before
-    parsing, so what was verified is exactly what gets loaded.
+    parsing, so what was verified is exactly what gets loaded. Its header is checked against the
+    architecture's state-dict shapes (on the meta device) before any tensor or the model itself
+    is allocated.
     """
-    model = build_model(arch, hparams or {})
     if isinstance(path_or_bytes, bytes):
         data = path_or_bytes
     else:
@@ -227,76 +223,36 @@ def load_model(
         data = path.read_bytes()
     if max_bytes is not None and len(data) > max_bytes:
         raise TooLarge(f"model is {len(data)} bytes, more than the cap of {max_bytes}")
-    return load_into(model, load_state_dict_bytes(data, sha256=sha256))
+    state = load_state_dict_bytes(data, sha256=sha256,
+                                  expected=expected_state_shapes(arch, hparams))
+    return load_into(build_model(arch, hparams or {}), state)
 
 
 # --------------------------------------------------------------------------------------------
-# Fetch by URI
+# Fetch by URI (docs/artifacts.md "Fetching from strangers"; the guards are in training.fetching)
 
 
-def _iter_file(path: Path) -> Iterator[bytes]:
-    with open(path, "rb", buffering=0) as f:
-        while chunk := f.read(_READ_CHUNK):
-            yield chunk
-
-
-def _file_path(uri: str) -> Path:
-    parts = urlsplit(uri)
-    if parts.netloc not in ("", "localhost"):
-        raise ArtifactError(f"file:// URI with a remote host is not supported: {uri!r}")
-    path = Path(unquote(parts.path))
-    if not path.is_file():
-        raise ArtifactError(f"no such file: {path}")
-    return path
-
-
-def _stream(uri: str, max_bytes: int, timeout: float, consume: Callable[[bytes], None]) -> None:
-    """Feed the bytes at `uri` to `consume`, raising TooLarge as soon as the cap is passed."""
-    scheme = urlsplit(uri).scheme.lower()
-    total = 0
-
-    def take(chunk: bytes) -> None:
-        nonlocal total
-        total += len(chunk)
-        if total > max_bytes:
-            raise TooLarge(f"{uri} is larger than the cap of {max_bytes} bytes")
-        consume(chunk)
-
-    if scheme == "file":
-        path = _file_path(uri)
-        if path.stat().st_size > max_bytes:
-            raise TooLarge(f"{uri} is {path.stat().st_size} bytes, over the cap of {max_bytes}")
-        for chunk in _iter_file(path):
-            take(chunk)
-        return
-    if scheme in ("http", "https"):
-        import httpx  # only fetching over the network needs it
-
-        try:
-            # identity: the digest is over the bytes as stored; iter_raw never inflates a bomb.
-            with httpx.stream("GET", uri, timeout=timeout, follow_redirects=False,
-                              headers={"Accept-Encoding": "identity"}) as resp:
-                if resp.status_code != 200:
-                    raise ArtifactError(f"GET {uri}: HTTP {resp.status_code}")
-                declared = resp.headers.get("content-length")
-                if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-                    raise TooLarge(f"{uri} declares {declared} bytes, over the cap of {max_bytes}")
-                for chunk in resp.iter_raw(_READ_CHUNK):
-                    take(chunk)
-        except httpx.HTTPError as exc:
-            raise ArtifactError(f"GET {uri} failed: {exc}") from exc
-        return
-    raise ArtifactError(f"unsupported URI scheme in {uri!r}; use file://, http:// or https://")
+def _policy(allow_private: bool, network: NetPolicy | None) -> NetPolicy:
+    if network is None:
+        return NetPolicy(allow_private=allow_private)
+    return dataclasses.replace(network, allow_private=network.allow_private or allow_private)
 
 
 def fetch(
-    uri: str, *, max_bytes: int, sha256: str, dest: str | Path, timeout: float = 30.0
+    uri: str, *, max_bytes: int, sha256: str, dest: str | Path, timeout: float = 30.0,
+    allow_private: bool = False, min_rate_bps: float = 0, deadline: float | None = None,
+    network: NetPolicy | None = None,
 ) -> Path:
     """Download `uri` to `dest`, enforcing `max_bytes` while streaming and checking `sha256`.
 
     Bytes go to a temporary file beside `dest`, hashed on the way; only if the size and digest
     are right is it renamed to `dest`. On any failure nothing is left behind (and an existing
     `dest` is untouched). Returns `dest`.
+
+    Network guards (training.fetching): hosts that are or resolve to non-public addresses raise
+    AddressRefused unless `allow_private`; `deadline` (a `time.monotonic()` value) and
+    `min_rate_bps` (average after a few seconds' grace) raise TooSlow; `timeout` bounds each
+    connect and read. `network` replaces the address policy (tests).
     """
     expected = _check_digest_arg(sha256)
     if max_bytes < 0:
@@ -309,18 +265,27 @@ def fetch(
             h.update(chunk)
             f.write(chunk)
 
-        _stream(uri, max_bytes, timeout, consume)
+        stream_uri(uri, consume, max_bytes=max_bytes, timeout=timeout,
+                   policy=_policy(allow_private, network), min_rate_bps=min_rate_bps,
+                   deadline=deadline)
         actual = h.hexdigest()
         if actual != expected:
             raise DigestMismatch(f"{uri}: digest mismatch: expected {expected}, got {actual}")
     return dest
 
 
-def fetch_bytes(uri: str, *, max_bytes: int, sha256: str, timeout: float = 30.0) -> bytes:
+def fetch_bytes(
+    uri: str, *, max_bytes: int, sha256: str, timeout: float = 30.0, allow_private: bool = False,
+    min_rate_bps: float = 0, deadline: float | None = None, network: NetPolicy | None = None,
+) -> bytes:
     """Like `fetch` but into memory (for models and test sets the verifier parses at once)."""
     expected = _check_digest_arg(sha256)
+    if max_bytes < 0:
+        raise ArtifactError("max_bytes must be >= 0")
     parts: list[bytes] = []
-    _stream(uri, max_bytes, timeout, parts.append)
+    stream_uri(uri, parts.append, max_bytes=max_bytes, timeout=timeout,
+               policy=_policy(allow_private, network), min_rate_bps=min_rate_bps,
+               deadline=deadline)
     data = b"".join(parts)
     actual = sha256_bytes(data)
     if actual != expected:

@@ -210,8 +210,16 @@ def encrypt_dataset(
     return encrypt_bytes(key, dataset.to_npz_bytes(), chunk_size=chunk_size)
 
 
-def decrypt_dataset(key: bytes, blob: bytes, *, num_classes: int | None = None) -> ArrayDataset:
-    """Decrypt an encrypted `.npz` blob and load it with `training.data.load_npz`."""
-    from training.data import load_npz
+def decrypt_dataset(key: bytes, blob: bytes, *, num_classes: int | None = None,
+                    max_decoded_bytes: int | None = None) -> ArrayDataset:
+    """Decrypt an encrypted `.npz` blob and load it with `training.data.load_npz`.
 
-    return load_npz(decrypt_bytes(key, blob), num_classes=num_classes)
+    The loaded arrays are capped by `load_npz`: at most `MAX_EXPANSION` times the archive
+    (so about that many times the task's declared `data_size_bytes`) and at most
+    `max_decoded_bytes` (default `DEFAULT_MAX_NPZ_BYTES`), checked before anything inflates.
+    """
+    from training.data import DEFAULT_MAX_NPZ_BYTES, load_npz
+
+    return load_npz(decrypt_bytes(key, blob), num_classes=num_classes,
+                    max_bytes=DEFAULT_MAX_NPZ_BYTES if max_decoded_bytes is None
+                    else max_decoded_bytes)

@@ -40,10 +40,15 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--small-budget", type=float, default=demo.SMALL_BUDGET_S,
                    help="miner-2's training seconds per round (miner-1 uses all of TRAIN)")
     p.add_argument("--log-level", default="info",
-                   choices=("debug", "info", "warning", "error", "critical"))
+                   choices=("debug", "info", "warning", "error", "critical"),
+                   help="least severe log level of the app, node and sidecars")
     p.add_argument("--no-plots", action="store_true", help="skip the PNGs")
     p.add_argument("--metrics", action="store_true",
                    help="serve Prometheus metrics per sidecar on base-port+20..+29")
+    p.add_argument("--fund", action="append", default=[], metavar="ADDR=AMOUNT",
+                   help="faucet: send AMOUNT to ADDR (40-hex address, or a `dlbc keys` NAME) "
+                        "once the chain is up, on every start; repeatable. The faucet's own key "
+                        "is OUT/keys/faucet.json (`dlbc transfer --key` it for more)")
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -72,17 +77,40 @@ def run(argv: Sequence[str]) -> int:
     return run_devnet(build_parser().parse_args(list(argv)))
 
 
+def parse_funds(specs: Sequence[str]) -> list[tuple[bytes, int]]:
+    """`ADDR=AMOUNT` pairs of --fund; ValueError naming the bad one."""
+    from dlbc_ops.cli.common import CliError
+    from dlbc_ops.cli.transfer import resolve_address
+
+    funds = []
+    for spec in specs:
+        addr, sep, amount = spec.rpartition("=")
+        if not sep or not addr or not amount.isdigit() or int(amount) < 1:
+            raise ValueError(f"--fund {spec!r}: expected ADDR=AMOUNT with AMOUNT >= 1")
+        try:
+            funds.append((resolve_address(addr, None), int(amount)))
+        except CliError as exc:
+            raise ValueError(f"--fund {spec!r}: {exc}") from None
+    return funds
+
+
 def run_devnet(args: argparse.Namespace) -> int:
     from dlbc_ops.devnet.devnet import Devnet
 
     if args.rounds is not None and args.rounds < 1:
         print("devnet: --rounds must be >= 1", file=sys.stderr)
         return 2
+    try:
+        funds = parse_funds(getattr(args, "fund", []))
+    except ValueError as exc:
+        print(f"devnet: {exc}", file=sys.stderr)
+        return 2
     cfg = DevnetConfig(
         out=args.out, base_port=args.base_port, rounds=args.rounds, block_time=args.block_time,
         train_seconds=args.train_seconds, reveal_seconds=args.reveal_seconds,
         verify_seconds=args.verify_seconds, samples=args.samples, log_level=args.log_level,
         plots=not args.no_plots, metrics=args.metrics, miners=demo_miners(args.small_budget),
+        funds=funds,
     )
     net = Devnet(cfg)
     try:

@@ -24,17 +24,19 @@ from dlbc_ops.cli import (
     query,
     serve,
     task,
+    transfer,
     verify,
 )
+from dlbc_ops.cli.common import Parser
 
 #: Order here is the order in `dlbc --help`.
 SUBCOMMANDS: tuple[ModuleType, ...] = (
-    keys, node, genesis, localnet, serve, devnet, task, mine, verify, query,
+    keys, node, genesis, localnet, serve, devnet, transfer, task, mine, verify, query,
 )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(  # its formatter reaches every subcommand (common.HelpFormatter)
         prog="dlbc",
         description="DLBC on CometBFT: deep-learning training as the useful work of a blockchain.",
     )

@@ -2,7 +2,8 @@
 
     dlbc mine --key miner1 [--max-train-seconds 120] [--artifact-port 8701] [--quiet-progress]
 
-Its artifact server publishes a round's model only at REVEAL, at the port given here; torch is
+`DESCRIPTION` is what `dlbc mine --help` tells a first-time user. Its artifact server publishes
+a round's model only at REVEAL, at the port given here; torch is
 imported only when the command runs, so `dlbc --help` stays fast.
 """
 
@@ -54,27 +55,53 @@ def _mine(args: argparse.Namespace) -> int:
     return run_sidecar(miner)
 
 
+DESCRIPTION = """\
+The miner sidecar, in the foreground until Ctrl-C or --rounds N. It registers the key's account
+as a miner (bonding `miner_bond`, so the account needs funds), then each round trains the
+selected task with its watermark, commits the model hash in TRAIN, publishes the model and
+reveals it in REVEAL, and logs whether it won.
+
+  dlbc mine --key miner1 --rpc http://127.0.0.1:26657 --artifact-port 8701
+
+Needs a running chain (`dlbc devnet`, `dlbc localnet`, or `cometbft node` beside
+`python -m abci_app`) reachable at --rpc, and a funded key (`dlbc keys new NAME`, then a
+transfer or a genesis balance). Validators fetch the models from --artifact-host:--artifact-port,
+so on more than one machine give an address they can reach.
+"""
+
+
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = subparsers.add_parser("mine", help="miner: train the selected task each round, commit, reveal")
+    p = subparsers.add_parser(
+        "mine", help="miner: train the selected task each round, commit, reveal",
+        description=DESCRIPTION)
     add_sidecar_options(p)
-    p.add_argument("--workdir", default="dlbc-miner", help="models, checkpoints, round state")
-    p.add_argument("--bandwidth", type=int, default=100_000_000, help="declared bytes/s (Eq. 2)")
-    p.add_argument("--flops", type=int, default=1_000_000_000_000, help="declared FLOP/s (Eq. 3)")
-    p.add_argument("--max-train-seconds", type=float, default=None,
+    p.add_argument("--workdir", default="dlbc-miner",
+                   help="folder for this miner's models, checkpoints and round state")
+    p.add_argument("--bandwidth", type=int, default=100_000_000, metavar="BYTES_PER_S",
+                   help="network bandwidth declared in RegisterMiner (paper Eq. 2)")
+    p.add_argument("--flops", type=int, default=1_000_000_000_000, metavar="FLOP_PER_S",
+                   help="compute declared in RegisterMiner (paper Eq. 3)")
+    p.add_argument("--max-train-seconds", type=float, default=None, metavar="SECONDS",
                    help="training budget per round (default: all of TRAIN less the margin)")
-    p.add_argument("--commit-margin", type=float, default=4.0,
-                   help="stop training this many seconds before TRAIN ends")
-    p.add_argument("--max-epochs", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--lr", type=float, default=3e-3)
-    p.add_argument("--wm-lambda", type=float, default=1.0, help="watermark regulariser weight λ")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--commit-margin", type=float, default=4.0, metavar="SECONDS",
+                   help="stop training this many seconds before TRAIN ends, to save and commit")
+    p.add_argument("--max-epochs", type=int, default=None, metavar="N",
+                   help="stop after N epochs even with time left (default: train until the "
+                        "budget ends)")
+    p.add_argument("--batch-size", type=int, default=16, help="training batch size")
+    p.add_argument("--lr", type=float, default=3e-3, help="learning rate of the optimizer")
+    p.add_argument("--wm-lambda", type=float, default=1.0,
+                   help="weight λ of the watermark regulariser (loss = task + λ·watermark)")
+    p.add_argument("--device", default="auto",
+                   help="torch device: auto (CUDA if available), cpu, cuda or cuda:N")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="torch CPU threads (default: torch's own choice)")
     p.add_argument("--allow-file-uris", action="store_true",
                    help="accept file:// data URIs (single-machine setups only)")
     p.add_argument("--quiet-progress", action="store_true",
                    help="no per-epoch progress lines; log one summary line per round")
-    p.add_argument("--artifact-host", default="127.0.0.1")
-    p.add_argument("--artifact-port", type=int, default=8701,
+    p.add_argument("--artifact-host", default="127.0.0.1", metavar="HOST",
+                   help="address the model server listens on and names in its reveal URIs")
+    p.add_argument("--artifact-port", type=int, default=8701, metavar="PORT",
                    help="port serving this miner's models (0 = any free port)")
     p.set_defaults(func=guarded(_mine))

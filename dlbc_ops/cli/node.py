@@ -48,7 +48,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--no-empty-blocks", action="store_true",
                    help="produce blocks only when the mempool has txs")
     p.add_argument("--log-level", default="info",
-                   choices=("debug", "info", "warning", "error", "critical"))
+                   choices=("debug", "info", "warning", "error", "critical"),
+                   help="least severe log level printed")
     p.set_defaults(func=run)
 
 

@@ -33,7 +33,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="serve a directory of artifacts (models, encrypted data) over HTTP",
         description="Read-only HTTP server for DLBC artifacts; never serves outside DIR.",
     )
-    p.add_argument("directory", type=Path, metavar="DIR")
+    p.add_argument("directory", type=Path, metavar="DIR",
+                   help="folder whose files are served (read-only, no listing)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8700, help="port (default 8700, 0 = any free)")
     p.set_defaults(func=_serve)

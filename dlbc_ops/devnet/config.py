@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from dlbc_ops import ports
+from dlbc_ops.devnet.faucet import FAUCET_BALANCE
 from dlbc_ops.localnet import demo
 from dlbc_ops.preflight import require_writable
 from dlbc_ops.supervisor import LaunchError
@@ -54,6 +55,10 @@ class DevnetConfig:
     publisher_balance: int = demo.PUBLISHER_BALANCE
     miner_balance: int = demo.MINER_BALANCE
     """Each miner's genesis balance: its bond, tx fees and reveal deposits (docs/economics.md)."""
+    faucet_balance: int = FAUCET_BALANCE
+    """The faucet's genesis balance (OUT/keys/faucet.json, `dlbc_ops.devnet.faucet`)."""
+    funds: list[tuple[bytes, int]] = field(default_factory=list)
+    """`--fund ADDR=AMOUNT`: sent from the faucet on every start, also when resuming."""
     miners: list[MinerSpec] = field(default_factory=demo_miners)
     samples: int = demo.DEMO_SAMPLES
     image_size: int = 32

@@ -8,6 +8,8 @@ What runs (docs/processes.md), all under one output folder OUT:
     publisher                  submits demo segmentation tasks, releases keys (thread)
     miner-1, miner-2           train with watermarks under different budgets (threads)
     verifier                   checks revealed models, writes verdicts for ExtendVote (thread)
+    faucet                     an account funded in genesis; `--fund ADDR=N` pays from it
+                               on every start (`faucet`)
 
 App and node are `dlbc_ops.devnode.launch.LocalChain` (the project's one launcher, on
 `dlbc_ops.supervisor`); the sidecars are `dlbc_ops.devnet.sidecars`. The main loop polls the
@@ -31,6 +33,7 @@ import threading
 from typing import IO, TYPE_CHECKING, Any
 
 from abci_app.dlbc.records import Phase
+from dlbc_ops.devnet import faucet
 from dlbc_ops.devnet.config import DevnetConfig, check_out_dir, check_ports
 from dlbc_ops.devnet.history import History
 from dlbc_ops.devnet.narration import Narrator
@@ -41,6 +44,7 @@ from dlbc_ops.localnet import demo
 from dlbc_ops.supervisor import LaunchError
 
 if TYPE_CHECKING:
+    from abci_app.keyfile import KeyPair
     from training.sidecars.base import Sidecar
     from training.sidecars.rpc_client import RpcClient
 
@@ -61,7 +65,9 @@ class Devnet:
         self.narrator = Narrator(cfg.stream, self.history)
         self.say = self.narrator.say
         self.rpc: RpcClient | None = None
+        self.faucet: KeyPair | None = None
         self.rounds_closed: list[dict[str, Any]] = []
+        self.failure: str | None = None
         self._log_files: list[IO[str]] = []
 
     # -- lifecycle
@@ -74,10 +80,13 @@ class Devnet:
         self.history.load()
         try:
             keys = self._keys()
-            self._start_chain(keys)
+            tap = self.faucet = self._faucet()
+            self._start_chain(keys, tap)
+            if self.cfg.funds:
+                faucet.pay(self.cfg.rpc_url, tap, self.cfg.funds, self.say)
             self.sidecars = build_sidecars(self.cfg, keys)
             self.threads = start_threads(self.sidecars, self.cfg, self.narrator.on_event,
-                                         self.say)
+                                         self.say, self._sidecar_stopped)
         except BaseException:
             self.shutdown()
             raise
@@ -100,12 +109,19 @@ class Devnet:
             self.narrator.names[key.address.hex()] = name
         return keys
 
-    def _start_chain(self, keys: demo.DemoKeys) -> None:
+    def _faucet(self) -> KeyPair:
+        """OUT/keys/faucet.json, made (and funded in genesis) on the first run."""
+        key, _ = faucet.load_or_create(self.out)
+        self.narrator.names[key.address.hex()] = faucet.FAUCET
+        return key
+
+    def _start_chain(self, keys: demo.DemoKeys, tap: KeyPair) -> None:
         cfg = self.cfg
         self.chain = LocalChain(self.out, rpc_port=cfg.rpc_port, app_port=cfg.app_port,
                                 block_time=cfg.block_time, log_level=cfg.log_level)
         balances = {key.address.hex(): cfg.miner_balance for key in keys.miners}
         balances[keys.publisher.address.hex()] = cfg.publisher_balance
+        balances[tap.address.hex()] = cfg.faucet_balance
         resumed = self.chain.write_genesis(cfg.chain_id, cfg.phase_params(), balances)
         self.say(f"starting the DLBC app (ABCI on 127.0.0.1:{cfg.app_port}, home {self.out/'app'})"
                  + (" — resuming saved state" if resumed else ""))
@@ -120,6 +136,12 @@ class Devnet:
 
     def stop(self) -> None:
         self.stop_event.set()
+
+    def _sidecar_stopped(self, name: str, exc: BaseException) -> None:
+        """A sidecar's loop ended by an exception: say so and stop the devnet (exit 1)."""
+        self.failure = f"{name} stopped: {exc}"
+        self.say(f"{self.failure}; stopping the devnet (details in {self.out / 'logs'})")
+        self.stop()
 
     def shutdown(self) -> None:
         """Sidecars first (no tx in flight to a dying node), then node, then app."""
@@ -177,7 +199,7 @@ class Devnet:
                 self.say(f"{done} round(s) done; stopping (--rounds {self.cfg.rounds})")
                 break
             self.stop_event.wait(0.5)
-        return 0
+        return 1 if self.failure else 0
 
     def _report_closed(self, rec: dict[str, Any]) -> None:
         n = int(rec["round"])

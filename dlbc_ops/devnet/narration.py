@@ -96,11 +96,31 @@ class Narrator:
         if w:
             score = int(w.get("verified_score_ppm") or w.get("claimed_score_ppm") or 0)
             self.say(f"round {n}: winner: {w['miner']} ({self.name_of(w['miner'])}) "
-                     f"score {score/PPM:.4f}, task reward {w.get('task_reward')}, block reward "
-                     f"{w.get('block_reward_miner')} miner / "
-                     f"{w.get('block_reward_publisher')} publisher")
+                     f"score {score/PPM:.4f}")
+            self.say(f"round {n}: {self.payout(rec)}")
         else:
             self.say(f"round {n}: closed without a winner (outcome {rec.get('outcome')})")
+
+    def payout(self, rec: dict[str, Any]) -> str:
+        """What a settled round paid whom, each part labelled.
+
+        Why spelled out: "block reward 100 miner / 999900 publisher" reads as a bug to a
+        newcomer. It is paper Eq. 5-6: while few tasks are queued publishers are scarce, so
+        they get most of the minted block reward, and the miner's pay is the task reward
+        (README "The reward split, worked"; abci_app/dlbc/rewards.py)."""
+        w = rec["winner"]
+        miner, publisher = self.name_of(w["miner"]), self.name_of(rec.get("publisher"))
+        if publisher != "publisher":
+            publisher = f"publisher {publisher}"
+        to_miner = int(w.get("block_reward_miner") or 0)
+        to_pub = int(w.get("block_reward_publisher") or 0)
+        text = (f"paid: {miner} gets the task reward {w.get('task_reward')} + {to_miner} of "
+                f"the {to_miner + to_pub} block reward, {publisher} the other {to_pub}")
+        if rec.get("publisher_share_ppm") is None or rec.get("queue_len") is None:
+            return text
+        share = int(rec["publisher_share_ppm"]) / PPM
+        return (f"{text} (paper Eq. 5-6: publisher share {share:.2%} with {rec['queue_len']} "
+                "task(s) queued)")
 
     def balances(self, n: int, balances: dict[str, Any]) -> None:
         listed = ", ".join(f"{name}={bal}" for name, bal in balances.items())

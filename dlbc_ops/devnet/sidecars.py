@@ -8,6 +8,7 @@ so `dlbc --help` does not pay for them.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
     from training.sidecars.base import Sidecar
 
 VERIFIER = "verifier"
+log = logging.getLogger("dlbc.devnet")
 
 
 def build_sidecars(cfg: DevnetConfig, keys: demo.DemoKeys) -> dict[str, Sidecar]:
@@ -60,8 +62,14 @@ def app_home(out: Path) -> Path:
 
 def start_threads(sidecars: dict[str, Sidecar], cfg: DevnetConfig,
                   listener: Callable[[str, dict[str, Any]], None],
-                  say: Callable[[str], None]) -> list[threading.Thread]:
-    """Metrics (with --metrics), the event listener, then each sidecar's loop on a thread."""
+                  say: Callable[[str], None],
+                  on_crash: Callable[[str, BaseException], None] | None = None,
+                  ) -> list[threading.Thread]:
+    """Metrics (with --metrics), the event listener, then each sidecar's loop on a thread.
+
+    A loop that ends by an exception (a sidecar that gave up, or a bug) is logged with its
+    traceback and reported to `on_crash`: a devnet whose publisher died must not go on
+    printing rounds as if nothing happened (issue 13, "no background loop dies silently")."""
     threads = []
     for name, sc in sidecars.items():
         if cfg.metrics:
@@ -69,7 +77,18 @@ def start_threads(sidecars: dict[str, Sidecar], cfg: DevnetConfig,
             sc.start_metrics()
             say(f"{name} metrics: {sc.metrics_url}")
         sc.listeners.append(listener)
-        t = threading.Thread(target=sc.run, name=name, daemon=True)
+        t = threading.Thread(target=_run_loudly, args=(name, sc, on_crash), name=name,
+                             daemon=True)
         t.start()
         threads.append(t)
     return threads
+
+
+def _run_loudly(name: str, sc: Sidecar,
+                on_crash: Callable[[str, BaseException], None] | None) -> None:
+    try:
+        sc.run()
+    except BaseException as exc:
+        log.exception("%s stopped", name)
+        if on_crash is not None:
+            on_crash(name, exc)

@@ -10,8 +10,8 @@ import pytest
 
 from dlbc_ops.cli import main as cli
 
-EXPECTED = ["keys", "node", "genesis", "localnet", "serve-artifacts", "devnet", "task", "mine",
-            "verify", "query"]
+EXPECTED = ["keys", "node", "genesis", "localnet", "serve-artifacts", "devnet", "transfer", "task",
+            "mine", "verify", "query"]
 
 
 def test_build_parser_registers_every_subcommand_in_help_order() -> None:

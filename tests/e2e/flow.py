@@ -94,18 +94,25 @@ def check_round(r: dict[str, Any], caplog: pytest.LogCaptureFixture) -> None:
     winner = rec["winner"]
     assert winner["miner"] == STRONG.address.hex()
     checks = {c.miner: c for c in verifier.checks[1]}
-    assert all(c.verdict and c.watermark_ok for c in checks.values())
     s_chk, w_chk = checks[STRONG.address.hex()], checks[WEAK.address.hex()]
-    assert s_chk.score_ppm > w_chk.score_ppm
+    assert s_chk.verdict and s_chk.watermark_ok
+    # the weak claim is checked only if it could still beat the strong score (the verifier's
+    # stop rule, training/sidecars/verify_plan.py); otherwise it gets no verdict
+    if w_chk.claimed_score_ppm + r["params"]["tolerance_ppm"] >= s_chk.score_ppm:
+        assert w_chk.verdict and w_chk.watermark_ok and s_chk.score_ppm > w_chk.score_ppm
+    else:
+        assert not w_chk.verdict and "not needed" in w_chk.reason
     assert winner["verified_score_ppm"] == s_chk.score_ppm == winner["claimed_score_ppm"]
 
-    # Verify the verdict file that ExtendVote read holds both verdicts
+    # Verify the verdict file that ExtendVote read holds exactly the verdicts, complete
     doc = json.loads((r["app_home"] / "verdicts" / "round-1.json").read_text())
-    assert sorted(v["miner"] for v in doc["verdicts"]) == sorted(checks)
+    assert sorted(v["miner"] for v in doc["verdicts"]) == sorted(
+        m for m, c in checks.items() if c.verdict)
+    assert doc["complete"] is True
 
     # Verify the money: escrow to the winner, block reward split, nothing to the loser; every
     # account paid its tx fees, both miners still hold their bond and got their reveal deposit
-    # back (both claims were confirmed)
+    # back (neither claim was refuted)
     bal, fees, bond = r["balances"], r["fees"], r["params"]["miner_bond"]
     assert all(fees[k] > 0 for k in (PUB, STRONG, WEAK))
     assert bal[STRONG] == MINER_START - bond - fees[STRONG] + REWARD + winner["block_reward_miner"]
@@ -141,7 +148,7 @@ def check_round(r: dict[str, Any], caplog: pytest.LogCaptureFixture) -> None:
     # Verify the operator metrics saw it all
     assert strong.metrics.get("commits_total") == 1 == strong.metrics.get("reveals_total")
     assert strong.metrics.get("wins_total") == 1 and weak.metrics.get("wins_total") == 0
-    assert verifier.metrics.get("verdicts_total") == 2
+    assert verifier.metrics.get("verdicts_total") == sum(c.verdict for c in checks.values())
     assert r["publisher"].metrics.get("reveals_total") == 2  # data key + test key
     assert strong.metrics.get("training_seconds_total") > 0
 

@@ -4,18 +4,24 @@ from __future__ import annotations
 
 import io
 import pickle
+import tracemalloc
+import warnings
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from tests.training.npz_crafting import npz_bomb, patch_member_size, streamed_npz
 from training.data import (
+    MAX_EXPANSION,
     ArrayDataset,
     DataError,
     load_digits_dataset,
     load_npz,
     make_segmentation_2d,
     make_segmentation_3d,
+    max_decoded_bytes,
 )
 
 
@@ -127,3 +133,102 @@ def test_invalid_dataset_construction() -> None:
         ArrayDataset(np.zeros((1, 1, 4, 4)), np.zeros(1, np.int64), "classification", 2)
     with pytest.raises(DataError, match="kind"):
         ArrayDataset(np.zeros((1, 1, 4, 4), np.float32), np.zeros(1, np.int64), "regression", 2)
+
+
+# --------------------------------------------------------------------------------------------
+# Decompression bombs and archives that lie about their sizes (docs/artifacts.md "Data sets")
+
+
+def test_invalid_npz_bomb_refused_with_bounded_memory() -> None:
+    blob = npz_bomb()
+    assert len(blob) < 200_000  # 0.16 MB on the wire
+    decoded = 1280 * 256 * 256 * (4 + 8)
+    assert decoded == 960 << 20  # what the old loader built in memory (x6,000)
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataError, match="would decode to 1006632960 bytes"):
+            load_npz(blob)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 << 20, peak  # headers and the zip directory only: no array was inflated
+
+
+def test_invalid_npz_expansion_tied_to_archive_size() -> None:
+    # Well under the absolute cap, but 160 KiB of images from a 1 KiB archive.
+    blob = streamed_npz({"images": ("u1", (40, 1, 32, 32), 40 * 32 * 32),
+                         "labels": ("i8", (40,), 320)})
+    assert MAX_EXPANSION * len(blob) < 40 * 32 * 32 * 4
+    with pytest.raises(DataError, match="would decode"):
+        load_npz(blob)
+    assert max_decoded_bytes(1000) == MAX_EXPANSION * 1000
+    assert max_decoded_bytes(10**12) == 4 << 30
+
+
+def test_real_compressed_data_loads_under_the_expansion_limit() -> None:
+    d = make_segmentation_2d(64, 32, seed=3)
+    buf = io.BytesIO()
+    np.savez_compressed(buf, images=np.clip(d.inputs * 200, 0, 255).astype(np.uint8),
+                        masks=d.targets.astype(bool))
+    back = load_npz(buf.getvalue())
+    assert np.array_equal(back.targets, d.targets)
+    fortran = _npz(images=np.asfortranarray(d.inputs), masks=np.asfortranarray(d.targets))
+    back = load_npz(fortran)
+    assert np.array_equal(back.inputs, d.inputs) and np.array_equal(back.targets, d.targets)
+
+
+def test_invalid_npz_header_larger_than_member() -> None:
+    # The .npy header claims 64 KiB of data, the member holds 100 bytes: refused before reading.
+    blob = streamed_npz({"images": ("u1", (64, 1, 32, 32), 100), "labels": ("i8", (64,), 512)},
+                        method=zipfile.ZIP_STORED)
+    with pytest.raises(DataError, match="header describes 65536 data bytes"):
+        load_npz(blob)
+
+
+def test_invalid_npz_member_lying_about_its_size() -> None:
+    # Header and zip directory agree on 32 data bytes; the deflated stream really holds 64 MiB.
+    honest = streamed_npz({"images": ("u1", (2, 1, 4, 4), 64 << 20),
+                           "labels": ("i8", (2,), 16)})
+    header_len = 128  # write_array_header_1_0 pads the header to 128 bytes here
+    lying = patch_member_size(honest, b"images.npy", header_len + 32)
+    with zipfile.ZipFile(io.BytesIO(lying)) as zf:
+        assert zf.getinfo("images.npy").file_size == header_len + 32  # the lie is read
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataError, match="unreadable: Bad CRC"):
+            load_npz(lying)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 << 20, peak  # zipfile stopped at the claimed size; nothing grew
+
+
+def test_invalid_npz_member_shorter_than_it_says() -> None:
+    # Directory and header agree on 64 data bytes (what would be allocated); the member holds 32.
+    for method in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        honest = streamed_npz({"images": ("u1", (2, 1, 4, 8), 32), "labels": ("i8", (2,), 16)},
+                              method=method)
+        lying = patch_member_size(honest, b"images.npy", 128 + 64)
+        with pytest.raises(DataError, match="shorter than its header says"):
+            load_npz(lying)
+    # Directory says 64, header says 32: the two disagree before anything is read.
+    honest = streamed_npz({"images": ("u1", (2, 1, 4, 4), 32), "labels": ("i8", (2,), 16)})
+    with pytest.raises(DataError, match="archive says it holds 64"):
+        load_npz(patch_member_size(honest, b"images.npy", 128 + 64))
+
+
+def test_invalid_npz_duplicate_member() -> None:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # zipfile warns about the duplicate name
+        zf.writestr("images.npy", _member(np.zeros((1, 1, 2, 2), np.float32)))
+        zf.writestr("images.npy", _member(np.zeros((9, 1, 2, 2), np.float32)))
+        zf.writestr("labels.npy", _member(np.zeros(1, np.int64)))
+    with pytest.raises(DataError, match="two members"):
+        load_npz(buf.getvalue())
+
+
+def _member(a: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, a)
+    return buf.getvalue()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from training.data import make_segmentation_2d
+from tests.training.npz_crafting import npz_bomb
+from training.data import DataError, make_segmentation_2d
 from training.encryption import (
     HEADER_SIZE,
     TAG_SIZE,
@@ -182,6 +184,18 @@ def test_dataset_round_trip() -> None:
     d = make_segmentation_2d(3, 16, seed=1)
     back = decrypt_dataset(KEY, encrypt_dataset(KEY, d))
     assert np.array_equal(back.inputs, d.inputs) and np.array_equal(back.targets, d.targets)
+
+
+def test_invalid_encrypted_npz_bomb_refused_after_decryption() -> None:
+    blob = encrypt_bytes(KEY, npz_bomb())  # 0.16 MB ciphertext, 960 MiB once loaded
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataError, match="would decode"):
+            decrypt_dataset(KEY, blob)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20, peak  # the plaintext archive and a zip directory, no arrays
 
 
 def test_invalid_chunk_size() -> None:

@@ -5,14 +5,17 @@ phase changes, act at most once per (round, phase), and keep going whatever goes
 that skeleton in one place means the three roles only write their `on_round` logic, and the
 failure policy (issue 6 "Bad input": logged, counted, the process keeps going) is enforced once:
 
-* node unreachable → `errors_total{kind="node_unreachable"}`, wait, retry;
+* node never reached since start → retried for `node_wait_seconds`, then `NodeUnreachable` ends
+  `run()` (a wrong `--rpc` is a typo, not an outage: issue 13);
+* node reached once, then unreachable → `errors_total{kind="node_unreachable"}`, wait, retry;
 * a tx refused by CheckTx/FinalizeBlock → `TxRejected` with the app's code and log;
+* a role that cannot go on (`SidecarStopped`, e.g. the publisher's task was refused) → logged
+  and re-raised: the process stops loudly instead of idling forever;
 * any other exception inside a role's step → logged with its traceback, counted as
   `kind="step"`, and the loop carries on with the next poll.
 
-`ChainClient` is the only place that knows the app's query paths (abci_app/dlbc query.py) and
-how to sign and send a DLBC tx (nonce from `accounts/<addr>`, `broadcast_tx_commit` so the next
-tx of the same account sees the new nonce).
+The chain's query paths and tx sending live in `chain_client`, the watermark scheme in `scheme`;
+both are re-exported here for the roles.
 """
 
 from __future__ import annotations
@@ -20,35 +23,40 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from google.protobuf.message import Message
 
-from abci_app.dlbc.records import Phase, RoundInfo, Task, is_idle_answer
+from abci_app.dlbc.records import Phase, RoundInfo
 from abci_app.keyfile import KeyPair
 from abci_app.rfc3339 import NS_PER_S
+from training.sidecars.chain_client import ChainClient, TxRejected, address_hex
 from training.sidecars.metrics_server import Metrics, MetricsServer, sidecar_metrics
-from training.sidecars.rpc_client import RpcClient
-from training.sidecars.rpc_types import CommitResult, NodeUnreachable, QueryError, RpcError
+from training.sidecars.rpc_client import Backoff, RpcClient
+from training.sidecars.rpc_types import CommitResult, NodeUnreachable, RpcError
+from training.sidecars.scheme import WATERMARK_PARAMS, WatermarkParamsError, WatermarkScheme
 from training.sidecars.subscription import BlockSignal
 
-if TYPE_CHECKING:  # torch only where a role actually trains or detects
-    from torch import nn
+__all__ = [
+    "WATERMARK_PARAMS",
+    "ChainClient",
+    "Sidecar",
+    "SidecarConfig",
+    "SidecarStopped",
+    "TxRejected",
+    "WatermarkParamsError",
+    "WatermarkScheme",
+    "address_hex",
+    "round_phase",
+    "seconds_left",
+]
 
-    from watermark import WatermarkKey
 
-
-
-class TxRejected(RuntimeError):
-    """The node refused one of our txs; `code`/`log` are the app's own (abci_app/dlbc/codes.py)."""
-
-    def __init__(self, what: str, code: int, log: str) -> None:
-        self.code = code
-        self.log = log
-        super().__init__(f"{what} rejected with code {code}: {log}")
+class SidecarStopped(RuntimeError):
+    """A role cannot usefully go on (its task was refused, ...): `run()` re-raises it."""
 
 
 @dataclass
@@ -65,8 +73,12 @@ class SidecarConfig:
     metrics_port: int | None = None
     """Prometheus endpoint port (0 = any free port, None = no endpoint)."""
     max_rounds: int | None = None
-    """Stop once this many rounds were seen closed (tests, `dlbc devnet --rounds`)."""
+    """Stop once this many rounds were seen closed (tests, `dlbc devnet --rounds`); only
+    rounds seen active by this process count, and a role may narrow them (`counts_round`)."""
     rpc_timeout: float = 10.0
+    node_wait_seconds: float | None = 30.0
+    """How long `run()` waits for a node it has never reached before it raises
+    `NodeUnreachable` (None: forever). Once reached, an outage is retried without end."""
     allow_private_networks: bool = False
     """Fetch data/models from loopback, private, link-local and metadata addresses too.
 
@@ -74,170 +86,6 @@ class SidecarConfig:
     miner names is a port scanner and request forger for its own network (issue 13). Set by
     `dlbc devnet` and `dlbc localnet`, whose artifact servers all listen on 127.0.0.1."""
 
-
-def address_hex(addr: bytes) -> str:
-    return addr.hex()
-
-
-class ChainClient:
-    """The sidecars' view of the chain: DLBC query paths and signed-tx sending."""
-
-    def __init__(self, rpc: RpcClient, key: KeyPair | None = None) -> None:
-        self.rpc = rpc
-        self.key = key
-        self._chain_id: str | None = None
-
-    @property
-    def chain_id(self) -> str:
-        if self._chain_id is None:
-            self._chain_id = self.rpc.chain_id()
-        return self._chain_id
-
-    # -- queries (JSON answers of abci_app/dlbc/query.py)
-
-    def query(self, path: str) -> Any:
-        return self.rpc.query_json(path)
-
-    def query_optional(self, path: str) -> Any:
-        """Like `query`, but a not-found answer (non-zero code) is None instead of an error."""
-        try:
-            return self.rpc.query_json(path)
-        except QueryError:
-            return None
-
-    def current_round(self) -> RoundInfo | None:
-        """The active (or last) round, None before the first round started."""
-        doc = _unwrap(self.query_optional("round"), "round")
-        if doc is None or is_idle_answer(doc):
-            return None
-        return RoundInfo.from_json(doc)
-
-    def round_record(self, n: int) -> RoundInfo | None:
-        doc = _unwrap(self.query_optional(f"rounds/{n}"), "round")
-        return None if doc is None else RoundInfo.from_json(doc)
-
-    def task(self, task_id: int) -> Task | None:
-        doc = _unwrap(self.query_optional(f"tasks/{task_id}"), "task")
-        return None if doc is None else Task.from_json(doc)
-
-    def account(self, addr: bytes) -> dict[str, Any]:
-        doc = self.query_optional(f"accounts/{addr.hex()}")
-        if not isinstance(doc, dict):
-            return {"address": addr.hex(), "balance": 0, "nonce": 0}
-        return doc
-
-    def params(self) -> dict[str, Any]:
-        return _unwrap(self.query("params"), "params") or {}
-
-    def watermark_scheme(self) -> WatermarkScheme:
-        """The chain's watermark rules; `WatermarkParamsError` if the node does not state them."""
-        return WatermarkScheme.from_params(self.params())
-
-    # -- transactions
-
-    def send(self, msg: Message, what: str | None = None) -> CommitResult:
-        """Sign `msg` with the next nonce and wait for its block; raises `TxRejected`.
-
-        broadcast_tx_commit rather than _sync: a sidecar sends a handful of txs per round and the
-        next one needs the nonce the previous one consumed, which only the committed state shows.
-        """
-        from abci_app.dlbc.txs import build_signed_tx
-
-        if self.key is None:
-            raise RuntimeError("this sidecar has no key to sign with")
-        what = what or type(msg).__name__
-        nonce = int(self.account(self.key.address).get("nonce", 0))
-        tx = build_signed_tx(self.key.private_key, self.chain_id, nonce, msg)
-        res = self.rpc.broadcast_tx_commit(tx)
-        if not res.check_tx.ok:
-            raise TxRejected(what, res.check_tx.code, res.check_tx.log)
-        if not res.tx_result.ok:
-            raise TxRejected(what, res.tx_result.code, res.tx_result.log)
-        return res
-
-
-def _unwrap(doc: object, wrapper: str) -> dict[str, Any] | None:
-    """A query answer as a JSON object, accepting both `{...}` and `{"<wrapper>": {...}}`."""
-    if not isinstance(doc, dict):
-        return None
-    inner = doc.get(wrapper)
-    if isinstance(inner, dict):
-        return inner
-    return doc
-
-
-class WatermarkParamsError(ValueError):
-    """The chain's `params` answer lacks or misstates the watermark scheme (docs/watermark.md)."""
-
-
-#: The chain params (abci_app/dlbc/params.py) that decide whether a watermark is detected.
-WATERMARK_PARAMS: tuple[str, ...] = (
-    "watermark_bits", "watermark_matrix", "watermark_gain", "watermark_threshold_ppm",
-)
-
-
-@dataclass(frozen=True, slots=True)
-class WatermarkScheme:
-    """The chain's watermark rules (params `watermark_*`, docs/watermark.md), as sidecars use them.
-
-    Why from the chain and never from `watermark`'s package defaults: a miner embeds and every
-    validator detects, and a model is only accepted if both used the same bit count, projection
-    family, row gain, layer rule and threshold. Reading them from the `params` query makes a
-    chain (genesis) change reach every sidecar at once and makes a sidecar that disagrees fail
-    loudly instead of silently rejecting honest models. The embedding temperature and λ are not
-    here: they change how a miner trains, not what a validator accepts.
-    """
-
-    n_bits: int
-    matrix: str
-    gain: int
-    threshold_ppm: int
-
-    @classmethod
-    def from_params(cls, params: Mapping[str, Any]) -> WatermarkScheme:
-        """Validate with the chain's own rules (abci_app.dlbc.params); nothing falls back."""
-        from abci_app.dlbc.params import Params
-
-        missing = [k for k in WATERMARK_PARAMS if k not in params]
-        if missing:
-            raise WatermarkParamsError(
-                f"the chain's params lack {', '.join(missing)}: the node runs an app that does "
-                "not state the watermark scheme; upgrade it (no local default is assumed)")
-        try:
-            p = Params.from_json({k: params[k] for k in WATERMARK_PARAMS})
-        except ValueError as exc:
-            raise WatermarkParamsError(f"the chain's watermark params are invalid: {exc}") from None
-        return cls(p.watermark_bits, p.watermark_matrix, p.watermark_gain,
-                   p.watermark_threshold_ppm)
-
-    @classmethod
-    def genesis_default(cls) -> WatermarkScheme:
-        """The scheme of a chain whose genesis sets no watermark params (params.Params defaults).
-
-        Only for offline checks with no chain to ask (preparing a task); a running sidecar uses
-        `ChainClient.watermark_scheme`.
-        """
-        from abci_app.dlbc.params import Params
-
-        return cls.from_params(Params().to_json())
-
-    @property
-    def threshold(self) -> float:
-        """Per-bit confidence to exceed (off-chain float; the chain keeps ppm)."""
-        return self.threshold_ppm / 1_000_000
-
-    def layer(self, model: nn.Module | Mapping[str, Any]) -> str:
-        """The watermark-carrying layer of `model` under this scheme (same rule on every node)."""
-        from watermark import default_layer
-
-        return default_layer(model, n_bits=self.n_bits, matrix=self.matrix)
-
-    def key(self, seed: bytes, miner: bytes, layer: str) -> WatermarkKey:
-        """The key of `miner` for the round seeded by `seed`; WatermarkError on bad input."""
-        from watermark import derive_key
-
-        return derive_key(seed, miner, layer=layer, n_bits=self.n_bits, matrix=self.matrix,
-                          gain=float(self.gain))
 
 
 def round_phase(info: RoundInfo | None) -> Phase:
@@ -280,6 +128,9 @@ class Sidecar:
         self._blocks: BlockSignal | None = None
         self._seen_rounds: set[int] = set()
         self._closed_rounds: set[int] = set()
+        self._active_rounds: set[int] = set()
+        """Rounds this process saw before they closed: only those can count as played."""
+        self._counted_rounds: set[int] = set()
         self._done: set[tuple[int, str]] = set()
         self.listeners: list[Callable[[str, dict[str, Any]], None]] = []
 
@@ -296,6 +147,11 @@ class Sidecar:
 
     def teardown(self) -> None:
         """Once, when the loop ends."""
+
+    def counts_round(self, info: RoundInfo) -> bool:
+        """Whether closed round `info` counts toward `max_rounds` (the publisher: its own
+        tasks' rounds only). Rounds already closed when first seen never count."""
+        return True
 
     # -- helpers for subclasses
 
@@ -349,35 +205,24 @@ class Sidecar:
 
     @property
     def rounds_closed(self) -> int:
-        return len(self._closed_rounds)
+        """Closed rounds that count toward `max_rounds` (seen active, and `counts_round`)."""
+        return len(self._counted_rounds)
 
     def run(self) -> int:
-        """Poll until stopped or `max_rounds` closed rounds were seen. Returns an exit code."""
+        """Poll until stopped or `max_rounds` closed rounds were seen. Returns an exit code.
+
+        Raises `NodeUnreachable` when no node answered within `node_wait_seconds` of the start,
+        and `SidecarStopped` when the role gave up; teardown runs either way."""
         self.cfg.workdir.mkdir(parents=True, exist_ok=True)
         self.start_metrics()
-        blocks = self._blocks = BlockSignal(self.rpc.websocket_url()).start()
-        set_up = False
         try:
-            while not self.stop_event.is_set():
-                try:
-                    if not set_up:
-                        self.setup()
-                        set_up = True
-                    self.tick()
-                except NodeUnreachable as exc:
-                    self.count_error("node_unreachable", "node unreachable: %s", exc)
-                except RpcError as exc:
-                    self.count_error("rpc", "RPC error: %s", exc)
-                except Exception:
-                    self.metrics.inc("errors_total", kind="step")
-                    self.log.exception("%s step failed; continuing", self.role)
-                if self.cfg.max_rounds is not None and self.rounds_closed >= self.cfg.max_rounds:
-                    self.log.info("saw %d closed round(s); stopping", self.rounds_closed)
-                    break
-                self.wait_for_block()
+            self.await_node()
+            self._blocks = BlockSignal(self.rpc.websocket_url()).start()
+            self._loop()
         finally:
-            blocks.close()
-            self._blocks = None
+            if self._blocks is not None:
+                self._blocks.close()
+                self._blocks = None
             try:
                 self.teardown()
             finally:
@@ -385,6 +230,53 @@ class Sidecar:
                     self._metrics_server.stop()
                     self._metrics_server = None
         return 0
+
+    def await_node(self) -> None:
+        """Until the node answers `status` once; `NodeUnreachable` after `node_wait_seconds`.
+
+        Why bounded only here: a node that never answered since start is most likely a wrong
+        `--rpc`, and retrying it forever hides the typo; a node that answered once and then
+        went away is an outage, which the loop rides out (issue 13)."""
+        limit = self.cfg.node_wait_seconds
+        deadline = None if limit is None else time.monotonic() + limit
+        while not self.stop_event.is_set():
+            try:
+                self.rpc.call("status", backoff=Backoff(attempts=1))
+                return
+            except RpcError as exc:  # NodeUnreachable, or an answer that is not CometBFT's
+                self.count_error("node_unreachable", "no node at %s yet: %s", self.rpc.url, exc)
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise NodeUnreachable(
+                        f"no CometBFT RPC answered at {self.rpc.url} within {limit:g} s "
+                        f"(last error: {exc})") from None
+            pause = max(self.cfg.poll_seconds, 1.0)
+            if deadline is not None:
+                pause = min(pause, max(0.05, deadline - time.monotonic()))
+            self.stop_event.wait(pause)
+
+    def _loop(self) -> None:
+        set_up = False
+        while not self.stop_event.is_set():
+            try:
+                if not set_up:
+                    self.setup()
+                    set_up = True
+                self.tick()
+            except SidecarStopped as exc:
+                self.metrics.inc("errors_total", kind="stopped")
+                self.log.error("%s stops: %s", self.role, exc)
+                raise
+            except NodeUnreachable as exc:
+                self.count_error("node_unreachable", "node unreachable: %s", exc)
+            except RpcError as exc:
+                self.count_error("rpc", "RPC error: %s", exc)
+            except Exception:
+                self.metrics.inc("errors_total", kind="step")
+                self.log.exception("%s step failed; continuing", self.role)
+            if self.cfg.max_rounds is not None and self.rounds_closed >= self.cfg.max_rounds:
+                self.log.info("saw %d closed round(s); stopping", self.rounds_closed)
+                break
+            self.wait_for_block()
 
     def wait_for_block(self) -> None:
         """Until the next block or `poll_seconds`, whichever is first (or until `stop()`).
@@ -417,10 +309,14 @@ class Sidecar:
             if n not in self._closed_rounds:
                 self._close(info)
             return
+        self._active_rounds.add(n)
         self.on_round(info)
 
     def _close(self, info: RoundInfo) -> None:
-        self._closed_rounds.add(info.record.round)
+        n = info.record.round
+        self._closed_rounds.add(n)
+        if n in self._active_rounds and self.counts_round(info):
+            self._counted_rounds.add(n)
         winner = info.record.winner
         if self.key is not None and winner is not None and winner.miner == self.key.address:
             self.metrics.inc("wins_total")

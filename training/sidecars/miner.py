@@ -330,7 +330,8 @@ class Miner(Sidecar):
             data = fetch_dataset(spec.data_uri, spec.data_sha256.hex(), spec.data_size_bytes, key,
                                  self.cfg.workdir / f"round-{n}-train.npz.enc",
                                  self.mcfg.max_data_bytes, spec.num_classes or None,
-                                 allow_file=self.mcfg.allow_file_uris)
+                                 allow_file=self.mcfg.allow_file_uris,
+                                 allow_private=self.mcfg.allow_private_networks)
         except (ValueError, OSError) as exc:  # ArtifactError, DecryptionError, DataError
             raise RoundSkipped("data", f"training data unusable: {exc}") from exc
         finally:
@@ -443,7 +444,8 @@ class Miner(Sidecar):
         try:
             test = fetch_dataset(spec.test_uri, spec.test_sha256.hex(), 0, task.test_key, dest,
                                  self.mcfg.max_data_bytes, spec.num_classes or None,
-                                 allow_file=self.mcfg.allow_file_uris)
+                                 allow_file=self.mcfg.allow_file_uris,
+                                 allow_private=self.mcfg.allow_private_networks)
             model = load_model(work.model_path, spec.architecture, spec_hparams(spec),
                                sha256=work.model_digest)
         except (ValueError, OSError, ArtifactError) as exc:

@@ -6,31 +6,30 @@ the reward with `SubmitTask`, and — only once its task is selected for a round
 key in TRAIN (`ReleaseTrainKey`) and the test key in REVEAL (`RevealTestSet`). Until then nobody,
 miners included, can train on or overfit to its data.
 
-Data preparation (`prepare_task`): split a data set into train/test, encrypt each with its own
-AES-256-GCM key (training/encryption.py), write both under the publisher's artifact folder, which
-an `ArtifactServer` hosts over HTTP, and fill the `TaskSpec` (model size and FLOPs measured with
-`model_stats` on the registry architecture, Eq. 2-3 inputs). The keys are written to a 0600 JSON
-file so a restarted publisher can still release them; they are never logged.
+Preparing a task (split, encrypt, stage, fill the spec; idempotent per name) is `task_prep`,
+checking that it can work at all is `task_fit`; both are re-exported here.
 
-Layout (one publisher workdir): `artifacts/<name>/{train,test}.npz.enc` is served over HTTP;
-`private/<name>/{task.json,keys.json}` is NOT — the artifact server serves every regular file
-under its root, so a keys file beside the ciphertexts would hand the data key to anyone before
-ReleaseTrainKey (docs/rounds.md).
+What the publisher owes its operator (issue 13):
 
-Preparation is idempotent per name: the spec commits to the ciphertexts' digests, so re-running
-`dlbc task submit` with the same --name must reuse the same keys and files (re-encrypting would
-break the on-chain digests). `task.json` records a fingerprint of what was prepared (data digest,
-architecture, split, ...); the same inputs reuse the task, different ones are refused.
+* a task is submitted once: before sending, the chain is asked whether this publisher already
+  has a task committing to the same training data (the local record of `submitted.json` is
+  checked against the chain, then the pending pool, then the newest tasks);
+* a refused submission stops the publisher with the app's code, log and a hint
+  (`SubmitRejected`), rather than leaving a process that serves nothing;
+* `--rounds N` counts only rounds of its own tasks;
+* the devnet's top-up keeps trying after a refusal (logged and counted each time, at most once
+  per `top_up_retry_seconds`), so a nonce clash or a dry spell never stops it for good.
 """
 
 from __future__ import annotations
 
 import json
-import os
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from abci_app.dlbc.codes import Code
 from abci_app.dlbc.records import Phase, RoundInfo
 from abci_app.fsutil import atomic_write
 from abci_app.keyfile import KeyPair
@@ -38,6 +37,7 @@ from training.sidecars.artifact_server import ArtifactServer
 from training.sidecars.base import (
     Sidecar,
     SidecarConfig,
+    SidecarStopped,
     TxRejected,
     WatermarkParamsError,
     WatermarkScheme,
@@ -45,218 +45,41 @@ from training.sidecars.base import (
 from training.sidecars.metrics_server import Metrics
 from training.sidecars.rpc_client import RpcClient
 from training.sidecars.rpc_types import RpcError
+from training.sidecars.task_fit import TaskMismatch
+from training.sidecars.task_prep import (
+    KEYS_FILE,
+    PRIVATE_DIR,
+    TASK_FILE,
+    DemoDataConfig,
+    PreparedTask,
+    TaskNameTaken,
+    dataset_fingerprint,
+    prepare_demo_task,
+    prepare_task,
+    private_dir_for,
+)
 
-TASK_FILE = "task.json"
-KEYS_FILE = "keys.json"
-PRIVATE_DIR = "private"
+__all__ = [
+    "KEYS_FILE",
+    "PRIVATE_DIR",
+    "TASK_FILE",
+    "DemoDataConfig",
+    "PreparedTask",
+    "Publisher",
+    "PublisherConfig",
+    "SubmitRejected",
+    "TaskMismatch",
+    "TaskNameTaken",
+    "dataset_fingerprint",
+    "explain_rejection",
+    "prepare_demo_task",
+    "prepare_task",
+    "private_dir_for",
+    "submitted_task_id",
+]
 
-
-class TaskNameTaken(ValueError):
-    """A task with this name was already prepared from different data or settings."""
-
-
-def private_dir_for(directory: Path) -> Path:
-    """Where the secrets of the task served from `directory` live: `<workdir>/private/<name>`
-    for `directory = <workdir>/artifacts/<name>` — beside, never inside, the served root."""
-    return directory.parent.parent / PRIVATE_DIR / directory.name
-
-
-def dataset_fingerprint(dataset: Any) -> str:
-    """SHA-256 over a data set's arrays (dtype, shape, bytes), kind and class count."""
-    import hashlib
-
-    import numpy as np
-
-    h = hashlib.sha256()
-    for arr in (dataset.inputs, dataset.targets):
-        a = np.ascontiguousarray(arr)
-        h.update(f"{a.dtype.str}{a.shape}".encode())
-        h.update(a.tobytes())
-    h.update(f"{dataset.kind}/{dataset.num_classes}".encode())
-    return h.hexdigest()
-
-
-@dataclass
-class DemoDataConfig:
-    """The demo segmentation task (`dlbc task submit --demo`, `dlbc devnet`): small and CPU-fast."""
-
-    samples: int = 96
-    """Generated images in total (train + test)."""
-    image_size: int = 32
-    """Square side in pixels; must be divisible by 2**depth of the model."""
-    test_fraction: float = 0.25
-    seed: int = 7
-    """Seed of the synthetic generator and of the split (training/data.py)."""
-    architecture: str = "unet2d"
-    hparams: dict[str, Any] = field(default_factory=lambda: {"depth": 2, "base_width": 16})
-    metric: str = "dice"
-    min_score_ppm: int = 0
-
-
-@dataclass
-class PreparedTask:
-    """Everything a publisher needs to submit and later unlock one task."""
-
-    directory: Path
-    spec: Any  # dlbc.v1 TaskSpec
-    train_key: bytes
-    test_key: bytes
-    name: str
-    source: dict[str, Any] = field(default_factory=dict)
-    """Fingerprint of the inputs (data digest, architecture, split...) for idempotent reuse."""
-    reused: bool = False
-    """True when `prepare_task` found this task already prepared and reused it."""
-
-    @property
-    def private_dir(self) -> Path:
-        return private_dir_for(self.directory)
-
-    @property
-    def keys_path(self) -> Path:
-        return self.private_dir / KEYS_FILE
-
-    def save(self) -> None:
-        """spec + source to task.json, keys (secret) to keys.json with mode 0600, both in the
-        private folder (never under the artifact server's root)."""
-        from google.protobuf import json_format
-
-        priv = self.private_dir
-        priv.mkdir(parents=True, exist_ok=True)
-        os.chmod(priv, 0o700)
-        spec_doc = json_format.MessageToDict(self.spec, preserving_proto_field_name=True)
-        atomic_write(priv / TASK_FILE, json.dumps(
-            {"name": self.name, "spec": spec_doc, "source": self.source},
-            indent=2, sort_keys=True).encode(), mode=0o644)
-        atomic_write(priv / KEYS_FILE, json.dumps(
-            {"train_key": self.train_key.hex(), "test_key": self.test_key.hex()}).encode(), mode=0o600)
-
-    @staticmethod
-    def exists(directory: Path) -> bool:
-        priv = private_dir_for(directory)
-        return (priv / KEYS_FILE).exists() and (priv / TASK_FILE).exists()
-
-    @classmethod
-    def load(cls, directory: Path) -> PreparedTask:
-        from google.protobuf import json_format
-
-        from abci_app.pb.dlbc.v1 import tx_pb2
-
-        priv = private_dir_for(directory)
-        doc = json.loads((priv / TASK_FILE).read_text())
-        keys = json.loads((priv / KEYS_FILE).read_text())
-        spec = json_format.ParseDict(doc["spec"], tx_pb2.TaskSpec())
-        return cls(directory, spec, bytes.fromhex(keys["train_key"]),
-                   bytes.fromhex(keys["test_key"]), str(doc.get("name", directory.name)),
-                   dict(doc.get("source") or {}))
-
-    def check_files(self) -> None:
-        """The served ciphertexts still have the digests the spec (and the chain) commits to."""
-        from training.artifacts import sha256_file
-
-        for fname, digest in (("train.npz.enc", self.spec.data_sha256),
-                              ("test.npz.enc", self.spec.test_sha256)):
-            path = self.directory / fname
-            if not path.is_file() or sha256_file(path) != bytes(digest).hex():
-                raise ValueError(f"task {self.name!r}: {path} is missing or changed since it was "
-                                 "prepared; its on-chain digests can no longer be served")
-
-
-def prepare_task(
-    dataset: Any,
-    *,
-    directory: Path,
-    base_url: str,
-    architecture: str,
-    hparams: dict[str, Any],
-    metric: str,
-    test_fraction: float,
-    seed: int,
-    min_score_ppm: int = 0,
-    name: str = "task",
-    scheme: WatermarkScheme | None = None,
-) -> PreparedTask:
-    """Split, encrypt and stage `dataset` under `directory`; URIs are `base_url/<name>/...`.
-
-    `directory` must be the artifact server's root joined with `name` so that the URIs resolve;
-    the keys go to `private_dir_for(directory)`, outside that root.
-    `scheme` is the chain's watermark scheme, used to refuse an architecture too small to carry
-    it; None (offline preparation) checks against the chain's documented genesis defaults.
-
-    Idempotent: if a task was already prepared in `directory` from the same inputs it is
-    returned unchanged (same keys, same files, `reused=True`); from different inputs,
-    `TaskNameTaken` is raised and nothing is touched.
-    """
-    from abci_app.dlbc import txs
-    from training.artifacts import sha256_bytes
-    from training.encryption import encrypt_dataset, generate_key
-    from training.models import build_model, model_stats
-    from watermark import WatermarkError
-
-    source = {"dataset_sha256": dataset_fingerprint(dataset), "architecture": architecture,
-              "hparams": json.loads(json.dumps(hparams, sort_keys=True)), "metric": metric,
-              "test_fraction": test_fraction, "seed": seed, "min_score_ppm": min_score_ppm}
-    if PreparedTask.exists(directory):
-        old = PreparedTask.load(directory)
-        if old.source and old.source != source:  # no source: an older layout, keep its keys
-            diff = sorted(k for k in source if old.source.get(k) != source[k])
-            raise TaskNameTaken(
-                f"a task named {name!r} was already prepared in {directory} from different "
-                f"{', '.join(diff) or 'inputs'}; its keys and digests may be on chain, so it is "
-                "not overwritten: use another --name")
-        old.check_files()
-        old.reused = True
-        return old
-    scheme = scheme or WatermarkScheme.genesis_default()
-    model = build_model(architecture, hparams, seed=0)  # raises ValueError on a bad spec
-    stats = model_stats(model, dataset.sample_shape)
-    try:
-        scheme.layer(model)  # miners must be able to embed the chain's mark (docs/watermark.md)
-    except WatermarkError as exc:
-        raise ValueError(f"{architecture} {hparams} is too small to carry the round's "
-                         f"watermark ({exc}); use a larger base_width") from None
-    train, test = dataset.split(test_fraction, seed=seed)
-    train_key, test_key = generate_key(), generate_key()
-    train_blob = encrypt_dataset(train_key, train)
-    test_blob = encrypt_dataset(test_key, test)
-    directory.mkdir(parents=True, exist_ok=True)
-    atomic_write(directory / "train.npz.enc", train_blob, mode=0o644)
-    atomic_write(directory / "test.npz.enc", test_blob, mode=0o644)
-    base = base_url.rstrip("/")
-    spec = txs.task_spec(
-        architecture=architecture,
-        hyperparams_json=json.dumps(hparams, sort_keys=True),
-        model_size_bytes=stats.size_bytes,
-        flops_per_sample=stats.flops_per_sample,
-        data_uri=f"{base}/{name}/train.npz.enc",
-        data_size_bytes=len(train_blob),
-        data_sha256=bytes.fromhex(sha256_bytes(train_blob)),
-        data_key_sha256=txs.key_commitment(train_key),
-        test_uri=f"{base}/{name}/test.npz.enc",
-        test_sha256=bytes.fromhex(sha256_bytes(test_blob)),
-        test_key_sha256=txs.key_commitment(test_key),
-        metric=metric,
-        min_score_ppm=min_score_ppm,
-        input_shape=list(dataset.sample_shape),
-        num_classes=dataset.num_classes,
-        num_samples=len(train),
-    )
-    task = PreparedTask(directory, spec, train_key, test_key, name, source)
-    task.save()
-    return task
-
-
-def prepare_demo_task(directory: Path, base_url: str, cfg: DemoDataConfig | None = None,
-                      name: str = "demo", scheme: WatermarkScheme | None = None) -> PreparedTask:
-    """The demo task: synthetic 2D shapes segmentation (training/data.py), binary Dice."""
-    from training.data import make_segmentation_2d
-
-    cfg = cfg or DemoDataConfig()
-    data = make_segmentation_2d(cfg.samples, cfg.image_size, seed=cfg.seed)
-    return prepare_task(
-        data, directory=directory, base_url=base_url, architecture=cfg.architecture,
-        hparams=dict(cfg.hparams), metric=cfg.metric, test_fraction=cfg.test_fraction,
-        seed=cfg.seed, min_score_ppm=cfg.min_score_ppm, name=name, scheme=scheme,
-    )
+#: How many of the newest tasks on chain are compared with a task before it is submitted.
+RECENT_TASKS_SCANNED = 500
 
 
 def submitted_task_id(events: Any) -> int | None:
@@ -266,6 +89,38 @@ def submitted_task_id(events: Any) -> int | None:
         if tid is not None and str(tid).isdigit():
             return int(tid)
     return None
+
+
+def explain_rejection(exc: TxRejected, address: str) -> str:
+    """What an operator can do about a refused tx of `address` (the app's code decides)."""
+    fund = (f"fund {address} first: `dlbc transfer --key FUNDED_KEY --to {address} --amount N`"
+            " (on a devnet: `dlbc devnet --fund ADDRESS=N`, or its faucet key OUT/keys/"
+            "faucet.json)")
+    hints = {
+        Code.INSUFFICIENT_FUNDS: "the account cannot pay it; " + fund,
+        Code.INSUFFICIENT_FEE: "the account cannot pay the tx fee; " + fund,
+        Code.REWARD_TOO_SMALL: "raise --reward to at least the chain's min_task_reward "
+                               "(`dlbc query params`)",
+        Code.PUBLISHER_CAP: "this publisher has as many pending tasks as the chain allows; "
+                            "wait for one to be selected",
+        Code.POOL_FULL: "the task pool is full; wait for tasks to be selected",
+        Code.BAD_NONCE: "another process kept sending from the same key; retry",
+    }
+    try:
+        hint = hints.get(Code(exc.code))
+    except ValueError:
+        hint = None
+    return f"{exc}" + (f" — {hint}" if hint else "")
+
+
+class SubmitRejected(SidecarStopped):
+    """The chain refused one of the publisher's own tasks; `rejection` has the app's code."""
+
+    def __init__(self, name: str, rejection: TxRejected, address: str) -> None:
+        self.name = name
+        self.rejection = rejection
+        super().__init__(f"task {name!r} was not accepted: "
+                         f"{explain_rejection(rejection, address)}")
 
 
 @dataclass
@@ -278,6 +133,8 @@ class PublisherConfig(SidecarConfig):
     fixed one when the publisher must survive restarts, because the URIs are on chain)."""
     withhold_keys: bool = False
     """Test hook for issue 6's bad input "publisher never releases the key"."""
+    top_up_retry_seconds: float = 10.0
+    """After a refused top-up task, wait this long before sending it again (devnet mode)."""
 
 
 class Publisher(Sidecar):
@@ -299,7 +156,13 @@ class Publisher(Sidecar):
         self.keep_pending = 0
         """Top the pool up to this many pending tasks with fresh demo tasks (the devnet)."""
         self.demo_config: DemoDataConfig | None = None
+        self._top_up_task: PreparedTask | None = None
+        self._top_up_after = 0.0
         self._load_submitted()
+
+    @property
+    def address(self) -> str:
+        return "" if self.key is None else self.key.address.hex()
 
     # -- artifacts
 
@@ -343,49 +206,89 @@ class Publisher(Sidecar):
             return
         for tid, name in json.loads(path.read_text()).items():
             d = self.artifact_root / name
-            if (d / TASK_FILE).exists():
+            if PreparedTask.exists(d):  # task.json and keys.json live in private/<name>/
                 self.tasks[int(tid)] = PreparedTask.load(d)
 
     def _save_submitted(self) -> None:
         doc = {str(tid): t.name for tid, t in sorted(self.tasks.items())}
         atomic_write(self._submitted_path(), json.dumps(doc).encode(), mode=0o644)
 
+    # -- is it on chain already?
+
+    def _is_ours(self, tid: int, task: PreparedTask) -> bool:
+        rec = self.chain.task(tid)
+        return (rec is not None and rec.publisher.hex() == self.address
+                and rec.spec.data_sha256 == bytes(task.spec.data_sha256))
+
+    def find_on_chain(self, task: PreparedTask) -> int | None:
+        """The id of this publisher's task on chain that commits to `task`'s training data.
+
+        The training ciphertext's digest identifies a prepared task (a re-prepared one has fresh
+        keys, so a fresh digest). Asked in order of cost: the ids recorded locally (checked on
+        chain: a record from another chain, say a devnet started afresh, does not count), the
+        pending pool, then the newest `RECENT_TASKS_SCANNED` task ids."""
+        for tid, t in sorted(self.tasks.items()):
+            if t.name == task.name and self._is_ours(tid, task):
+                return tid
+        if self.key is None:
+            return None
+        for entry in self.chain.query("tasks/pending").get("tasks", []):
+            if entry.get("publisher") == self.address and self._is_ours(int(entry["id"]), task):
+                return int(entry["id"])
+        newest = self._newest_task_id()
+        for tid in range(newest, max(0, newest - RECENT_TASKS_SCANNED), -1):
+            if self._is_ours(tid, task):
+                return tid
+        return None
+
+    def _newest_task_id(self) -> int:
+        """The highest task id on chain (ids are 1, 2, ... and never reused): galloping search."""
+        def exists(tid: int) -> bool:
+            return self.chain.query_optional(f"tasks/{tid}") is not None
+
+        if not exists(1):
+            return 0
+        lo, hi = 1, 2
+        while exists(hi):
+            lo, hi = hi, hi * 2
+        while hi - lo > 1:  # exists(lo), not exists(hi)
+            mid = (lo + hi) // 2
+            lo, hi = (mid, hi) if exists(mid) else (lo, mid)
+        return lo
+
     # -- loop hooks
 
     def setup(self) -> None:
         self.start_server()
+        self._forget_foreign_records()
         while self._pending:
             task = self._pending[0]
-            if any(t.name == task.name for t in self.tasks.values()):
-                self._pending.pop(0)  # already on chain from an earlier run
-                self.log.info("task %s is already on chain; not submitting it again", task.name)
-                continue
-            tid = self._pending_on_chain(task)
-            if tid is not None:  # submitted, but submitted.json was not written (crash)
+            tid = self.find_on_chain(task)
+            if tid is not None:
                 self.tasks[tid] = task
                 self._save_submitted()
-                self._pending.pop(0)
-                self.log.info("task %s is already on chain as task %d", task.name, tid)
-                continue
-            try:
-                self.submit(task)
-            except TxRejected as exc:  # e.g. balance too low: retrying will not help
-                self.count_error("tx_rejected", "task %s not submitted: %s", task.name, exc)
-                self.emit("task_rejected", name=task.name, reason=str(exc))
+                self.log.info("task %s is already on chain as task %d; not submitting it again",
+                              task.name, tid)
+                self.emit("task_on_chain", task_id=tid, name=task.name)
+            else:
+                try:
+                    self.submit(task)
+                except TxRejected as exc:  # e.g. balance too low: retrying will not help
+                    self.metrics.inc("errors_total", kind="tx_rejected")  # the loop logs it
+                    self.emit("task_rejected", name=task.name, reason=str(exc))
+                    raise SubmitRejected(task.name, exc, self.address) from None
             self._pending.pop(0)
 
-    def _pending_on_chain(self, task: PreparedTask) -> int | None:
-        """The id of one of our pending tasks whose spec commits to `task`'s training data."""
-        if self.key is None:
-            return None
-        want = bytes(task.spec.data_sha256)
-        for entry in self.chain.query("tasks/pending").get("tasks", []):
-            if entry.get("publisher") != self.key.address.hex():
-                continue
-            rec = self.chain.task(int(entry["id"]))
-            if rec is not None and rec.spec.data_sha256 == want:
-                return rec.id
-        return None
+    def _forget_foreign_records(self) -> None:
+        """Drop recorded task ids that are not this publisher's task on this chain (a workdir
+        reused against a fresh devnet): their rounds are someone else's."""
+        foreign = [tid for tid, t in self.tasks.items() if not self._is_ours(tid, t)]
+        for tid in foreign:
+            self.log.warning("task %d (%s) of %s is not on this chain; forgetting it", tid,
+                             self.tasks[tid].name, self._submitted_path())
+            del self.tasks[tid]
+        if foreign:
+            self._save_submitted()
 
     def submit(self, task: PreparedTask) -> int:
         from abci_app.dlbc import txs
@@ -398,9 +301,15 @@ class Publisher(Sidecar):
         self.tasks[tid] = task
         self._save_submitted()
         self.metrics.inc("txs_total", type="SubmitTask")
-        self.log.info("task %d (%s) submitted with reward %d", tid, task.name, self.pcfg.reward)
-        self.emit("task_submitted", task_id=tid, reward=self.pcfg.reward, name=task.name)
+        self.log.info("task %d (%s) submitted with reward %d at height %d", tid, task.name,
+                      self.pcfg.reward, res.height)
+        self.emit("task_submitted", task_id=tid, reward=self.pcfg.reward, name=task.name,
+                  height=res.height, tx_hash=res.hash)
         return tid
+
+    def counts_round(self, info: RoundInfo) -> bool:
+        """`--rounds N` means N rounds of this publisher's tasks, not of anybody's."""
+        return info.record.task_id in self.tasks
 
     def tick(self) -> None:
         super().tick()
@@ -408,22 +317,35 @@ class Publisher(Sidecar):
             self.top_up()
 
     def top_up(self) -> None:
-        """Keep `keep_pending` demo tasks waiting so every round has work (devnet mode)."""
+        """Keep `keep_pending` demo tasks waiting so every round has work (devnet mode).
+
+        A refused submission is logged and counted, and the same prepared task is sent again
+        after `top_up_retry_seconds` (a nonce clash passes, a balance can be refilled): the
+        top-up never stops for good."""
+        if time.monotonic() < self._top_up_after:
+            return
         pending = self.chain.query("tasks/pending")
-        mine = [t for t in pending.get("tasks", []) if self.key is not None
-                and t.get("publisher") == self.key.address.hex()]
+        mine = [t for t in pending.get("tasks", []) if t.get("publisher") == self.address]
         if len(mine) >= self.keep_pending:
             return
-        k = self._next_demo_index()
-        cfg = self.demo_config or DemoDataConfig()
-        cfg = DemoDataConfig(**{**cfg.__dict__, "seed": cfg.seed + k})
-        name = f"demo-{k}"
+        task = self._top_up_task
+        if task is None:
+            k = self._next_demo_index()
+            cfg = self.demo_config or DemoDataConfig()
+            cfg = DemoDataConfig(**{**cfg.__dict__, "seed": cfg.seed + k})
+            task = self._top_up_task = prepare_demo_task(
+                self.artifact_root / f"demo-{k}", self.base_url, cfg, f"demo-{k}",
+                self.chain_scheme())
         try:
-            self.submit(prepare_demo_task(self.artifact_root / name, self.base_url, cfg, name,
-                                          self.chain_scheme()))
-        except TxRejected as exc:  # e.g. the balance ran out: stop topping up, keep serving keys
-            self.count_error("tx_rejected", "no more demo tasks: %s", exc)
-            self.keep_pending = 0
+            self.submit(task)
+        except TxRejected as exc:
+            self._top_up_after = time.monotonic() + self.pcfg.top_up_retry_seconds
+            self.count_error("tx_rejected", "demo task %s not submitted (trying again in %.0f "
+                             "s): %s", task.name, self.pcfg.top_up_retry_seconds,
+                             explain_rejection(exc, self.address))
+            self.emit("task_rejected", name=task.name, reason=str(exc))
+            return
+        self._top_up_task = None
 
     def _next_demo_index(self) -> int:
         """One past every `demo-K` prepared in this workdir: a top-up never reuses a name

@@ -2,41 +2,46 @@
 (docs/verification.md).
 
 In VERIFY of every round the verifier
-1. fetches the revealed test set (URI and digest from the task spec, key from RevealTestSet),
-2. goes through the revealed models in decreasing claimed score (the winner is the highest
-   confirmed claim, so the best candidates are checked first), and for each, in a worker
-   thread bounded by `per_model_seconds`:
-   fetch with a size cap and the revealed SHA-256 (docs/artifacts.md) → strict safetensors load into
-   the spec's registry architecture (no pickle, ever) → detect the revealing miner's watermark for
-   this round's seed under the chain's watermark params (bits, matrix, gain, threshold:
-   `WatermarkScheme`, docs/watermark.md) → check the model carries no *other* miner's watermark (the
-   copy/overwrite defence below) → measure the score on the test set with the same integer-exact
-   evaluation the miner used,
-3. writes the verdicts with `abci_app.dlbc.verdicts.write_verdicts(app_home, round, ...)`; the
-   validator's app reads them in ExtendVote.
+1. fetches the revealed test set (URI and digest from the task spec, key from RevealTestSet;
+   already in REVEAL, as soon as the key lands),
+2. goes through the revealed models in decreasing claimed score and stops once settlement can
+   no longer change (`training.sidecars.verify_plan`: after a confirmation at measured score s,
+   only claims c with c + tolerance >= s can still win). `training.sidecars.verify_round`
+   schedules the round: downloads on a bounded pool of threads, each ending by itself at its
+   deadline or when the server drips below `min_rate_bps` (`training.artifacts.fetch`); the
+   downloaded model with the highest claim is checked next in a killable worker process
+   (`training.sidecars.check_worker` running `training.sidecars.model_check`: strict
+   safetensors load → the revealing miner's watermark → no other miner's watermark → a screen
+   on a slice of the test set → the score), killed and replaced when it overruns its budget,
+3. writes the verdicts with `abci_app.dlbc.verdicts.write_verdicts(app_home, round, ...)` after
+   every verdict: `complete=False` while a needed reveal is still open, `complete=True` once the
+   stop rule is met or VERIFY is about to end (`verify_margin_seconds`), whichever is first. The
+   validator's app reads the file at every ExtendVote, so the round settles on what is there.
 
-Verdict policy: a model that provably fails (digest mismatch, not safetensors, wrong tensors,
-watermark absent) gets a negative verdict (watermark_ok=False, score 0 when unmeasurable); a
-model the verifier could not obtain or finish in time (404, timeout, node slow) gets **no**
-verdict — "a model it cannot check in time gets no verdict rather than a wrong one" (issue 6).
+Budgets (so 50 sybil reveals cannot starve the honest one): `per_model_seconds` of download +
+check work per model, `per_miner_seconds` over `per_miner_rounds` rounds of unconfirmed work per
+miner address, `min_rate_bps` for every download, `download_workers` concurrent downloads.
 
-Copy/overwrite defence: `training.sidecars.copy_marks` (which marks a model must not carry, and
-the statistical test for "carries").
+Verdict policy (`model_check`): a provable fault is a negative verdict, a model that could not be
+obtained or checked in time gets no verdict, a reveal below the stop line gets no verdict (not
+even a finding a speculative download already had).
+
+Copy/overwrite defence: `training.sidecars.copy_marks` (every earlier reveal and winner of a task
+of the same architecture, `MarkIndex`).
 """
 
 from __future__ import annotations
 
-import functools
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING
 
-from abci_app.dlbc.params import PPM
-from abci_app.dlbc.records import Phase, Reveal, RoundInfo, Task, TaskSpec
+from abci_app.dlbc.params import Params
+from abci_app.dlbc.records import Phase, RoundInfo, Task
 from abci_app.keyfile import KeyPair
 from training.sidecars.base import (
     Sidecar,
@@ -45,19 +50,20 @@ from training.sidecars.base import (
     WatermarkScheme,
     seconds_left,
 )
-from training.sidecars.copy_marks import OtherMark, foreign_mark, marks_to_exclude
+from training.sidecars.check_worker import CheckWorker
+from training.sidecars.copy_marks import MarkIndex, OtherMark
 from training.sidecars.metrics_server import Metrics
+from training.sidecars.model_check import ModelCheck, Unavailable, check_model
 from training.sidecars.rpc_client import RpcClient
-from training.sidecars.task_inputs import check_remote_uri, fetch_dataset, spec_hparams
+from training.sidecars.task_inputs import fetch_dataset
+from training.sidecars.verify_plan import MinerLedger, RoundPlan, check_order
+from training.sidecars.verify_round import RoundRun
 
 if TYPE_CHECKING:
     from training.data import ArrayDataset
 
-T = TypeVar("T")
-
-
-class Unavailable(Exception):
-    """The model could not be obtained (404, timeout, connection refused): no verdict."""
+__all__ = ["ModelCheck", "TestSetUnusable", "Unavailable", "Verifier", "VerifierConfig",
+           "check_model"]
 
 
 class TestSetUnusable(Exception):
@@ -71,127 +77,29 @@ class VerifierConfig(SidecarConfig):
     """The validator app's --home: verdicts go to <app_home>/verdicts/round-<n>.json."""
     test_set_attempts: int = 3
     """Tries to fetch the test set before reporting it unusable (1 s, 2 s apart)."""
-    per_model_seconds: float = 30.0
-    """Time bound for fetching + loading + detecting + scoring one model."""
-    verify_margin_seconds: float = 2.0
-    """Stop starting new checks this long before VERIFY ends, so the verdicts still land."""
+    per_model_seconds: float = 10.0
+    """Verifier work one model may cost: its download plus its check (load, watermark, score);
+    waiting in the queue does not count. Over it: no verdict. Raise it for large models."""
+    per_miner_seconds: float = 20.0
+    """Verifier work one miner address's unconfirmed reveals (no verdict, refuted) may cost over
+    `per_miner_rounds` rounds; a miner past it gets less (or no) time. Confirmed work is free."""
+    per_miner_rounds: int = 10
+    min_rate_bps: int = 64 * 1024
+    """A model download whose average rate falls below this (after a few seconds' grace) is
+    dropped: no verdict. A slow-drip server costs the grace, not the budget."""
+    download_workers: int = 32
+    """Concurrent model downloads (I/O bound); checks run one at a time in the worker process."""
+    verify_margin_seconds: float = 3.0
+    """Mark the verdicts complete this long before VERIFY ends, so that an ExtendVote and the
+    next proposer (two blocks) still see them before the phase closes."""
     max_model_bytes: int = 1 << 30
     """Never download a model larger than this (the spec's size is also enforced)."""
     max_data_bytes: int = 1 << 30
     device: str = "cpu"
     allow_file_uris: bool = False
     """Accept file:// model/test URIs (single-machine setups only)."""
-
-
-@dataclass
-class ModelCheck:
-    """The outcome of checking one revealed model (kept for the devnet's printout)."""
-
-    miner: str
-    model_digest: str
-    claimed_score_ppm: int
-    verdict: bool  # False: no verdict (unavailable / out of time)
-    watermark_ok: bool = False
-    watermark_min_confidence: float = 0.0
-    score_ppm: int = 0
-    reason: str = ""
-    seconds: float = 0.0
-
-
-def check_model(reveal: Reveal, spec: TaskSpec, seed: bytes, test: ArrayDataset,
-                *, scheme: WatermarkScheme, max_bytes: int, timeout: float,
-                others: Sequence[OtherMark] = (), device: str = "cpu",
-                allow_file: bool = False) -> ModelCheck:
-    """Fetch, load, watermark-check and score one revealed model. Raises `Unavailable`.
-
-    `scheme` is the chain's (`ChainClient.watermark_scheme`); `others` are the marks the model
-    must NOT carry (see the module docstring), the revealing miner's own being skipped.
-    """
-    from training.artifacts import (
-        ArtifactError,
-        DigestMismatch,
-        TooLarge,
-        fetch_bytes,
-        load_into,
-        load_state_dict_bytes,
-    )
-    from training.models import build_model
-    from training.trainer import evaluate
-    from watermark import WatermarkError, detect_vector
-    from watermark.layers import layer_from
-
-    t0 = time.monotonic()
-    miner = reveal.miner.hex()
-    out = ModelCheck(miner=miner, model_digest=reveal.model_digest.hex(),
-                     claimed_score_ppm=reveal.claimed_score_ppm, verdict=True)
-    uri = reveal.model_uri
-    try:
-        check_remote_uri(uri, allow_file)
-    except ArtifactError as exc:  # not fetchable by the other validators either: refuted
-        out.reason = f"model URI refused: {exc}"
-        return out
-    try:
-        data = fetch_bytes(uri, max_bytes=max_bytes, sha256=reveal.model_digest.hex(),
-                           timeout=timeout)
-    except DigestMismatch as exc:
-        out.reason = f"digest mismatch: {exc}"
-        return out
-    except TooLarge as exc:
-        out.reason = f"model too large: {exc}"
-        return out
-    except ArtifactError as exc:  # HTTP error, timeout, refused, missing file
-        raise Unavailable(str(exc)) from exc
-    model = build_model(spec.architecture, spec_hparams(spec))
-    try:
-        load_into(model, load_state_dict_bytes(data))
-    except (ArtifactError, ValueError) as exc:
-        out.reason = f"not a valid {spec.architecture} safetensors model: {exc}"
-        return out
-    try:
-        layer = scheme.layer(model)
-        w = layer_from(model, layer)  # the mean kernel, extracted once for every key below
-        key = scheme.key(seed, reveal.miner, layer)
-        det = detect_vector(w, key, scheme.threshold)
-    except WatermarkError as exc:
-        out.reason = f"watermark check failed: {exc}"
-        return out
-    out.watermark_ok = det.ok
-    out.watermark_min_confidence = det.min_confidence
-    if not det.ok:
-        out.reason = f"watermark not detected (min confidence {det.min_confidence:.6f})"
-    else:
-        copied = foreign_mark(w, layer, miner, others, scheme)
-        if copied is not None:
-            out.watermark_ok = False
-            out.reason = f"carries {copied.miner}'s watermark ({copied.why}): a copied model"
-    out.score_ppm = evaluate(model, test, spec.metric, device=device)
-    out.seconds = time.monotonic() - t0
-    return out
-
-
-def run_bounded(fn: Callable[[], T], timeout: float) -> T:
-    """Run `fn()` in a daemon thread; its result, or raise TimeoutError after `timeout` s.
-
-    A daemon thread (not an executor) so that a check stuck on a slow-drip server can be
-    abandoned without holding up the next model or the process exit.
-    """
-    box: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            box["value"] = fn()
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
-            box["error"] = exc
-
-    t = threading.Thread(target=target, name="verify-model", daemon=True)
-    t.start()
-    t.join(max(0.0, timeout))
-    if t.is_alive():
-        raise TimeoutError(f"check did not finish in {timeout:.1f}s")
-    if "error" in box:
-        raise box["error"]
-    value: T = box["value"]
-    return value
+    check_threads: int | None = None
+    """torch threads of the check process (None: this process's torch.get_num_threads())."""
 
 
 class Verifier(Sidecar):
@@ -204,6 +112,20 @@ class Verifier(Sidecar):
         self.checks: dict[int, list[ModelCheck]] = {}
         # round -> its test set, fetched during REVEAL, or why it could not be used
         self._test_sets: dict[int, ArrayDataset | TestSetUnusable] = {}
+        self.mark_index = MarkIndex(self.chain)
+        self.worker = CheckWorker(threads=cfg.check_threads)
+        self.ledger = MinerLedger(cfg.per_miner_seconds, cfg.per_miner_rounds)
+
+    def setup(self) -> None:
+        self.worker.start()  # torch imported before the first VERIFY, not inside it
+        self.log.info("check process ready in %.2fs", self.worker.start_seconds)
+
+    def teardown(self) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the check process (also for callers of `verify_round` without `run`)."""
+        self.worker.close()
 
     def on_round(self, info: RoundInfo) -> None:
         rec = info.record
@@ -211,6 +133,10 @@ class Verifier(Sidecar):
         if rec.phase is Phase.REVEAL and rec.test_key_revealed:
             if self.once(n, "test set"):
                 self._prefetch_test_set(info)  # as soon as RevealTestSet lands (issue 11 §5)
+            return
+        if rec.phase is Phase.REVEAL:
+            # spread the copy index's catch-up of a long chain over a phase with nothing to do
+            self.mark_index.update(n - 1, deadline=time.monotonic() + 1.0)
             return
         if rec.phase is not Phase.VERIFY:
             return
@@ -223,6 +149,8 @@ class Verifier(Sidecar):
         except RpcError:
             self._done.discard((n, "verify"))  # node hiccup: try again at the next poll
             raise
+
+    # -- the test set
 
     def _fetch_test_set(self, n: int, task: Task) -> ArrayDataset:
         """The round's test set, fetched and decrypted; a few tries before calling it unusable
@@ -237,7 +165,8 @@ class Verifier(Sidecar):
             try:
                 return fetch_dataset(spec.test_uri, spec.test_sha256.hex(), 0, test_key, dest,
                                      self.vcfg.max_data_bytes, spec.num_classes or None,
-                                     allow_file=self.vcfg.allow_file_uris)
+                                     allow_file=self.vcfg.allow_file_uris,
+                                     allow_private=self.cfg.allow_private_networks)
             except (ArtifactError, ValueError, OSError) as exc:
                 last = exc
                 if attempt + 1 < self.vcfg.test_set_attempts:
@@ -258,30 +187,39 @@ class Verifier(Sidecar):
             self._test_sets[n] = exc
             self.count_error("data", "round %d: test set unusable: %s", n, exc)
 
+    def _test_set(self, n: int, task: Task) -> ArrayDataset:
+        cached = self._test_sets.pop(n, None)
+        for old in [k for k in self._test_sets if k < n]:
+            del self._test_sets[old]
+        if isinstance(cached, TestSetUnusable):
+            raise cached
+        return cached if cached is not None else self._fetch_test_set(n, task)
+
+    # -- VERIFY
+
+    def _tolerance_ppm(self) -> int:
+        value = self.chain.params().get("tolerance_ppm", Params().tolerance_ppm)
+        return int(value)
+
     def verify_round(self, info: RoundInfo) -> list[ModelCheck]:
-        from abci_app.dlbc.verdicts import Verdict, write_verdicts
+        """Check the round's reveals as the module docstring says; every verdict lands in the
+        verdict file as soon as it is known. Returns one ModelCheck per reveal, in check order."""
+        from abci_app.dlbc.verdicts import write_verdicts
 
         rec = info.record
         n, tid = rec.round, rec.task_id
+        end = time.monotonic() + seconds_left(rec.verify_end_ns) - self.vcfg.verify_margin_seconds
         task = self.chain.task(tid)
         if task is None or task.test_key is None:
             self.count_error("chain", "round %d: task %d has no revealed test key", n, tid)
             return []
-        spec = task.spec
         try:
             scheme = self.chain.watermark_scheme()
         except WatermarkParamsError as exc:
             self.count_error("chain", "round %d: cannot verify: %s", n, exc)
             return []
-        previous = self.chain.round_record(n - 1) if n > 1 else None
-        others = marks_to_exclude(info, previous)
-        cached = self._test_sets.pop(n, None)
-        for old in [k for k in self._test_sets if k < n]:
-            del self._test_sets[old]
         try:
-            if isinstance(cached, TestSetUnusable):
-                raise cached
-            test = cached if cached is not None else self._fetch_test_set(n, task)
+            test = self._test_set(n, task)
         except TestSetUnusable as exc:
             # The publisher's fault, said on chain: a complete set with the complaint and no
             # scores (settle.py step 5 pays the revealing miners from the escrow).
@@ -289,51 +227,27 @@ class Verifier(Sidecar):
             write_verdicts(self.vcfg.app_home, n, [], test_set_unusable=True)
             self.emit("verdicts", round=n, checks=[])
             return []
-        reveals = sorted(info.revealed, key=lambda r: (-r.claimed_score_ppm, r.miner))
-        cap = self.vcfg.max_model_bytes
-        if spec.model_size_bytes > 0:
-            # safetensors = payload + a JSON header; 1 MiB + 10% covers any header we write
-            cap = min(cap, spec.model_size_bytes * 11 // 10 + (1 << 20))
-        seed = rec.seed
-        checks: list[ModelCheck] = []
-        for rev in reveals:
-            miner, digest = rev.miner.hex(), rev.model_digest.hex()
-            left = seconds_left(rec.verify_end_ns) - self.vcfg.verify_margin_seconds
-            bound = min(self.vcfg.per_model_seconds, left)
-            if bound <= 0:
-                self.count_error("timeout", "round %d: VERIFY time is up; %s gets no verdict",
-                                 n, miner)
-                checks.append(ModelCheck(miner, digest, rev.claimed_score_ppm, False,
-                                         reason="VERIFY time is up"))
-                continue
-            t0 = time.monotonic()
-            try:
-                chk = run_bounded(functools.partial(
-                    check_model, rev, spec, seed, test, scheme=scheme, max_bytes=cap,
-                    timeout=bound, others=others, device=self.vcfg.device,
-                    allow_file=self.vcfg.allow_file_uris), bound)
-            except (TimeoutError, Unavailable) as exc:
-                kind = "timeout" if isinstance(exc, TimeoutError) else "model_unavailable"
-                self.count_error(kind, "round %d: no verdict for %s: %s", n, miner, exc)
-                chk = ModelCheck(miner, digest, rev.claimed_score_ppm, False, reason=str(exc))
-            except Exception as exc:
-                self.metrics.inc("errors_total", kind="check")
-                self.log.exception("round %d: checking %s failed", n, miner)
-                chk = ModelCheck(miner, digest, rev.claimed_score_ppm, False,
-                                 reason=f"internal error: {exc}")
-            chk.seconds = time.monotonic() - t0
-            if chk.verdict and chk.reason:
-                self.count_error("bad_model", "round %d: %s: %s", n, miner, chk.reason)
-            checks.append(chk)
-            self.log.info(
-                "round %d: %s claimed %d measured %d watermark %s (%.1fs)%s", n, chk.miner,
-                chk.claimed_score_ppm, chk.score_ppm, "ok" if chk.watermark_ok else "NO",
-                chk.seconds, "" if chk.verdict else " -> no verdict")
-        verdicts = [Verdict(bytes.fromhex(c.miner), bytes.fromhex(c.model_digest),
-                            c.watermark_ok, max(0, min(PPM, c.score_ppm)))
-                    for c in checks if c.verdict]
-        write_verdicts(self.vcfg.app_home, n, verdicts)
-        self.metrics.inc("verdicts_total", len(verdicts))
+        others = self.mark_index.marks(info, task, deadline=time.monotonic() + max(
+            1.0, (end - time.monotonic()) / 10))
+        return self.check_round(info, task, test, scheme, self._tolerance_ppm(), others)
+
+    def check_round(self, info: RoundInfo, task: Task, test: ArrayDataset,
+                    scheme: WatermarkScheme, tolerance_ppm: int,
+                    others: Sequence[OtherMark] = ()) -> list[ModelCheck]:
+        """`verify_round` once the chain was read: check `info.revealed` against `test` until
+        the stop rule or the end of VERIFY (`info.record.verify_end_ns` less the margin),
+        writing the verdict file as it goes. One ModelCheck per reveal, in check order."""
+        rec = info.record
+        n = rec.round
+        end = time.monotonic() + seconds_left(rec.verify_end_ns) - self.vcfg.verify_margin_seconds
+        plan = RoundPlan(check_order(info.revealed), tolerance_ppm, task.spec.min_score_ppm)
+        self.worker.set_test_set(n, test)
+        run = RoundRun(self, info, task, plan, scheme, tuple(others), end)
+        try:
+            checks = run.run()
+        finally:
+            run.close()
+        self.metrics.inc("verdicts_total", sum(1 for c in checks if c.verdict))
         self.checks[n] = checks
         self.emit("verdicts", round=n, checks=checks)
         return checks

@@ -59,14 +59,20 @@ def test_devnet_one_round(tmp_path: Path) -> None:
     assert rec["status"] == "closed" and rec["winner"]["miner"] == printed_winner
     height = int(rpc_height)
 
-    # A second run resumes the same chain (no new genesis, heights continue, round 2 on)
+    # A second run resumes the same chain (no new genesis, heights continue, round 2 on), and
+    # its faucet still pays a new key (a Transfer, not a genesis balance: issue 13)
+    assert (out / "keys" / "faucet.json").exists()
+    newbie = "ab" * 20
     again = subprocess.run(
         [sys.executable, "-m", "dlbc_ops.cli.main", "devnet", "--rounds", "1", "--out", str(out),
          "--base-port", str(base), "--block-time", "0.5", "--train-seconds", "16",
-         "--reveal-seconds", "6", "--verify-seconds", "10", "--samples", "48", "--no-plots"],
+         "--reveal-seconds", "6", "--verify-seconds", "10", "--samples", "48", "--no-plots",
+         "--fund", f"{newbie}=4321"],
         capture_output=True, text=True, timeout=150, check=False)
     assert again.returncode == 0, again.stdout + again.stderr
     assert "resuming saved state" in again.stdout
+    assert re.search(f"faucet: sent 4321 to {newbie} .*its balance is now 4321", again.stdout), \
+        again.stdout
     m2 = re.search(r"chain dlbc-devnet at height (\d+)", again.stdout)
     assert m2 and int(m2.group(1)) >= height, again.stdout
     assert re.search(r"round ([2-9]|\d\d+): ", again.stdout), again.stdout

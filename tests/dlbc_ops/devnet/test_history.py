@@ -47,13 +47,28 @@ def test_narrator_names_miners_and_records_commits(tmp_path: Path) -> None:
     n.names["ab" * 20] = "miner-1"
     n.on_event("committed", {"round": 3, "miner": "AB" * 20, "epochs": 2,
                              "watermark_confidence": 0.5})
+    n.names["cd" * 20] = "publisher"
     n.outcome(3, {"winner": {"miner": "ab" * 20, "verified_score_ppm": 750_000,
                              "task_reward": 10, "block_reward_miner": 4,
-                             "block_reward_publisher": 1}})
+                             "block_reward_publisher": 1},
+                  "publisher": "cd" * 20, "queue_len": 90, "publisher_share_ppm": 190_000})
     n.outcome(4, {"outcome": "no_reveals"})
     text = out.getvalue()
     assert "round 3: miner-1 committed its model (2 epoch(s)" in text
-    assert f"round 3: winner: {'ab' * 20} (miner-1) score 0.7500, task reward 10" in text
+    assert f"round 3: winner: {'ab' * 20} (miner-1) score 0.7500\n" in text
+    # every part of the payout says what it is (a bare "4 miner / 1 publisher" reads as a bug)
+    assert ("round 3: paid: miner-1 gets the task reward 10 + 4 of the 5 block reward, "
+            "publisher the other 1 (paper Eq. 5-6: publisher share 19.00% with 90 task(s) "
+            "queued)\n") in text
     assert "round 4: closed without a winner (outcome no_reveals)" in text
     assert h.snapshot() == [{"round": 3, "miner": "miner-1", "watermark_confidence": 0.5,
                              "epochs": 2}]
+
+
+def test_narrator_payout_of_an_unnamed_publisher_without_queue_facts(tmp_path: Path) -> None:
+    n = Narrator(io.StringIO(), History(tmp_path / "h.json"))
+    line = n.payout({"publisher": "ef" * 20, "winner": {
+        "miner": "ab" * 20, "task_reward": 7, "block_reward_miner": 2,
+        "block_reward_publisher": 3}})
+    assert line == (f"paid: {'ab' * 6} gets the task reward 7 + 2 of the 5 block reward, "
+                    f"publisher {'ef' * 6} the other 3")

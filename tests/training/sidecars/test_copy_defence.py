@@ -1,14 +1,15 @@
-"""The verifier's copy/overwrite defence with real training (training/sidecars/verifier.py,
-docs/watermark.md).
+"""The verifier's copy/overwrite defence with real training (training/sidecars/copy_marks.py,
+docs/verification.md).
 
 Keys are public, so a thief B can take miner A's model, embed its own key on top and reveal it.
 A few steps make B's mark pass, but A's mark is still in the weights; the verifier tests every
-other committed/revealed miner's key (and the previous round's winner's) and rejects B's reveal
-with "carries <A>'s watermark", while A's own model and an independently trained C pass.
+other committed/revealed miner's key (and the previous round's winner's here; every earlier
+round's winners and reveals in test_copy_index*.py) and rejects B's reveal with "carries <A>'s
+watermark", while A's own model and an independently trained C pass.
 
 The model is a 2-level U-Net 32 filters wide: its watermark layer has m = 1152 coordinates, enough
-that B's 256 bits collide with few of A's (see the verifier's docstring for why the tiniest
-U-Net, m = 288, cannot tell a copy from chance).
+that B's 256 bits collide with few of A's (see copy_marks' docstring for why the tiniest U-Net,
+m = 288, cannot tell a copy from chance).
 """
 
 from __future__ import annotations
@@ -105,7 +106,7 @@ def _check(world: Any, name: str, miner: bytes, others: list[OtherMark]) -> Mode
     rev = reveal(miner, world["srv"].url_for(f"{name}.safetensors"), world["digests"][name],
                  500_000)
     return check_model(rev, SPEC, SEED, world["test"], scheme=SCHEME, max_bytes=1 << 24,
-                       timeout=10.0, others=others)
+                       timeout=10.0, others=others, allow_private=True)
 
 
 def test_overwritten_copy_still_carries_the_victims_watermark(world: Any) -> None:

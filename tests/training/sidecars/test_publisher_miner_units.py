@@ -73,7 +73,7 @@ def test_fetch_dataset_round_trip_over_http(prepared, tmp_path: Path) -> None:
     task, _ = prepared
     s = task.spec
     data = fetch_dataset(s.data_uri, bytes(s.data_sha256).hex(), s.data_size_bytes,
-                         task.train_key, tmp_path / "d.enc", 1 << 20, 2)
+                         task.train_key, tmp_path / "d.enc", 1 << 20, 2, allow_private=True)
     assert len(data) == s.num_samples
 
 
@@ -82,7 +82,8 @@ def test_invalid_fetch_digest_mismatch_leaves_nothing(prepared, tmp_path: Path) 
     s = task.spec
     dest = tmp_path / "d.enc"
     with pytest.raises(ArtifactError, match="digest mismatch"):
-        fetch_dataset(s.data_uri, "00" * 32, s.data_size_bytes, task.train_key, dest, 1 << 20, 2)
+        fetch_dataset(s.data_uri, "00" * 32, s.data_size_bytes, task.train_key, dest, 1 << 20, 2,
+                      allow_private=True)
     assert sorted(tmp_path.iterdir()) == [tmp_path / "artifacts", tmp_path / "private"]
 
 
@@ -91,7 +92,7 @@ def test_invalid_fetch_over_size_cap(prepared, tmp_path: Path) -> None:
     s = task.spec
     with pytest.raises(ArtifactError, match="cap"):
         fetch_dataset(s.data_uri, bytes(s.data_sha256).hex(), 100, task.train_key,
-                      tmp_path / "d.enc", 1 << 20, 2)
+                      tmp_path / "d.enc", 1 << 20, 2, allow_private=True)
     assert not (tmp_path / "d.enc").exists()
 
 
@@ -100,7 +101,7 @@ def test_invalid_fetch_wrong_key(prepared, tmp_path: Path) -> None:
     s = task.spec
     with pytest.raises(ValueError):
         fetch_dataset(s.data_uri, bytes(s.data_sha256).hex(), s.data_size_bytes,
-                      task.test_key, tmp_path / "d.enc", 1 << 20, 2)
+                      task.test_key, tmp_path / "d.enc", 1 << 20, 2, allow_private=True)
 
 
 def test_seal_watermark_reaches_threshold_and_stops() -> None:

@@ -26,7 +26,7 @@ from training.models import build_model
 from training.sidecars.artifact_server import ArtifactServer
 from training.sidecars.base import WatermarkScheme
 from training.sidecars.sealing import seal_watermark
-from training.sidecars.verifier import Unavailable, check_model, run_bounded
+from training.sidecars.verifier import Unavailable, check_model
 from training.trainer import evaluate
 
 from .chain_records import reveal, task_spec
@@ -67,7 +67,8 @@ def _reveal(srv: ArtifactServer, name: str, digest: str, miner: bytes = MINER) -
 
 def _check(served: dict, rev: Reveal, **kw):
     return check_model(rev, SPEC, SEED, served["test"], scheme=SCHEME,
-                       max_bytes=kw.get("max_bytes", 1 << 24), timeout=kw.get("timeout", 10.0))
+                       max_bytes=kw.get("max_bytes", 1 << 24), timeout=kw.get("timeout", 10.0),
+                       allow_private=True)
 
 
 def test_check_model_honest(served: dict) -> None:
@@ -125,7 +126,8 @@ def test_invalid_404_gives_no_verdict(served: dict) -> None:
 
 
 def test_invalid_server_that_never_answers_gives_no_verdict(served: dict) -> None:
-    """A URI whose server accepts and then stalls: bounded by the per-model time."""
+    """A URI whose server accepts and then stalls: bounded by the per-model time (a deadline
+    for the whole download, not per read), and the check returns: nothing is left running."""
     lsock = socket.socket()
     lsock.bind(("127.0.0.1", 0))
     lsock.listen(4)
@@ -149,22 +151,12 @@ def test_invalid_server_that_never_answers_gives_no_verdict(served: dict) -> Non
         with pytest.raises(Unavailable):
             _check(served, rev, timeout=1.0)
         assert time.monotonic() - t0 < 5
-        t0 = time.monotonic()
-        with pytest.raises(TimeoutError):
-            run_bounded(lambda: _check(served, rev, timeout=30.0), 1.0)
-        assert time.monotonic() - t0 < 3
     finally:
         stop.set()
         t.join()
         for c in conns:
             c.close()
         lsock.close()
-
-
-def test_run_bounded_returns_and_reraises() -> None:
-    assert run_bounded(lambda: 42, 1.0) == 42
-    with pytest.raises(ZeroDivisionError):
-        run_bounded(lambda: 1 // 0, 1.0)
 
 
 def test_nothing_written_next_to_served_files(served: dict) -> None:
@@ -184,5 +176,6 @@ def test_invalid_file_uri_from_a_miner_is_refuted_unopened(served: dict) -> None
     assert chk.verdict and not chk.watermark_ok and chk.score_ppm == 0
     assert "only http" in chk.reason
     chk = check_model(rev, SPEC, SEED, served["test"], scheme=SCHEME,
-                      max_bytes=1 << 24, timeout=5.0, allow_file=True)  # operator opt-in
+                      max_bytes=1 << 24, timeout=5.0, allow_file=True,  # operator opt-in
+                      allow_private=True)
     assert chk.verdict and chk.watermark_ok

@@ -100,7 +100,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Any:
 def _verify(served: Any, name: str, scheme: WatermarkScheme) -> Any:
     rev = reveal(MINER, served["srv"].url_for(f"{name}.safetensors"), served["digests"][name], 1)
     return check_model(rev, SPEC, SEED, served["test"], scheme=scheme, max_bytes=1 << 24,
-                       timeout=10.0)
+                       timeout=10.0, allow_private=True)
 
 
 def test_verifier_honours_chain_bit_count(served: Any) -> None:
