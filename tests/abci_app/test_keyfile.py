@@ -164,5 +164,9 @@ def test_cli_keys_new_show(tmp_path: Path) -> None:
     assert key.seed().hex() not in r.stdout + r2.stdout
     r3 = run("new", "alice")
     assert r3.returncode == 1 and "already exists" in r3.stderr
-    r4 = run("show", "../../etc/passwd")
+    # a NAME never leaves the keys folder; a spec with "/" is a PATH, as `--key` reads it
+    r4 = run("show", ".hidden")
     assert r4.returncode == 1 and "invalid key name" in r4.stderr
+    r5 = run("show", "/etc/passwd")
+    assert r5.returncode == 1 and "not valid JSON" in r5.stderr
+    assert "root:" not in r5.stdout + r5.stderr  # a file that is not a key is never echoed
