@@ -239,12 +239,18 @@ class Sidecar:
         went away is an outage, which the loop rides out (issue 13)."""
         limit = self.cfg.node_wait_seconds
         deadline = None if limit is None else time.monotonic() + limit
+        tries = 0
         while not self.stop_event.is_set():
             try:
                 self.rpc.call("status", backoff=Backoff(attempts=1))
                 return
             except RpcError as exc:  # NodeUnreachable, or an answer that is not CometBFT's
-                self.count_error("node_unreachable", "no node at %s yet: %s", self.rpc.url, exc)
+                tries += 1
+                self.metrics.inc("errors_total", kind="node_unreachable")
+                if tries == 1 or tries % 10 == 0:  # one line, then every ~10 s: not one a second
+                    self.log.warning("no node at %s yet (try %d%s): %s", self.rpc.url, tries,
+                                     "" if limit is None else f", giving up after {limit:g} s",
+                                     exc)
                 if deadline is not None and time.monotonic() >= deadline:
                     raise NodeUnreachable(
                         f"no CometBFT RPC answered at {self.rpc.url} within {limit:g} s "
