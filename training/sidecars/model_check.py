@@ -151,7 +151,7 @@ def check_model_bytes(data: bytes, reveal: Reveal, spec: TaskSpec, seed: bytes,
     claims look right were scored. The screen never decides a verdict (a slice is not the
     test set), it only orders the work, so sybils that lie about their score cost the verifier
     a slice each, not a full evaluation, before the honest model is reached."""
-    from training.artifacts import ArtifactError, load_into, load_state_dict_bytes
+    from training.artifacts import ArtifactError, load_into, load_state_dict_bytes, state_shapes
     from training.models import build_model
     from training.trainer import evaluate
     from watermark import WatermarkError, detect_vector
@@ -160,7 +160,9 @@ def check_model_bytes(data: bytes, reveal: Reveal, spec: TaskSpec, seed: bytes,
     out = ModelCheck.of(reveal, verdict=True)
     model = build_model(spec.architecture, spec_hparams(spec))
     try:
-        load_into(model, load_state_dict_bytes(data))
+        # the header's names and shapes against the registry architecture before any tensor of
+        # the file is allocated (training/safetensors_header.py)
+        load_into(model, load_state_dict_bytes(data, expected=state_shapes(model)))
     except (ArtifactError, ValueError) as exc:
         out.reason = f"not a valid {spec.architecture} safetensors model: {exc}"
         return out
