@@ -37,7 +37,7 @@ def miner_config(args: argparse.Namespace) -> MinerConfig:
         batch_size=args.batch_size, learning_rate=args.lr, max_epochs=args.max_epochs,
         device=args.device, artifact_host=args.artifact_host, artifact_port=args.artifact_port,
         allow_file_uris=args.allow_file_uris, progress=not args.quiet_progress,
-        **sidecar_settings(args))  # type: ignore[arg-type]
+        min_rate_bps=args.min_rate_bps, **sidecar_settings(args))  # type: ignore[arg-type]
 
 
 def _mine(args: argparse.Namespace) -> int:
@@ -98,6 +98,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                    help="torch CPU threads (default: torch's own choice)")
     p.add_argument("--allow-file-uris", action="store_true",
                    help="accept file:// data URIs (single-machine setups only)")
+    p.add_argument("--min-rate-bps", type=int, default=64 * 1024,
+                   help="abort a data download slower than this many bytes/s on average "
+                        "(after a 5 s grace; 0: no minimum)")
     p.add_argument("--quiet-progress", action="store_true",
                    help="no per-epoch progress lines; log one summary line per round")
     p.add_argument("--artifact-host", default="127.0.0.1", metavar="HOST",

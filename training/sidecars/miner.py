@@ -54,6 +54,11 @@ from training.sidecars.sealing import seal_watermark
 from training.sidecars.task_inputs import fetch_dataset, spec_hparams
 
 
+def _monotonic_deadline(end_ns: int) -> float:
+    """The `time.monotonic()` value of a phase deadline (BFT time ≈ wall clock)."""
+    return time.monotonic() + max(0.0, seconds_left(end_ns))
+
+
 class RoundSkipped(Exception):
     """This round cannot be mined (bad data, no time left, ...); logged and counted."""
 
@@ -92,6 +97,9 @@ class MinerConfig(SidecarConfig):
     """Never download more training/test data than this, whatever the spec says."""
     allow_file_uris: bool = False
     """Accept file:// data URIs (single-machine setups only; see `check_remote_uri`)."""
+    min_rate_bps: int = 64 * 1024
+    """Abort a data download slower than this on average (after a short grace), and any that
+    would outlast its phase: a publisher's slow-drip server must not eat the TRAIN budget."""
     artifact_host: str = "127.0.0.1"
     artifact_port: int = 0
     """Where this miner serves its models; use a fixed port if it must survive a restart."""
@@ -331,7 +339,9 @@ class Miner(Sidecar):
                                  self.cfg.workdir / f"round-{n}-train.npz.enc",
                                  self.mcfg.max_data_bytes, spec.num_classes or None,
                                  allow_file=self.mcfg.allow_file_uris,
-                                 allow_private=self.mcfg.allow_private_networks)
+                                 allow_private=self.mcfg.allow_private_networks,
+                                 min_rate_bps=self.mcfg.min_rate_bps,
+                                 deadline=_monotonic_deadline(rec.train_end_ns))
         except (ValueError, OSError) as exc:  # ArtifactError, DecryptionError, DataError
             raise RoundSkipped("data", f"training data unusable: {exc}") from exc
         finally:
@@ -445,7 +455,9 @@ class Miner(Sidecar):
             test = fetch_dataset(spec.test_uri, spec.test_sha256.hex(), 0, task.test_key, dest,
                                  self.mcfg.max_data_bytes, spec.num_classes or None,
                                  allow_file=self.mcfg.allow_file_uris,
-                                 allow_private=self.mcfg.allow_private_networks)
+                                 allow_private=self.mcfg.allow_private_networks,
+                                 min_rate_bps=self.mcfg.min_rate_bps,
+                                 deadline=_monotonic_deadline(info.record.reveal_end_ns))
             model = load_model(work.model_path, spec.architecture, spec_hparams(spec),
                                sha256=work.model_digest)
         except (ValueError, OSError, ArtifactError) as exc:
