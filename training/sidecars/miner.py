@@ -157,6 +157,8 @@ class Miner(Sidecar):
         self.server: ArtifactServer | None = None
         self.work: dict[int, RoundWork] = {}
         self._waiting_logged: set[tuple[int, str]] = set()
+        self._saw_train: set[int] = set()
+        """Rounds this process saw in TRAIN: the ones it had a chance to mine (`counts_round`)."""
 
     # -- loop hooks
 
@@ -243,9 +245,17 @@ class Miner(Sidecar):
             self._waiting_logged.add((n, what))
             self.log.info("round %d: waiting for %s", n, what)
 
+    def counts_round(self, info: RoundInfo) -> bool:
+        """`--rounds N` means N rounds this miner could take part in: a round first seen in
+        REVEAL or VERIFY (started mid-round) closes without it and does not count."""
+        n = info.record.round
+        return n in self._saw_train or n in self.work
+
     def on_round(self, info: RoundInfo) -> None:
         rec = info.record
         n, phase = rec.round, rec.phase
+        if phase is Phase.TRAIN:
+            self._saw_train.add(n)
         work = self._work(info)
         if work is not None and self.key is not None:
             # A tx whose broadcast timed out may still have landed: trust the chain.

@@ -161,3 +161,26 @@ def test_invalid_fetch_file_uri_refused_by_default(prepared, tmp_path: Path) -> 
     data = fetch_dataset(uri, bytes(s.data_sha256).hex(), s.data_size_bytes, task.train_key,
                          tmp_path / "d.enc", 1 << 20, 2, allow_file=True)
     assert len(data) == s.num_samples
+
+
+def test_miner_rounds_count_only_rounds_it_could_mine(tmp_path: Path) -> None:
+    """`dlbc mine --rounds N`: a round first seen after TRAIN (the miner started mid-round)
+    closes without it and does not count toward N; one seen in TRAIN does."""
+    from dataclasses import replace
+
+    from abci_app.dlbc.records import Phase
+    from training.sidecars.miner import Miner, MinerConfig
+
+    from .chain_records import round_info
+    from .helpers import key
+
+    miner = Miner(MinerConfig(rpc_url="http://127.0.0.1:1", workdir=tmp_path / "m",
+                              progress=False), key(61))
+    late = round_info(5, b"\5" * 32, [], [])  # first seen in VERIFY
+    miner.on_round(late)
+    assert not miner.counts_round(late)
+    early = round_info(6, b"\6" * 32, [], [])
+    in_train = replace(early, record=replace(early.record, phase=Phase.TRAIN,
+                                             key_released=False))
+    miner.on_round(in_train)  # waits for the data key: no chain call
+    assert miner.counts_round(early)
