@@ -11,12 +11,12 @@ second or two (`CheckWorker.start_seconds`, measured by bench/verifier.py), so i
 before it is needed (`start`) and the round's test set is sent to it once.
 
 Protocol (stdin/stdout of `python -m training.sidecars.check_worker`): frames of a 4-byte
-big-endian length and a payload. Parent → child: pickled ``("test", round, ArrayDataset)`` or
-``("check", CheckJob)`` (the parent is the child's only writer: nothing a miner sent is ever
-unpickled, the model bytes are read from a digest-checked file by strict safetensors). Child →
-parent: JSON (`ModelCheck.to_json`, or ``{"error": ...}``), so the parent never unpickles what a
-process handling hostile files wrote. A child whose stdin closes exits: it never outlives the
-verifier.
+big-endian length and a payload. Parent → child: a JSON frame ``{"op": "check", ...}``
+(`CheckJob.to_json`), or ``{"op": "test", ...}`` naming the dtype and shape of the test set's two
+arrays, followed by one frame of raw bytes per array. Child → parent: JSON (`ModelCheck.to_json`,
+or ``{"error": ...}``). Nothing is pickled either way: no side ever runs code from what it reads,
+and the model bytes are read from a digest-checked file by strict safetensors. A child whose
+stdin closes exits: it never outlives the verifier.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import pickle
 import select
 import struct
 import subprocess
@@ -33,6 +32,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Self
+
+import numpy as np
 
 from abci_app.dlbc.records import Reveal, TaskSpec
 from training.sidecars.base import WatermarkScheme
@@ -69,20 +70,54 @@ class CheckJob:
     screen: bool = False
     """Score a slice of the test set first and defer a claim far from it (model_check)."""
 
+    def to_json(self) -> dict[str, Any]:
+        return {"op": "check", "path": str(self.path), "reveal": self.reveal.to_json(),
+                "spec": self.spec.to_json(), "seed": self.seed.hex(),
+                "scheme": [self.scheme.n_bits, self.scheme.matrix, self.scheme.gain,
+                           self.scheme.threshold_ppm],
+                "others": [[o.miner, o.seed.hex(), o.why] for o in self.others],
+                "device": self.device, "round_no": self.round_no, "screen": self.screen}
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> CheckJob:
+        n_bits, matrix, gain, threshold_ppm = doc["scheme"]
+        return cls(Path(doc["path"]), Reveal.from_json(doc["reveal"]),
+                   TaskSpec.from_json(doc["spec"]), bytes.fromhex(doc["seed"]),
+                   WatermarkScheme(n_bits, matrix, gain, threshold_ppm),
+                   tuple(OtherMark(m, bytes.fromhex(sd), why) for m, sd, why in doc["others"]),
+                   doc["device"], doc["round_no"], doc["screen"])
+
+
+def _test_set_frames(round_no: int, test: ArrayDataset) -> list[bytes]:
+    """The test set as frames: a JSON header with each array's dtype and shape, then each
+    array's raw bytes (read back with `np.frombuffer`, which builds no objects)."""
+    arrays = (np.ascontiguousarray(test.inputs), np.ascontiguousarray(test.targets))
+    head = {"op": "test", "round": round_no, "kind": test.kind, "num_classes": test.num_classes,
+            "arrays": [[a.dtype.str, list(a.shape)] for a in arrays]}
+    return [json.dumps(head).encode(), *(a.tobytes() for a in arrays)]
+
+
+def _test_set_from_frames(head: dict[str, Any], bodies: list[bytearray]) -> ArrayDataset:
+    from training.data import ArrayDataset
+
+    inputs, targets = (np.frombuffer(b, dtype=np.dtype(d)).reshape(shape)
+                       for (d, shape), b in zip(head["arrays"], bodies, strict=True))
+    return ArrayDataset(inputs, targets, head["kind"], head["num_classes"])
+
 
 def _write_frame(f: IO[bytes], payload: bytes) -> None:
     f.write(_LEN.pack(len(payload)) + payload)
     f.flush()
 
 
-def _read_exact_blocking(f: IO[bytes], n: int) -> bytes | None:
+def _read_exact_blocking(f: IO[bytes], n: int) -> bytearray | None:
     buf = bytearray()
     while len(buf) < n:
         chunk = f.read(n - len(buf))
         if not chunk:
             return None
         buf += chunk
-    return bytes(buf)
+    return buf  # writable: the test set's arrays are built on it without a copy
 
 
 def _read_exact(fd: int, n: int, deadline: float) -> bytes:
@@ -164,9 +199,10 @@ class CheckWorker:
             raise WorkerFailed("no check process")
         try:
             if not self._test_sent and self._test is not None:
-                _write_frame(proc.stdin, pickle.dumps(("test", *self._test), protocol=5))
+                for frame in _test_set_frames(*self._test):
+                    _write_frame(proc.stdin, frame)
                 self._test_sent = True
-            _write_frame(proc.stdin, pickle.dumps(("check", job), protocol=5))
+            _write_frame(proc.stdin, json.dumps(job.to_json()).encode())
             answer = self._read_json(deadline)
         except TimeoutError:
             self.kill()
@@ -252,20 +288,23 @@ def _serve(threads: int) -> int:
     _write_frame(proto_out, json.dumps({"ready": True}).encode())
     test: Any = None
     screen: Any = None
-    while True:
+    def frame() -> bytearray | None:
         head = _read_exact_blocking(proto_in, _LEN.size)
         if head is None:
-            return 0  # the verifier closed our stdin (or died): done
+            return None  # the verifier closed our stdin (or died): done
         (n,) = _LEN.unpack(head)
-        body = _read_exact_blocking(proto_in, n)
-        if body is None:
-            return 0
-        msg = pickle.loads(body)  # written only by our parent (module docstring)
-        if msg[0] == "test":
-            test = msg[2]
+        return _read_exact_blocking(proto_in, n)
+
+    while (body := frame()) is not None:
+        msg = json.loads(body)
+        if msg["op"] == "test":
+            arrays = [frame() for _ in msg["arrays"]]
+            if any(a is None for a in arrays):
+                return 0
+            test = _test_set_from_frames(msg, [a for a in arrays if a is not None])
             screen = screen_set(test)
             continue
-        job: CheckJob = msg[1]
+        job = CheckJob.from_json(msg)
         try:
             if test is None:
                 raise RuntimeError("no test set was sent")
@@ -277,6 +316,7 @@ def _serve(threads: int) -> int:
         except Exception as exc:  # noqa: BLE001 - reported to the parent as no verdict
             answer = {"error": f"{type(exc).__name__}: {exc}"}
         _write_frame(proto_out, json.dumps(answer).encode())
+    return 0
 
 
 if __name__ == "__main__":
