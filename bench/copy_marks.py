@@ -48,20 +48,17 @@ from abci_app.dlbc.records import (
     Amount,
     Height,
     Phase,
-    Reveal,
-    Round,
     RoundInfo,
-    RoundNo,
     RoundStatus,
     Task,
     TaskId,
     TaskSpec,
     TaskStatus,
-    Winner,
 )
 from training.models import build_model
 from training.sidecars import mark_batch
 from training.sidecars.copy_marks import MarkIndex, OtherMark, copy_bits_needed, foreign_mark
+from training.sidecars.offline_records import round_info
 from training.sidecars.scheme import WatermarkScheme
 from watermark import WatermarkError, detect_vector
 from watermark.layers import layer_from
@@ -80,17 +77,10 @@ def _seed(n: int) -> bytes:
 def closed_round(n: int, miners: list[bytes]) -> RoundInfo:
     """A closed round `n` whose `miners` revealed, the first of them the winner (the fields the
     index reads are real; the rest are valid placeholders)."""
-    win = Winner(Address(miners[0]), b"\0" * 32, "https://m.example/x", 0, 0, (), Amount(0),
-                 Amount(0), Amount(0))
-    rec = Round(round=RoundNo(n), task_id=TaskId(1), publisher=Address(b"\1" * 20),
-                status=RoundStatus.CLOSED, phase=Phase.DONE, outcome=None,
-                start_height=Height(1), end_height=Height(2), start_ns=0, train_end_ns=0,
-                reveal_end_ns=0, verify_end_ns=0, seed=_seed(n), queue_len=1,
-                ranking_score_e18=0, publisher_share_ppm=0, key_released=True,
-                test_key_revealed=True, winner=win, reveals=len(miners), verify_height=Height(1))
-    reveals = tuple(Reveal(Address(m), "https://m.example/x", b"\0" * 32, 0, Height(1), ())
-                    for m in miners)
-    return RoundInfo(rec, (), (), reveals, 0)
+    base = round_info(n, _seed(n), [], miners, won_by=miners[0])
+    rec = replace(base.record, status=RoundStatus.CLOSED, phase=Phase.DONE,
+                  end_height=Height(2))
+    return replace(base, record=rec)
 
 
 def one_by_one(w: npt.NDArray[np.float64], layer: str, miner: str, others: list[OtherMark],

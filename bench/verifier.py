@@ -30,6 +30,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -44,14 +45,9 @@ from abci_app.dlbc.params import Params
 from abci_app.dlbc.records import (
     Address,
     Amount,
-    Commitment,
     Height,
-    Phase,
     Reveal,
-    Round,
     RoundInfo,
-    RoundNo,
-    RoundStatus,
     Task,
     TaskId,
     TaskSpec,
@@ -62,31 +58,25 @@ from training.data import ArrayDataset, make_segmentation_2d
 from training.sidecars.base import WatermarkScheme
 from training.sidecars.hostile_round import KINDS, make_round
 from training.sidecars.hostile_server import HostileServer
+from training.sidecars.offline_records import round_info as offline_round_info
+from training.sidecars.offline_records import task_spec
 from training.sidecars.verifier import ModelCheck, Verifier, VerifierConfig
 
 SEED = hashlib.sha256(b"bench verifier round").digest()
 
 
 def spec() -> TaskSpec:
-    return TaskSpec(
-        architecture="unet2d", hyperparams_json='{"base_width": 16, "depth": 2}',
-        model_size_bytes=0, flops_per_sample=1, data_uri="http://data", data_size_bytes=1,
-        data_sha256=b"\0" * 32, data_key_sha256=b"\0" * 32, test_uri="http://test",
-        test_sha256=b"\0" * 32, test_key_sha256=b"\0" * 32, metric="dice", min_score_ppm=0,
-        input_shape=(1, 16, 16), num_classes=2, num_samples=1)
+    return replace(task_spec("unet2d", '{"base_width": 16, "depth": 2}', "dice"),
+                   data_uri="http://data", test_uri="http://test", input_shape=(1, 16, 16),
+                   num_classes=2)
 
 
 def round_info(n: int, reveals: tuple[Reveal, ...], verify_seconds: int) -> RoundInfo:
     now = time.time_ns()
-    rec = Round(
-        round=RoundNo(n), task_id=TaskId(1), publisher=Address(b"\1" * 20),
-        status=RoundStatus.ACTIVE, phase=Phase.VERIFY, outcome=None, start_height=Height(1),
-        end_height=None, start_ns=now, train_end_ns=now, reveal_end_ns=now,
-        verify_end_ns=now + verify_seconds * 1_000_000_000, seed=SEED, queue_len=1,
-        ranking_score_e18=0, publisher_share_ppm=0, key_released=True, test_key_revealed=True,
-        winner=None, reveals=len(reveals), verify_height=Height(1))
-    return RoundInfo(rec, (), tuple(Commitment(r.miner, b"\0" * 32) for r in reveals),
-                     reveals, 0)
+    base = offline_round_info(n, SEED, [r.miner for r in reveals], [])
+    rec = replace(base.record, start_ns=now, train_end_ns=now, reveal_end_ns=now,
+                  verify_end_ns=now + verify_seconds * 1_000_000_000, reveals=len(reveals))
+    return replace(base, record=rec, revealed=reveals)
 
 
 def run_round(work: Path, n: int, reveals: tuple[Reveal, ...], test: ArrayDataset,

@@ -26,9 +26,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from abci_app.dlbc.params import PPM
-from abci_app.dlbc.records import Address, Height, Reveal
+from abci_app.dlbc.records import Reveal
 from training.sidecars.base import WatermarkScheme
 from training.sidecars.hostile_server import HostileServer
+from training.sidecars.offline_records import reveal
 
 if TYPE_CHECKING:
     from training.data import ArrayDataset
@@ -55,10 +56,6 @@ def miner_address(i: int) -> bytes:
     return hashlib.sha256(b"miner %d" % i).digest()[:20]
 
 
-def _reveal(miner: bytes, uri: str, digest: str, claim: int) -> Reveal:
-    return Reveal(Address(miner), uri, bytes.fromhex(digest), claim, Height(1), ())
-
-
 def make_round(root: Path, srv: HostileServer, seed: bytes, scheme: WatermarkScheme,
                test: ArrayDataset, kinds: Sequence[str]) -> RoundFiles:
     """Write the honest model and one file per entry of `kinds` under `root` (the server's
@@ -83,7 +80,7 @@ def make_round(root: Path, srv: HostileServer, seed: bytes, scheme: WatermarkSch
     honest = sealed(honest_miner, 0)
     digest = save_model(honest, root / "honest.safetensors")
     score = evaluate(honest, test, "dice")
-    honest_rev = _reveal(honest_miner, srv.url_for("files", "honest.safetensors"), digest, score)
+    honest_rev = reveal(honest_miner, srv.url_for("files", "honest.safetensors"), digest, score)
     plain = build_model("unet2d", HPARAMS, seed=1)
     plain_digest = save_model(plain, root / "plain.safetensors")
     data = (root / "plain.safetensors").read_bytes()
@@ -111,5 +108,5 @@ def make_round(root: Path, srv: HostileServer, seed: bytes, scheme: WatermarkSch
             uri = srv.url_for("files", name)
         else:
             raise ValueError(f"unknown hostile kind {kind!r}; one of {', '.join(KINDS)}")
-        out.append((kind, _reveal(miner, uri, dg, PPM)))
+        out.append((kind, reveal(miner, uri, dg, PPM)))
     return RoundFiles(honest_rev, tuple(out), score)

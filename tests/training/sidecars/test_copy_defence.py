@@ -36,13 +36,12 @@ from training.sidecars.copy_marks import (
     foreign_mark,
     marks_to_exclude,
 )
+from training.sidecars.offline_records import reveal, round_info, task_spec
 from training.sidecars.sealing import seal_watermark
 from training.sidecars.verifier import ModelCheck, check_model
 from training.trainer import TrainConfig, train
 from watermark import WatermarkKey, detect, embed_loss
 from watermark.layers import layer_from
-
-from .chain_records import reveal, round_info, task_spec
 
 HP = {"depth": 2, "base_width": 32}
 SPEC = task_spec("unet2d", '{"base_width": 32, "depth": 2}', "dice")

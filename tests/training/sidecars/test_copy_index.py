@@ -2,7 +2,7 @@
 
 `MarkIndex` lists every earlier winner and reveal of the same architecture; `foreign_mark` tests
 a model against all of them in one batched projection. Real tiny U-Nets, really trained; the
-round records are built directly (tests/training/sidecars/chain_records.py), the real-chain
+round records are built directly (training/sidecars/offline_records.py), the real-chain
 variant is test_copy_index_chain.py.
 
 - a model won two rounds back, stolen and fine-tuned 20 steps with the thief's key, is flagged
@@ -41,6 +41,7 @@ from training.sidecars.copy_marks import (
     marks_to_exclude,
 )
 from training.sidecars.mark_batch import _make_rows, bits_read
+from training.sidecars.offline_records import reveal, round_info, task_spec
 from training.sidecars.rpc_client import Backoff, RpcClient
 from training.sidecars.scheme import WatermarkScheme
 from training.sidecars.sealing import seal_watermark
@@ -48,8 +49,6 @@ from training.sidecars.verifier import check_model
 from training.trainer import TrainConfig, train
 from watermark import WatermarkKey, detect_vector, embed_loss
 from watermark.layers import layer_from
-
-from .chain_records import reveal, round_info, task_spec
 
 HP = {"depth": 2, "base_width": 32}  # watermark layer m = 1152 (see test_copy_defence.py)
 SPEC = task_spec("unet2d", '{"base_width": 32, "depth": 2}', "dice")

@@ -26,6 +26,7 @@ from training.sidecars.artifact_server import ArtifactServer
 from training.sidecars.chain_client import ChainClient
 from training.sidecars.copy_marks import MarkIndex, OtherMark, foreign_mark, marks_to_exclude
 from training.sidecars.miner import Miner, MinerConfig
+from training.sidecars.offline_records import reveal
 from training.sidecars.publisher import DemoDataConfig, Publisher, PublisherConfig
 from training.sidecars.rpc_client import Backoff, RpcClient
 from training.sidecars.sealing import seal_watermark
@@ -35,7 +36,6 @@ from training.trainer import TrainConfig, train
 from watermark import embed_loss
 from watermark.layers import layer_from
 
-from .chain_records import reveal
 from .helpers import MINER_START, free_port, key, local_chain, wait_for
 
 PARAMS = {"train_seconds": 14, "reveal_seconds": 6, "verify_seconds": 2,

@@ -170,8 +170,8 @@ def test_miner_rounds_count_only_rounds_it_could_mine(tmp_path: Path) -> None:
 
     from abci_app.dlbc.records import Phase
     from training.sidecars.miner import Miner, MinerConfig
+    from training.sidecars.offline_records import round_info
 
-    from .chain_records import round_info
     from .helpers import key
 
     miner = Miner(MinerConfig(rpc_url="http://127.0.0.1:1", workdir=tmp_path / "m",

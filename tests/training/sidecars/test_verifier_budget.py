@@ -4,7 +4,7 @@ per-model and per-miner budgets, verdicts written as they come, nothing left run
 Real parts throughout: a real threaded HTTP server on 127.0.0.1 (`HostileServer`) serving real
 safetensors files of real watermarked U-Nets, the real `Verifier.check_round` (what
 `verify_round` runs once it has read the chain) with its download threads and its check
-process, and the real verdict file. The round records are built directly (chain_records.py),
+process, and the real verdict file. The round records are built directly (training/sidecars/offline_records.py),
 as the `round` query would give them.
 """
 
@@ -38,9 +38,8 @@ from training.data import make_segmentation_2d
 from training.sidecars.base import WatermarkScheme
 from training.sidecars.hostile_round import RoundFiles, make_round
 from training.sidecars.hostile_server import HostileServer
+from training.sidecars.offline_records import round_info, task_spec
 from training.sidecars.verifier import ModelCheck, Verifier, VerifierConfig
-
-from .chain_records import round_info, task_spec
 
 SEED = hashlib.sha256(b"budget round").digest()
 SCHEME = WatermarkScheme.genesis_default()

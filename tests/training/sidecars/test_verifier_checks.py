@@ -25,11 +25,10 @@ from training.data import make_segmentation_2d
 from training.models import build_model
 from training.sidecars.artifact_server import ArtifactServer
 from training.sidecars.base import WatermarkScheme
+from training.sidecars.offline_records import reveal, task_spec
 from training.sidecars.sealing import seal_watermark
 from training.sidecars.verifier import Unavailable, check_model
 from training.trainer import evaluate
-
-from .chain_records import reveal, task_spec
 
 HP = {"depth": 2, "base_width": 16}
 SPEC = task_spec("unet2d", '{"base_width": 16, "depth": 2}', "dice")

@@ -23,11 +23,10 @@ from training.models import build_model
 from training.sidecars.artifact_server import ArtifactServer
 from training.sidecars.base import WATERMARK_PARAMS, WatermarkParamsError, WatermarkScheme
 from training.sidecars.miner import MinerConfig
+from training.sidecars.offline_records import reveal, task_spec
 from training.sidecars.sealing import seal_watermark
 from training.sidecars.verifier import check_model
 from watermark.keys import MAX_N_BITS
-
-from .chain_records import reveal, task_spec
 
 HP = {"depth": 2, "base_width": 8}
 SPEC = task_spec("unet2d", '{"base_width": 8, "depth": 2}', "dice")

@@ -1,7 +1,9 @@
-"""Chain records (abci_app/dlbc/records.py) as the verifier tests need them, without a chain.
+"""Chain records (abci_app/dlbc/records.py) built without a chain, for the verifier's tests and
+benchmarks (bench/verifier.py, bench/copy_marks.py), as `hostile_round` is.
 
-The verifier reads these from the `round` and `tasks/<id>` queries; the unit tests build the same
-typed values directly. Fields a check does not look at get plain, valid placeholders.
+The verifier reads these from the `round` and `tasks/<id>` queries; tests and benches build the
+same typed values directly. Fields a check does not look at get plain, valid placeholders;
+`dataclasses.replace` sets the ones a caller needs.
 """
 
 from __future__ import annotations
