@@ -190,8 +190,8 @@ class DlbcApplication(StatefulApplication):
         outcomes: list[TxOutcome] = []
         total = 0
         view_is_block = True  # the view holds exactly the writes of schedule + `out`
-        rec = state.get_active_round(view)
-        if rec is not None and rec.phase is Phase.VERIFY and req.local_last_commit.votes:
+        rec = state.round_in_phase(view, Phase.VERIFY)
+        if rec is not None and req.local_last_commit.votes:
             settle = build_settle_tx(rec.round, req.local_last_commit)
             outcome = apply_tx(view, ctx, settle, 0)
             if outcome.code == 0 and len(settle) <= limit:

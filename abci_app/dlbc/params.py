@@ -53,6 +53,12 @@ MAX_REVEALS_PER_ROUND = 512
 
 #: Params whose JSON value is a string; every other field is an integer.
 _STRING_FIELDS = frozenset({"watermark_matrix"})
+#: Params added after chains were running (issue 14). Their stored form leaves them out while
+#: they hold their default, so a chain whose genesis predates them keeps its state bytes, and
+#: so its app hash (the golden chain): the default of each is the behaviour before it existed.
+_LATE_FIELDS = ("rounds_in_flight", "announce_seconds")
+#: Most rounds the schedule holds at once (docs/rounds.md "Pipelined rounds").
+MAX_ROUNDS_IN_FLIGHT = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,8 +134,29 @@ class Params:
     minimum reward: filling a round's 256 reveal slots (max_reveals_per_round) with junk
     forfeits 1.28 M, more than the round's block reward, besides locking 256 miner bonds."""
 
+    rounds_in_flight: int = 1
+    """1: sequential rounds, the next TRAIN starts after a round closes (the schedule before
+    issue 14, and the default of a genesis that does not name it). 2: pipelined rounds, round
+    n+1's TRAIN starts when round n's TRAIN ends, while round n reveals and verifies, so a
+    miner's GPU never waits for validation (paper IV-B). Needs reveal + verify <= train, which
+    keeps at most one round in REVEAL/VERIFY beside the one in TRAIN. `dlbc genesis`, the
+    devnet and the localnet write 2."""
+    announce_seconds: int = 60
+    """With pipelined rounds, the next round's task is selected (the round is ANNOUNCED) this
+    long before the training round's TRAIN ends, so miners can fetch its encrypted data before
+    its TRAIN starts; its key is still released only in TRAIN. Above train_seconds it means
+    train_seconds: the round is announced as soon as the round before it starts training."""
+
     def to_json(self) -> dict[str, int | str]:
-        return asdict(self)
+        out = asdict(self)
+        for name in _LATE_FIELDS:
+            if out[name] == _DEFAULTS[name]:
+                del out[name]
+        return out
+
+    @property
+    def pipelined(self) -> bool:
+        return self.rounds_in_flight > 1
 
     @classmethod
     def from_json(cls, obj: Any) -> Params:
@@ -188,6 +215,21 @@ class Params:
             if getattr(self, name) > PPM:
                 raise ValueError(f"params.{name} must be <= {PPM} (ppm)")
         self._validate_watermark()
+        self._validate_pipeline()
+
+    def _validate_pipeline(self) -> None:
+        """Pipelined rounds keep the invariants the schedule relies on (docs/rounds.md): round n
+        closes by the time round n+1's TRAIN ends (reveal + verify <= train), so the chain never
+        holds more than one round past TRAIN, and an announced round is announced within the
+        TRAIN of the round before it (`announce_seconds` is capped at `train_seconds` where used)."""
+        if not 1 <= self.rounds_in_flight <= MAX_ROUNDS_IN_FLIGHT:
+            raise ValueError(f"params.rounds_in_flight must be 1 (sequential) or 2 "
+                             f"(pipelined), got {self.rounds_in_flight}")
+        if self.pipelined and self.reveal_seconds + self.verify_seconds > self.train_seconds:
+            raise ValueError(
+                f"pipelined rounds (rounds_in_flight=2) need reveal_seconds + verify_seconds "
+                f"<= train_seconds, got {self.reveal_seconds} + {self.verify_seconds} > "
+                f"{self.train_seconds}")
 
     def _validate_watermark(self) -> None:
         """The ranges detection accepts (watermark/keys.py derive_key, detect.py threshold)."""
@@ -205,6 +247,8 @@ class Params:
             raise ValueError(f"params.watermark_gain must be in [1, {WATERMARK_MAX_GAIN}], "
                              f"got {self.watermark_gain}")
 
+
+_DEFAULTS: dict[str, object] = {f.name: f.default for f in fields(Params)}
 
 #: Longest decimal string `_as_int` parses (u128 amounts have 39 digits): refused before `int()`,
 #: whose own limit is an environment setting.

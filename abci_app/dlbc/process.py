@@ -214,10 +214,10 @@ def _publisher_task_in_round(view: KV, sender: Address, task_id: TaskId,
     if task.publisher != sender:
         raise InvalidTx(Code.NOT_TASK_PUBLISHER, f"task {task_id} was published by "
                                                  f"{task.publisher.hex()}, not {sender.hex()}")
-    rec = state.get_active_round(view)
-    if rec is None or rec.task_id != task_id:
+    rec = state.get_round(view, task.rounds[-1]) if task.rounds else None
+    if rec is None or not rec.is_active or rec.task_id != task_id:
         raise InvalidTx(Code.TASK_NOT_SELECTED,
-                        f"task {task_id} is not the task of the current round")
+                        f"task {task_id} is not the task of an active round")
     if rec.phase is not phase:
         raise InvalidTx(Code.WRONG_PHASE,
                         f"round {rec.round} is in {rec.phase}; this needs {phase}")
@@ -254,13 +254,14 @@ def process_reveal_test_set(view: KV, ctx: BlockCtx, sender: Address,
 
 
 def _round_in_phase(view: KV, round_no: RoundNo, phase: Phase) -> Round:
-    rec = state.get_active_round(view)
-    # Verify the message is for the current round, in its phase
-    if rec is None:
-        raise InvalidTx(Code.NO_ACTIVE_ROUND, "no active round")
-    if round_no != rec.round:
-        raise InvalidTx(Code.WRONG_ROUND, f"message for round {round_no}, "
-                                          f"current round is {rec.round}")
+    rec = state.get_round(view, round_no)
+    # Verify the message is for an active round, in its phase
+    if rec is None or not rec.is_active:
+        actives = [r.round for r in state.active_rounds(view)]
+        if not actives:
+            raise InvalidTx(Code.NO_ACTIVE_ROUND, "no active round")
+        raise InvalidTx(Code.WRONG_ROUND, f"message for round {round_no}, active round(s): "
+                                          f"{', '.join(map(str, actives))}")
     if rec.phase is not phase:
         raise InvalidTx(Code.WRONG_PHASE, f"round {rec.round} is in {rec.phase}; "
                                           f"this needs {phase}")

@@ -8,8 +8,8 @@ Paths (a leading "/" is ignored; addresses are 40 hex chars; integers are JSON n
                      + unbonding + deposits (docs/economics.md)
     accounts/<addr> {"address", "balance", "nonce", "miner": null | {"bandwidth_bps", "flops"},
                      "bonded": int (0 unless a bonded miner), "unbonding": null |
-                     {"amount", "release_ns"}, "deposit": reveal deposit locked in the
-                     current round, "pending_tasks": its tasks in the pool}
+                     {"amount", "release_ns"}, "deposit": reveal deposits locked in the
+                     active rounds, "pending_tasks": its tasks in the pool}
     miners          {"miners": [{"address", "bandwidth_bps", "flops", "bonded"}, ...]}  bonded
                      miners (those counted in Eq. 2-3), by address
     tasks/pending   {"queue_len", "tasks": [{"id", "publisher", "reward",
@@ -21,10 +21,13 @@ Paths (a leading "/" is ignored; addresses are 40 hex chars; integers are JSON n
                      "forfeit" (forfeited only): {"round", "miners", "share", "to_fee_pool"},
                      ...}
     round           the latest round: rounds/<n> of it, or {"round": 0, "phase": "IDLE"}
+    rounds/active   {"rounds": [rounds/<n> of every active round, oldest first],
+                     "last_block_time_ns"}: with pipelined rounds one trains while the one
+                     before it reveals or verifies, and the next may be ANNOUNCED
     rounds/<n>      {"round", "task_id", "publisher", "status": active|closed,
-                     "phase": TRAIN|REVEAL|VERIFY|DONE, "outcome": null|settled|no_winner|
+                     "phase": ANNOUNCED|TRAIN|REVEAL|VERIFY|DONE, "outcome": null|settled|no_winner|
                      no_reveal|unsettled|key_withheld|test_key_withheld|publisher_fault,
-                     "start_ns", "train_end_ns", "reveal_end_ns", "verify_end_ns",
+                     "start_ns" (TRAIN start), "train_end_ns", "reveal_end_ns", "verify_end_ns",
                      "start_height", "end_height", "seed": hex (watermark seed, docs/watermark.md),
                      "queue_len", "publisher_share_ppm", "ranking_score_e18", "unselected",
                      "key_released", "test_key_revealed", "reveals", "verify_height",
@@ -64,6 +67,15 @@ def round_info(view: KV, n: RoundNo) -> RoundInfo | None:
 def _round_json(view: KV, n: RoundNo) -> dict[str, Any] | None:
     info = round_info(view, n)
     return None if info is None else info.to_json()
+
+
+def _active_json(view: KV) -> dict[str, Any]:
+    """Every active round, oldest first: with pipelined rounds a sidecar has work in two of them
+    at once (train one, reveal or verify the one before), which `round` (the newest) alone does
+    not show."""
+    infos = [round_info(view, r.round) for r in state.active_rounds(view)]
+    return {"rounds": [i.to_json() for i in infos if i is not None],
+            "last_block_time_ns": state.get_last_time_ns(view)}
 
 
 def _pending(view: KV) -> dict[str, Any]:
@@ -114,7 +126,8 @@ def _dispatch(view: KV, parts: list[str]) -> Any:
                 "bonded": state.get_bond(view, addr),
                 "unbonding": None if unbonding is None else {"release_ns": unbonding[0],
                                                               "amount": unbonding[1]},
-                "deposit": state.get_deposit(view, state.get_current_round_no(view), addr),
+                "deposit": sum(state.get_deposit(view, r.round, addr)
+                               for r in state.active_rounds(view)),
                 "pending_tasks": state.publisher_pending(view, addr)}
     if head == "miners" and len(parts) == 1:
         return {"miners": [{"address": a.hex(), "bandwidth_bps": bw, "flops": fl,
@@ -130,6 +143,8 @@ def _dispatch(view: KV, parts: list[str]) -> Any:
         if n == 0:
             return idle_answer(state.get_last_time_ns(view))
         return _round_json(view, n)
+    if head == "rounds" and len(parts) == 2 and parts[1] == "active":
+        return _active_json(view)
     if head == "rounds" and len(parts) == 2:
         return _round_json(view, RoundNo(_int(parts[1])))
     raise ValueError("unknown path; see abci_app/dlbc/query.py")

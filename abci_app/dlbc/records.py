@@ -39,8 +39,11 @@ class Phase(StrEnum):
     """The phase of a round (docs/rounds.md), as stored and as the `round` query answers it.
 
     TRAIN → REVEAL → VERIFY on BFT time, DONE once closed; IDLE is only the `round` query's
-    answer before the first round (no record has it)."""
+    answer before the first round (no record has it). With pipelined rounds a round starts
+    ANNOUNCED: its task is fixed and its encrypted data can be fetched, its TRAIN (and the key)
+    comes at `start_ns`."""
 
+    ANNOUNCED = "ANNOUNCED"
     TRAIN = "TRAIN"
     REVEAL = "REVEAL"
     VERIFY = "VERIFY"

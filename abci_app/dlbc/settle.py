@@ -110,10 +110,7 @@ def extension_round(view: KV) -> Round | None:
     committed phase is REVEAL or VERIFY. (An extension of height H is made and checked on the
     state of H-1; the block H that opens VERIFY runs no reveal, so the reveals of H-1 are final
     for every extension a Settle may use: those of heights >= verify_height.)"""
-    rec = state.get_active_round(view)
-    if rec is None or rec.phase not in (Phase.REVEAL, Phase.VERIFY):
-        return None
-    return rec
+    return state.round_in_phase(view, Phase.REVEAL, Phase.VERIFY)
 
 
 def check_extension(view: KV, ext: bytes) -> bool:
@@ -250,13 +247,15 @@ def collect_reports(view: KV, settle: Settle, round_no: RoundNo, height: Height,
 
 def process_settle(view: KV, params: Params, chain_id: str, height: Height,
                    settle: Settle) -> list[Event]:
-    rec = state.get_active_round(view)
+    actives = state.active_rounds(view)
     # Verify a round is in VERIFY and this Settle is for it
-    if rec is None:
+    if not actives:
         raise InvalidTx(Code.NO_ACTIVE_ROUND, "no active round to settle")
+    rec = next((r for r in actives if r.round == settle.round), None)
+    if rec is None:
+        raise InvalidTx(Code.WRONG_ROUND, f"Settle for round {settle.round}, active round(s): "
+                                          f"{', '.join(str(r.round) for r in actives)}")
     n = rec.round
-    if settle.round != n:
-        raise InvalidTx(Code.WRONG_ROUND, f"Settle for round {settle.round}, current is {n}")
     if rec.phase is not Phase.VERIFY or rec.verify_height is None:
         raise InvalidTx(Code.WRONG_PHASE, f"round {n} is in {rec.phase}, Settle needs VERIFY")
     # Verify the extensions were made once every reveal was final (at or after VERIFY began)

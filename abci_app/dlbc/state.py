@@ -48,6 +48,7 @@ from abci_app.dlbc.params import Params
 from abci_app.dlbc.records import (
     Address,
     Amount,
+    Phase,
     Reveal,
     Round,
     RoundNo,
@@ -423,14 +424,35 @@ def put_round(view: KV, rec: Round) -> None:
     view.set(P_ROUND + u64(rec.round), rec.to_bytes())
 
 
-def get_active_round(view: KV) -> Round | None:
+#: Most rounds that can be active at once: MAX_ROUNDS_IN_FLIGHT in flight (one training, one
+#: revealing or verifying) plus one ANNOUNCED beside them (docs/rounds.md).
+MAX_ACTIVE_ROUNDS = 3
+
+
+def active_rounds(view: KV) -> list[Round]:
+    """The active rounds, oldest first.
+
+    Rounds close in the order they started (a round's TRAIN ends only after the round before it
+    closed: params `_validate_pipeline`), so the active ones are the newest few, and a scan down
+    from `round/current` that stops at the first closed one finds all of them."""
+    out: list[Round] = []
     n = get_current_round_no(view)
-    if n == 0:
-        return None
-    rec = get_round(view, n)
-    if rec is None or not rec.is_active:
-        return None
-    return rec
+    while n > 0 and len(out) < MAX_ACTIVE_ROUNDS:
+        rec = get_round(view, n)
+        if rec is None or not rec.is_active:
+            break
+        out.append(rec)
+        n = RoundNo(n - 1)
+    out.reverse()
+    return out
+
+
+def round_in_phase(view: KV, *phases: Phase) -> Round | None:
+    """The oldest active round in one of `phases` (at most one is past TRAIN at a time)."""
+    for rec in active_rounds(view):
+        if rec.phase in phases:
+            return rec
+    return None
 
 
 def set_unselected(view: KV, n: RoundNo, ids: list[TaskId]) -> None:

@@ -96,9 +96,25 @@ def build_app_state(
                 f"like the default {default!r}"
             )
         state_params[name] = value
+    _sequential_if_phases_need_it(state_params, {name for name, _ in params})
     _merge_balances(state, list(accounts))
     check_app_state(state)
     return state
+
+
+def _sequential_if_phases_need_it(params: dict[str, Any], named: set[str]) -> None:
+    """Pipelined rounds (the default) need reveal + verify <= train (docs/rounds.md); phases set
+    shorter than that without naming `rounds_in_flight` get sequential rounds instead of a
+    refused genesis. Naming `rounds_in_flight=2` with such phases is still an error."""
+    if "rounds_in_flight" in named or params.get("rounds_in_flight") != 2:
+        return
+    try:
+        train, reveal, verify = (int(params[k]) for k in ("train_seconds", "reveal_seconds",
+                                                          "verify_seconds"))
+    except (KeyError, TypeError, ValueError):
+        return  # check_app_state names the bad value
+    if reveal + verify > train:
+        params["rounds_in_flight"] = 1
 
 
 def _merge_balances(state: dict[str, Any], accounts: list[tuple[str, int]]) -> None:

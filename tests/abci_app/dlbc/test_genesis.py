@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
@@ -20,8 +21,10 @@ def test_parse_app_state_empty_means_defaults() -> None:
 
 
 def test_default_app_state_round_trips() -> None:
+    """A new chain's genesis names every param and pipelines its rounds (issue 14)."""
     obj = default_app_state()
-    assert validate_app_state(json.loads(json.dumps(obj))).params == Params()
+    assert set(obj["params"]) == {f.name for f in fields(Params)}
+    assert validate_app_state(json.loads(json.dumps(obj))).params == Params(rounds_in_flight=2)
 
 
 def test_validate_app_state_accepts_strings_for_integers() -> None:

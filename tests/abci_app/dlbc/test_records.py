@@ -128,7 +128,7 @@ def test_idle_answer_is_what_the_round_query_says_before_round_one() -> None:
 
 
 def test_phase_values_are_the_stored_strings() -> None:
-    assert [p.value for p in Phase] == ["TRAIN", "REVEAL", "VERIFY", "DONE", "IDLE"]
+    assert [p.value for p in Phase] == ["ANNOUNCED", "TRAIN", "REVEAL", "VERIFY", "DONE", "IDLE"]
     assert Phase("VERIFY") is Phase.VERIFY and f"{Phase.TRAIN}" == "TRAIN"
 
 
