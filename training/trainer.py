@@ -118,6 +118,10 @@ class TrainResult:
     """Time inside the batch loops (batch gather, forward, backward, optimizer step)."""
     stopped: Literal["budget", "max_epochs", "callback"]
     device: str
+    epoch_elapsed: list[float] = field(default_factory=list)
+    """Seconds since `train` started at the end of each epoch, its checkpoint written (one per
+    `epoch_losses` entry): a learning curve's x axis in seconds, and what a miner reports so a
+    plot can tell "trained longer" from "trained more epochs" (issue 14)."""
 
     @property
     def checkpoint_digests(self) -> list[str]:
@@ -369,8 +373,10 @@ def train(
             result.checkpoints.append(checkpoint)
         bar.note = f"loss {mean_loss:.4f}  {max(0.0, deadline - time.monotonic()):.1f}s left"
         bar.close()
-        report = EpochReport(epoch, result.steps, mean_loss, time.monotonic() - epoch_start,
-                             time.monotonic() - start, checkpoint)
+        now = time.monotonic()
+        result.epoch_elapsed.append(now - start)
+        report = EpochReport(epoch, result.steps, mean_loss, now - epoch_start, now - start,
+                             checkpoint)
         try:
             for callback in callbacks:
                 callback(report)

@@ -29,13 +29,17 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--base-port", type=int, default=_DEFAULTS.base_port,
                    help="RPC port; app uses +1, artifact servers +10.. (default: %(default)s)")
     p.add_argument("--block-time", type=float, default=_DEFAULTS.block_time,
-                   help="seconds per block")
+                   help="seconds per block (default: %(default)s)")
     p.add_argument("--train-seconds", type=int, default=_DEFAULTS.train_seconds,
                    help="TRAIN phase length")
     p.add_argument("--reveal-seconds", type=int, default=_DEFAULTS.reveal_seconds,
                    help="REVEAL phase length")
     p.add_argument("--verify-seconds", type=int, default=_DEFAULTS.verify_seconds,
                    help="VERIFY phase length")
+    p.add_argument("--sequential", action="store_true",
+                   help="genesis rounds_in_flight=1: a round starts only after the one before "
+                        "it closed (default: pipelined, round n+1 trains while round n reveals "
+                        "and verifies; a fresh --out only, a resumed chain keeps its params)")
     p.add_argument("--samples", type=int, default=_DEFAULTS.samples, help="demo images per task")
     p.add_argument("--small-budget", type=float, default=demo.SMALL_BUDGET_S,
                    help="miner-2's training seconds per round (miner-1 uses all of TRAIN)")
@@ -108,7 +112,8 @@ def run_devnet(args: argparse.Namespace) -> int:
     cfg = DevnetConfig(
         out=args.out, base_port=args.base_port, rounds=args.rounds, block_time=args.block_time,
         train_seconds=args.train_seconds, reveal_seconds=args.reveal_seconds,
-        verify_seconds=args.verify_seconds, samples=args.samples, log_level=args.log_level,
+        verify_seconds=args.verify_seconds, sequential=args.sequential,
+        samples=args.samples, log_level=args.log_level,
         plots=not args.no_plots, metrics=args.metrics, miners=demo_miners(args.small_budget),
         funds=funds,
     )

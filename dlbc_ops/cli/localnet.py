@@ -117,6 +117,8 @@ def devnet_argv(args: argparse.Namespace) -> tuple[list[str], list[str]]:
         flag = _DEVNET_PARAM_FLAGS.get(name)
         if flag is not None:
             argv += [flag, str(value)]
+        elif name == "rounds_in_flight" and type(value) is int and value in (1, 2):
+            argv += ["--sequential"] if value == 1 else []  # 2 is devnet's own default
         else:
             ignored_params.append(name)
     if ignored_params:

@@ -83,7 +83,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                    help="compute declared in RegisterMiner (paper Eq. 3)")
     p.add_argument("--max-train-seconds", type=float, default=None, metavar="SECONDS",
                    help="training budget per round (default: all of TRAIN less the margin)")
-    p.add_argument("--commit-margin", type=float, default=4.0, metavar="SECONDS",
+    p.add_argument("--commit-margin", type=float, default=2.5, metavar="SECONDS",
                    help="stop training this many seconds before TRAIN ends, to save and commit")
     p.add_argument("--max-epochs", type=int, default=None, metavar="N",
                    help="stop after N epochs even with time left (default: train until the "

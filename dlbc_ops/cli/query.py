@@ -1,6 +1,6 @@
 """`dlbc query ...`: read DLBC state through any node's RPC (`abci_query`), as tables or JSON.
 
-    dlbc query round [N]         the current round (or round N): phase, deadlines, commits, reveals
+    dlbc query round [N]         the active rounds (or round N): phase, deadlines, commits, reveals
     dlbc query tasks             pending tasks, next to be selected first (paper Eq. 4 ranking)
     dlbc query task ID           one task record (spec, status, winner)
     dlbc query account ADDR|KEY  balance, nonce, bond, miner registration
@@ -32,7 +32,7 @@ from dlbc_ops.cli.common import (
     resolve_key,
 )
 
-_PHASE_END: dict[str, str] = {Phase.TRAIN: "train_end_ns", Phase.REVEAL: "reveal_end_ns",
+_PHASE_END: dict[str, str] = {Phase.ANNOUNCED: "start_ns", Phase.TRAIN: "train_end_ns", Phase.REVEAL: "reveal_end_ns",
                               Phase.VERIFY: "verify_end_ns"}
 
 
@@ -97,24 +97,35 @@ def _phase_left(rec: dict[str, Any]) -> str:
 
 
 def _round(args: argparse.Namespace) -> int:
+    """One round (N), or every active round: with pipelined rounds one trains while the one
+    before it reveals or verifies, and the next may be ANNOUNCED (docs/rounds.md); the newest
+    alone would hide the round whose reveals and verdicts are under way."""
     with _client(args) as rpc:
         rec = _get(rpc, f"rounds/{args.n}" if args.n is not None else "round")
+        active = (_get(rpc, "rounds/active").get("rounds") or []) if args.n is None else []
     if args.json:
         _print_doc(rec, args)
         return 0
     if not rec.get("round"):
         print("no round has started yet (no task submitted?)")
         return 0
-    phase = Phase.DONE if rec.get("status") == "closed" else rec.get("phase")
-    print_table([[rec["round"], phase, _phase_left(rec), rec.get("task_id"),
-                  rec.get("outcome") or "(running)", len(rec.get("commitments") or []),
-                  len(rec.get("revealed") or []), _yes(rec.get("key_released")),
-                  _yes(rec.get("test_key_revealed"))]],
+    recs = active or [rec]
+    print_table([[r["round"], Phase.DONE if r.get("status") == "closed" else r.get("phase"),
+                  _phase_left(r), r.get("task_id"), r.get("outcome") or "(running)",
+                  len(r.get("commitments") or []), len(r.get("revealed") or []),
+                  _yes(r.get("key_released")), _yes(r.get("test_key_revealed"))] for r in recs],
                 ["round", "phase", "phase ends in", "task", "outcome", "commits", "reveals",
                  "data key released", "test key revealed"])
+    for r in recs:
+        _round_details(r, args, titled=len(recs) > 1)
+    return 0
+
+
+def _round_details(rec: dict[str, Any], args: argparse.Namespace, *, titled: bool) -> None:
+    """A round's reveals, winner and (with --checkpoints) checkpoint digests."""
     revealed = rec.get("revealed") or []
     if revealed:
-        print()
+        print(f"\nround {rec['round']} reveals:" if titled else "")
         print_table([[r["miner"], _score(r.get("claimed_score_ppm")),
                       len(r.get("checkpoint_digests") or []), r.get("model_uri")]
                      for r in revealed], ["miner", "claimed score", "checkpoints", "model"])
@@ -126,7 +137,6 @@ def _round(args: argparse.Namespace) -> int:
     if args.checkpoints:
         for r in revealed:
             _print_checkpoints(f"miner {r['miner']}", list(r.get("checkpoint_digests") or []))
-    return 0
 
 
 def _yes(flag: Any) -> str:
@@ -256,7 +266,7 @@ _NEEDS = ("Reads committed state through the RPC of any node of the chain (--rpc
           "`dlbc devnet`, `dlbc localnet` or `cometbft node` with its app. Signs nothing.")
 
 _COMMANDS: tuple[tuple[str, str, str, Any], ...] = (
-    ("round", "current round, or round N",
+    ("round", "the active rounds (two with pipelined rounds), or round N",
      ("The current round (or round N): its phase and the chain time left in it, the task, "
       "commitments and reveals, and the winner once settled.\n\n"
       "  dlbc query round\n  dlbc query round 3 --json"), _round),

@@ -51,6 +51,10 @@ class DevnetConfig:
     train_seconds: int = _PHASES["train_seconds"]
     reveal_seconds: int = _PHASES["reveal_seconds"]
     verify_seconds: int = _PHASES["verify_seconds"]
+    sequential: bool = False
+    """Genesis `rounds_in_flight=1`: the next round starts only after the one before it closed.
+    Off (the default), a fresh devnet pipelines its rounds (round n+1 trains while round n
+    reveals and verifies) when reveal + verify <= train, else it falls back to sequential."""
     reward: int = demo.DEMO_REWARD
     publisher_balance: int = demo.PUBLISHER_BALANCE
     miner_balance: int = demo.MINER_BALANCE
@@ -61,8 +65,10 @@ class DevnetConfig:
     """`--fund ADDR=AMOUNT`: sent from the faucet on every start, also when resuming."""
     miners: list[MinerSpec] = field(default_factory=demo_miners)
     samples: int = demo.DEMO_SAMPLES
-    image_size: int = 32
-    hparams: dict[str, Any] = field(default_factory=lambda: {"depth": 2, "base_width": 16})
+    image_size: int = 80
+    hparams: dict[str, Any] = field(default_factory=lambda: {"depth": 3, "base_width": 8})
+    """With `samples` and `image_size`: the default demo task (`DemoDataConfig`'s defaults,
+    training/DEMO_DATA.md), so `dlbc devnet` and `dlbc task submit --demo` train the same."""
     watermark_lambda: float = 1.0
     chain_id: str = "dlbc-devnet"
     log_level: str = "info"
@@ -98,9 +104,13 @@ class DevnetConfig:
         return planned
 
     def phase_params(self) -> dict[str, int]:
-        """The genesis params this devnet overrides (a resumed chain keeps its own)."""
-        return {"train_seconds": self.train_seconds, "reveal_seconds": self.reveal_seconds,
-                "verify_seconds": self.verify_seconds}
+        """The genesis params this devnet overrides (a resumed chain keeps its own); pipelined
+        or not is left to `build_app_state` unless --sequential names it."""
+        params = {"train_seconds": self.train_seconds, "reveal_seconds": self.reveal_seconds,
+                  "verify_seconds": self.verify_seconds}
+        if self.sequential:
+            params["rounds_in_flight"] = 1
+        return params
 
 
 def check_ports(cfg: DevnetConfig) -> None:

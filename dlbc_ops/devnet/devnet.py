@@ -13,15 +13,20 @@ What runs (docs/processes.md), all under one output folder OUT:
 
 App and node are `dlbc_ops.devnode.launch.LocalChain` (the project's one launcher, on
 `dlbc_ops.supervisor`); the sidecars are `dlbc_ops.devnet.sidecars`. The main loop polls the
-round, narrates each phase change (`narration`), and after every closed round prints the winner
-and balances, copies the winner's model to OUT/models/, saves OUT/history.json and redraws
-OUT/plots/{dice,watermark}.png (`plots`). Models stay in OUT/miner-*/rounds/<n>/ (private until
+active rounds (`rounds/active`: with pipelined rounds, the default, one round trains while the
+one before it reveals or verifies and the next is ANNOUNCED; `watch`), narrates each phase
+change (`narration`), and after every closed round, in order, prints the winner and balances,
+copies the winner's model to OUT/models/, saves OUT/history.json, redraws
+OUT/plots/{dice,watermark}.png (`plots`) and queues the round's learning curves (`curves`: a
+background thread scores each revealing miner's checkpoints and redraws
+OUT/plots/learning_curves.png). Models stay in OUT/miner-*/rounds/<n>/ (private until
 revealed, then served from OUT/miner-*/artifacts/<token>/).
 
 Shutdown stops the sidecars, then the node, then the app; a second run with the same OUT resumes
-from the saved chain state (app LMDB + node block store). Bad input (a port in use, an
-unwritable folder) is reported before anything is started. The end-to-end test drives this
-very class.
+from the saved chain state (app LMDB + node block store) with the chain's own params: genesis is
+never rewritten, so `--sequential` (rounds_in_flight=1) only takes effect on a fresh OUT. Bad
+input (a port in use, an unwritable folder) is reported before anything is started. The
+end-to-end test drives this very class.
 """
 
 from __future__ import annotations
@@ -30,15 +35,17 @@ import contextlib
 import logging
 import shutil
 import threading
+from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from abci_app.dlbc.records import Phase
 from dlbc_ops.devnet import faucet
 from dlbc_ops.devnet.config import DevnetConfig, check_out_dir, check_ports
+from dlbc_ops.devnet.curves import CurveJob, CurveWorker, MinerWork
 from dlbc_ops.devnet.history import History
-from dlbc_ops.devnet.narration import Narrator
+from dlbc_ops.devnet.narration import Narrator, describe_schedule
 from dlbc_ops.devnet.plots import write_plots
 from dlbc_ops.devnet.sidecars import build_sidecars, start_threads
+from dlbc_ops.devnet.watch import RoundTracker
 from dlbc_ops.devnode.launch import LocalChain
 from dlbc_ops.localnet import demo
 from dlbc_ops.supervisor import LaunchError
@@ -49,6 +56,9 @@ if TYPE_CHECKING:
     from training.sidecars.rpc_client import RpcClient
 
 log = logging.getLogger("dlbc.devnet")
+
+CURVES_DRAIN_SECONDS = 120.0
+"""With --rounds N, how long the devnet waits for the last round's learning curves."""
 
 
 class Devnet:
@@ -67,6 +77,11 @@ class Devnet:
         self.rpc: RpcClient | None = None
         self.faucet: KeyPair | None = None
         self.rounds_closed: list[dict[str, Any]] = []
+        """The record (`rounds/<n>`) of every round closed in this run, in order."""
+        self.tracker = RoundTracker()
+        self.curves = CurveWorker(self.history, self.out / "plots", self.out / "curves", self.say)
+        self._work: dict[tuple[int, str], MinerWork] = {}
+        """(round, miner name) -> its checkpoints, from the `committed` events."""
         self.failure: str | None = None
         self._log_files: list[IO[str]] = []
 
@@ -85,7 +100,7 @@ class Devnet:
             if self.cfg.funds:
                 faucet.pay(self.cfg.rpc_url, tap, self.cfg.funds, self.say)
             self.sidecars = build_sidecars(self.cfg, keys)
-            self.threads = start_threads(self.sidecars, self.cfg, self.narrator.on_event,
+            self.threads = start_threads(self.sidecars, self.cfg, self._on_event,
                                          self.say, self._sidecar_stopped)
         except BaseException:
             self.shutdown()
@@ -125,6 +140,9 @@ class Devnet:
         resumed = self.chain.write_genesis(cfg.chain_id, cfg.phase_params(), balances)
         self.say(f"starting the DLBC app (ABCI on 127.0.0.1:{cfg.app_port}, home {self.out/'app'})"
                  + (" — resuming saved state" if resumed else ""))
+        if resumed and cfg.sequential:
+            self.say("--sequential is ignored: a resumed chain keeps its genesis params "
+                     "(use a fresh --out for sequential rounds)")
         self.chain.start_app()
         self.say("starting the embedded dev node — a DEVELOPMENT STAND-IN for CometBFT "
                  "(single validator, BFT time, vote extensions on)")
@@ -133,6 +151,7 @@ class Devnet:
         assert self.rpc is not None  # start_node(ready=True) made it
         self.say(f"chain {self.rpc.chain_id()} at height {self.rpc.latest_height()}; "
                  f"RPC {cfg.rpc_url}")
+        self.say(describe_schedule(self.rpc.query_json("params")))
 
     def stop(self) -> None:
         self.stop_event.set()
@@ -144,7 +163,9 @@ class Devnet:
         self.stop()
 
     def shutdown(self) -> None:
-        """Sidecars first (no tx in flight to a dying node), then node, then app."""
+        """Sidecars first (no tx in flight to a dying node), then node, then app; the curve
+        worker ends after the miner it is scoring."""
+        self.curves.close()
         for sc in self.sidecars.values():
             sc.listeners.clear()
             sc.stop()
@@ -162,44 +183,37 @@ class Devnet:
     def run(self) -> int:
         """Watch the chain and narrate until `rounds` rounds closed or `stop()`."""
         assert self.rpc is not None, "start() first"
-        last: tuple[int, str] = (0, "")
-        seen_closed = {int(r["round"]) for r in self.rounds_closed}
-        start_closed = None
         while not self.stop_event.is_set():
             try:
                 if self.chain is not None:
                     self.chain.check_alive()
-                rec = self.rpc.query_json("round")
+                seen = self.tracker.observe(*self._poll())
+                for rec in seen.phases:
+                    self.narrator.phase(rec, seen.active)
+                for n in seen.closed:  # oldest first; a failed query is retried next poll
+                    self._report_closed(self.rpc.query_json(f"rounds/{n}"))
+                    self.tracker.reported(n)
             except LaunchError:  # app or node died
                 raise
             except Exception as exc:  # noqa: BLE001 - the node may be busy; try again
                 log.warning("round query failed: %s", exc)
                 self.stop_event.wait(0.5)
                 continue
-            n = int(rec.get("round") or 0)
-            if start_closed is None:
-                # Rounds already closed before this run started do not count for --rounds.
-                start_closed = n - 1 if rec.get("status") != "closed" else n
-                start_closed = max(start_closed, 0)
-                seen_closed |= set(range(1, start_closed + 1))
-            phase = Phase.DONE if rec.get("status") == "closed" else str(rec.get("phase"))
-            if n and (n, phase) != last:
-                # a round may have closed between two polls: report it from rounds/<n>
-                if last[0] and last[0] != n and last[0] not in seen_closed:
-                    self._report_closed(self.rpc.query_json(f"rounds/{last[0]}"))
-                    seen_closed.add(last[0])
-                if phase != Phase.DONE:
-                    self.narrator.phase(rec)
-                last = (n, phase)
-            if n and phase == Phase.DONE and n not in seen_closed:
-                self._report_closed(rec)
-                seen_closed.add(n)
-            done = len(seen_closed) - (start_closed or 0)
+            done = self.tracker.closed_count
             if self.cfg.rounds is not None and done >= self.cfg.rounds:
                 self.say(f"{done} round(s) done; stopping (--rounds {self.cfg.rounds})")
+                if self.cfg.plots and not self.curves.drain(CURVES_DRAIN_SECONDS):
+                    self.say("learning curves still running; left unfinished")
                 break
             self.stop_event.wait(0.5)
         return 1 if self.failure else 0
+
+    def _poll(self) -> tuple[list[dict[str, Any]], int]:
+        """The active rounds, oldest first, and (only when none is active) the newest round."""
+        assert self.rpc is not None
+        active = list(self.rpc.query_json("rounds/active").get("rounds") or [])
+        newest = 0 if active else int(self.rpc.query_json("round").get("round") or 0)
+        return active, newest
 
     def _report_closed(self, rec: dict[str, Any]) -> None:
         n = int(rec["round"])
@@ -217,6 +231,36 @@ class Devnet:
                 self.say(f"round {n}: plots {', '.join(str(p) for p in paths)}")
             except Exception as exc:  # noqa: BLE001 - a plot must never stop the chain
                 self.say(f"round {n}: could not write plots: {exc}")
+            self._queue_curves(n, rec)
+
+    # -- learning curves
+
+    def _on_event(self, event: str, f: dict[str, Any]) -> None:
+        """Every sidecar event goes to the narrator; a commit also leaves its checkpoints here,
+        for the round's learning curves once it closes."""
+        self.narrator.on_event(event, f)
+        if event == "committed" and f.get("checkpoint_dir") and f.get("epoch_elapsed"):
+            name = self.narrator.name_of(f.get("miner"))
+            self._work[(int(f["round"]), name)] = MinerWork(
+                name, Path(f["checkpoint_dir"]), tuple(float(x) for x in f["epoch_elapsed"]))
+
+    def _queue_curves(self, n: int, rec: dict[str, Any]) -> None:
+        """The curves of round `n`'s revealing miners, to the background worker."""
+        from abci_app.dlbc.records import Task
+
+        revealed = {self.narrator.name_of(r.get("miner")) for r in rec.get("revealed") or []}
+        work = tuple(w for (r, name), w in sorted(self._work.items())
+                     if r == n and name in revealed)
+        for key in [k for k in self._work if k[0] <= n]:
+            del self._work[key]
+        if not work or self.rpc is None:
+            return
+        try:
+            task = Task.from_json(self.rpc.query_json(f"tasks/{rec['task_id']}"))
+        except Exception as exc:  # noqa: BLE001 - a plot must never stop the chain
+            self.say(f"round {n}: no learning curves (task {rec.get('task_id')}: {exc})")
+            return
+        self.curves.submit(CurveJob(n, task, work))
 
     def _balances(self) -> dict[str, Any]:
         """Each named account's balance, by name ("?" when the query failed)."""

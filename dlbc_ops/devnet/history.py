@@ -1,8 +1,10 @@
 """The devnet's record of each round per miner (OUT/history.json): what the plots draw.
 
 One row per (round, miner) with whatever was learnt so far: the miner's own watermark
-confidence and epochs at commit, its claimed score at reveal, the verifier's measurement, and
-whether it won. Kept across runs, so a resumed devnet's plots continue its earlier rounds.
+confidence, epochs and training times at commit (`step_seconds`: time in optimizer steps), its
+claimed score at reveal, the verifier's measurement, whether it won, and once the round closed
+its learning curve (`curve`: [{"epoch", "seconds", "score"}, ...], `dlbc_ops.devnet.curves`).
+Kept across runs, so a resumed devnet's plots continue its earlier rounds.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ class History:
         self.path = path
         self.rows: list[dict[str, Any]] = []
         self._lock = threading.Lock()
+        self._save_lock = threading.Lock()
+        """The main loop and the curve worker both save: the later snapshot must land last."""
 
     def load(self) -> None:
         """The rows of an earlier run, if its file is readable (else start afresh)."""
@@ -49,6 +53,13 @@ class History:
         with self._lock:
             return [dict(row) for row in self.rows]
 
+    def curves(self, rnd: int) -> dict[str, list[dict[str, Any]]]:
+        """Round `rnd`'s learning curves by miner (miners without one left out)."""
+        with self._lock:
+            return {row["miner"]: list(row["curve"]) for row in self.rows
+                    if row["round"] == rnd and row.get("curve")}
+
     def save(self) -> None:
-        text = json.dumps(self.snapshot(), indent=2, sort_keys=True)
-        atomic_write(self.path, text.encode(), mode=0o644)
+        with self._save_lock:
+            text = json.dumps(self.snapshot(), indent=2, sort_keys=True)
+            atomic_write(self.path, text.encode(), mode=0o644)

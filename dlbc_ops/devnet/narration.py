@@ -10,14 +10,41 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any, TextIO
 
 from abci_app.dlbc.params import PPM
 from abci_app.dlbc.records import Phase
 from dlbc_ops.devnet.history import History
 
-_PHASE_END: dict[str, str] = {Phase.TRAIN: "train_end_ns", Phase.REVEAL: "reveal_end_ns",
-              Phase.VERIFY: "verify_end_ns"}
+_PHASE_END: dict[str, str] = {Phase.ANNOUNCED: "start_ns", Phase.TRAIN: "train_end_ns",
+                              Phase.REVEAL: "reveal_end_ns", Phase.VERIFY: "verify_end_ns"}
+#: Fields of the miner's `committed` event kept in the history: how long it trained and how much
+#: of that was optimizer steps (`bench/round_pipeline.py` sums `step_seconds` into a duty cycle).
+TIMING_FIELDS = ("step_seconds", "train_seconds", "train_started_ns", "train_ended_ns")
+
+
+def describe_schedule(params: dict[str, Any]) -> str:
+    """One line on how this chain's rounds follow each other (its genesis `params`; a param at
+    its default is left out of the stored form, and `rounds_in_flight` defaults to 1)."""
+    train, reveal, verify = (int(params.get(k) or 0) for k in ("train_seconds",
+                                                                "reveal_seconds",
+                                                                "verify_seconds"))
+    phases = f"TRAIN {train} s, REVEAL {reveal} s, VERIFY {verify} s"
+    if int(params.get("rounds_in_flight") or 1) > 1:
+        return (f"rounds: pipelined ({phases}): round n+1 trains while round n reveals and "
+                "verifies, its task ANNOUNCED before its TRAIN starts")
+    return (f"rounds: sequential ({phases}): the next round starts once the one before it "
+            "closed")
+
+
+def _timing(f: dict[str, Any]) -> str:
+    """", 55.2 s training (52.1 s in optimizer steps)" when the event says so."""
+    if f.get("train_seconds") is None:
+        return ""
+    steps = f.get("step_seconds")
+    inner = "" if steps is None else f" ({float(steps):.1f} s in optimizer steps)"
+    return f", {float(f['train_seconds']):.1f} s training{inner}"
 
 
 class Narrator:
@@ -54,15 +81,17 @@ class Narrator:
         elif event == "training_started":
             self.say(f"round {f['round']}: {who} training, budget {f['budget']:.0f}s")
         elif event == "committed":
-            self.say(f"round {f['round']}: {who} committed its model ({f['epochs']} epoch(s), "
-                     f"watermark confidence {f['watermark_confidence']:.6f})")
+            self.say(f"round {f['round']}: {who} committed its model ({f['epochs']} epoch(s)"
+                     f"{_timing(f)}, watermark confidence {f['watermark_confidence']:.6f})")
             record(f["round"], who, watermark_confidence=f["watermark_confidence"],
-                   epochs=f["epochs"])
+                   epochs=f["epochs"], **{k: f[k] for k in TIMING_FIELDS if k in f})
         elif event == "revealed":
             self.say(f"round {f['round']}: {who} revealed, claims dice {f['score_ppm']/PPM:.4f}")
             record(f["round"], who, claimed_ppm=f["score_ppm"])
         elif event == "round_skipped":
             self.say(f"round {f['round']}: {who} skipped: {f['reason']}")
+            if f.get("miner"):
+                record(f["round"], who, skipped=str(f["reason"]))
         elif event == "verdicts":
             for c in f["checks"]:
                 name = self.name_of(c.miner)
@@ -78,18 +107,27 @@ class Narrator:
 
     # -- the chain's round record (main loop)
 
-    def phase(self, rec: dict[str, Any]) -> None:
+    def phase(self, rec: dict[str, Any], beside: Sequence[dict[str, Any]] = ()) -> None:
+        """Round `rec` entered a new phase; `beside` are the other active rounds, named so a
+        pipelined chain reads right ("round 4: phase TRAIN ... beside round 3 in REVEAL")."""
         n, phase = rec["round"], rec.get("phase")
         end_ns = int(rec.get(_PHASE_END.get(str(phase), ""), 0) or 0)
-        left = (end_ns - time.time_ns()) / 1e9  # display only: the chain keeps BFT time
+        left = max(0.0, (end_ns - time.time_ns()) / 1e9)  # display only: the chain keeps BFT time
         extra = ""
-        if phase == Phase.TRAIN:
-            extra = f", task {rec['task_id']}, seed {str(rec.get('seed'))[:16]}…"
-        elif phase == Phase.REVEAL:
-            extra = f", {len(rec.get('commitments') or [])} commitment(s)"
-        elif phase == Phase.VERIFY:
-            extra = f", {len(rec.get('revealed') or [])} reveal(s)"
-        self.say(f"round {n}: phase {phase} (~{max(0.0, left):.0f}s){extra}")
+        if phase == Phase.ANNOUNCED:
+            text = (f"round {n}: phase ANNOUNCED (TRAIN in ~{left:.0f}s), task "
+                    f"{rec['task_id']}: its encrypted data can be fetched now")
+        else:
+            if phase == Phase.TRAIN:
+                extra = f", task {rec['task_id']}, seed {str(rec.get('seed'))[:16]}…"
+            elif phase == Phase.REVEAL:
+                extra = f", {len(rec.get('commitments') or [])} commitment(s)"
+            elif phase == Phase.VERIFY:
+                extra = f", {len(rec.get('revealed') or [])} reveal(s)"
+            text = f"round {n}: phase {phase} (~{left:.0f}s){extra}"
+        others = [f"round {o['round']} in {o.get('phase')}" for o in beside
+                  if o["round"] != n]
+        self.say(text + (f" — beside {', '.join(others)}" if others else ""))
 
     def outcome(self, n: int, rec: dict[str, Any]) -> None:
         w = rec.get("winner")

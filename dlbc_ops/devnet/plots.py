@@ -1,9 +1,12 @@
-"""The devnet's two PNGs, redrawn after every round from the history rows (`History.rows`):
+"""The devnet's PNGs, redrawn after every round from the history rows (`History.rows`):
 
     dice.png       Dice on the revealed test set per round per miner: claimed (hollow) and
                    verified (filled), the round's winner starred
     watermark.png  min watermark bit confidence per round per miner: the miner's own at commit
                    (hollow) and the verifier's (filled), against the acceptance threshold
+    learning_curves.png
+                   one round's validation Dice per miner against epochs and against seconds
+                   (paper Figs. 10 and 12), from its scored checkpoints (`dlbc_ops.devnet.curves`)
 
 Why it looks like this: on a healthy devnet every score sits in 0.97-0.996 and every confidence
 in 0.9999-1.0, so a 0-1 axis collapses all series into one line and the last one drawn hides the
@@ -12,7 +15,7 @@ little apart on x (`_x_offsets`) with their own marker and line style; a round w
 is NaN, which breaks the line, so a round without results shows as a gap and a shaded band
 rather than a line across it.
 
-`dice_figure` and `watermark_figure` build plain `matplotlib.figure.Figure`s (no pyplot: no
+`dice_figure`, `watermark_figure` and `learning_curve_figure` build plain `matplotlib.figure.Figure`s (no pyplot: no
 global state, safe off the main thread, nothing to close); `write_plots` saves them. matplotlib
 is imported here only (Agg canvas, no display), so nothing else pays for it.
 """
@@ -20,7 +23,7 @@ is imported here only (Agg canvas, no display), so nothing else pays for it.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -234,3 +237,67 @@ def write_plots(history: History, out: Path) -> list[Path]:
         build(history).savefig(out / name, dpi=100)
         paths.append(out / name)
     return paths
+
+
+LEARNING_CURVES_PNG = "learning_curves.png"
+LOG_EPOCHS_ABOVE = 100
+"""Epochs are drawn on a log axis when the last plotted epoch is more than this many times the
+first (over two decades): a curve changes fastest early, and a linear axis would squeeze the
+first tens of epochs of a long run into its left edge."""
+
+Curves = Mapping[str, Sequence[Mapping[str, Any]]]
+
+
+def learning_curve_figure(curves: Curves, round_no: int) -> Figure:
+    """Two panels for round `round_no`: validation Dice against epochs (left) and against
+    seconds of training (right), one line per miner; `curves` maps a miner's name to its
+    points, rows with "epoch", "seconds" and "score" (a fraction: `training.learning_curve`).
+
+    Why both axes: epochs say how much a model saw of the data, seconds what the miner paid
+    for it; the chain rewards the result of the seconds (issue 14, paper Figs. 10 and 12).
+    A miner without points is left out; with none at all the panels say so."""
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import ScalarFormatter
+
+    fig = Figure(figsize=(11, 4.2))
+    by_epoch, by_seconds = fig.subplots(1, 2, sharey=True)
+    drawn = {m: sorted(pts, key=lambda p: int(p["epoch"])) for m, pts in sorted(curves.items())
+             if pts}
+    scores: list[float] = []
+    epochs: list[int] = []
+    for i, (miner, pts) in enumerate(drawn.items()):
+        style = {"color": f"C{i % 10}", "marker": MARKERS[i % len(MARKERS)], "markersize": 5,
+                 "linewidth": 1.4, "label": miner}
+        ep = [int(p["epoch"]) for p in pts]
+        ys = [float(p["score"]) for p in pts]
+        by_epoch.plot(ep, ys, **style)
+        by_seconds.plot([float(p["seconds"]) for p in pts], ys, **style)
+        scores += ys
+        epochs += ep
+    if epochs and max(epochs) > LOG_EPOCHS_ABOVE * min(epochs):
+        by_epoch.set_xscale("log")
+        by_epoch.xaxis.set_major_formatter(ScalarFormatter())
+    if not drawn:
+        for ax in (by_epoch, by_seconds):
+            ax.text(0.5, 0.5, "no scored checkpoints", transform=ax.transAxes, ha="center",
+                    va="center", color="0.4")
+    by_epoch.set_ylim(*zoomed_limits(scores, min_span=0.05, ceiling=1.0))
+    by_epoch.set(xlabel="epoch", ylabel="Dice on the revealed test set")
+    by_seconds.set(xlabel="seconds of training")
+    for ax in (by_epoch, by_seconds):
+        ax.grid(True, color="0.88", linewidth=0.6)
+    if drawn:
+        by_seconds.legend(fontsize=8, loc="lower right")
+    fig.suptitle(f"DLBC devnet: round {round_no} learning curves (validation Dice per "
+                 "checkpoint)")
+    fig.tight_layout()
+    return fig
+
+
+def write_learning_curves(curves: Curves, round_no: int, out: Path) -> Path:
+    """Save `learning_curve_figure(curves, round_no)` to `out`: the PNG's path when it ends in
+    ".png", else a folder that gets `learning_curves.png`. Returns the file written."""
+    path = out if out.suffix.lower() == ".png" else out / LEARNING_CURVES_PNG
+    path.parent.mkdir(parents=True, exist_ok=True)
+    learning_curve_figure(curves, round_no).savefig(path, dpi=100)
+    return path

@@ -13,7 +13,9 @@ defaults and its key files from here) so both main jobs tell the same story:
 - key files HOME/keys/{publisher,miner-1,miner-2}.json (abci_app.keyfile; reused when present),
 - the publisher and both miners funded in genesis (--account path; a miner pays a bond, tx fees
   and reveal deposits: docs/economics.md) and short phase lengths (--param path:
-  TRAIN 60 s, REVEAL 12 s, VERIFY 30 s) unless the operator gives those names himself,
+  TRAIN 60 s, REVEAL 12 s, VERIFY 30 s) unless the operator gives those names himself; with
+  them the genesis builder pipelines the rounds (rounds_in_flight 2: round n+1 trains while
+  round n reveals and verifies, docs/rounds.md), and `follow` prints every active round,
 - `dlbc task submit --demo` (publisher: escrows the reward, hosts the encrypted data, releases the
   keys in its round, paper §III) and two `dlbc mine` with different budgets (miner-1 trains all of
   TRAIN, miner-2 a few seconds), so the better-trained model wins (paper Eq. 6),
@@ -52,7 +54,9 @@ PUBLISHER_BALANCE = 10_000_000
 MINER_BALANCE = 1_000_000
 DEMO_REWARD = 10_000
 DEMO_SAMPLES = 96
-SMALL_BUDGET_S = 5.0
+#: miner-2's budget: a tenth of what miner-1 trains of a 60 s TRAIN phase (all of it less the
+#: commit margin, ~55 s), so the demo shows ten times the work winning (bench/demo_task.py).
+SMALL_BUDGET_S = 5.5
 TASK_PREFIX = "demo-"
 
 
@@ -307,12 +311,19 @@ def describe(procs: Sequence[DemoProcess], keys: DemoKeys) -> list[str]:
     return lines
 
 
-def round_summary(abci_query: Any) -> str | None:
-    """One line about the current round from an `abci_query?path="round"` RPC result."""
+def _query_value(abci_query: Any) -> Any:
+    """The JSON an `abci_query` RPC result carries (None when it is not one)."""
     try:
         value = abci_query["response"]["value"]
-        rec = json.loads(base64.b64decode(value or ""))
+        return json.loads(base64.b64decode(value or ""))
     except (TypeError, KeyError, ValueError):
+        return None
+
+
+def round_summary(abci_query: Any) -> str | None:
+    """One line about the current round from an `abci_query?path="round"` RPC result."""
+    rec = _query_value(abci_query)
+    if rec is None:
         return None
     if not isinstance(rec, dict) or not rec.get("round"):
         return "no round yet (waiting for the publisher's task)"
@@ -326,10 +337,25 @@ def round_summary(abci_query: Any) -> str | None:
     return text
 
 
+def rounds_summary(active_query: Any, round_query: Any) -> str | None:
+    """One line about every active round, oldest first, from `abci_query?path="rounds/active"`
+    ("round 3 VERIFY, task 3; round 4 TRAIN, task 4"): with pipelined rounds (the default)
+    one round trains while the one before it reveals or verifies, and the newest alone (the
+    `round` query) would hide the older one. With none active (or a node that does not answer
+    `rounds/active`), the `round` query's line: the last round closed, or no round yet."""
+    doc = _query_value(active_query)
+    rounds = doc.get("rounds") if isinstance(doc, dict) else None
+    if not rounds or not isinstance(rounds, list):
+        return round_summary(round_query)
+    return "; ".join(f"round {r.get('round')} {r.get('phase', '?')}, task {r.get('task_id')}"
+                     for r in rounds if isinstance(r, dict))
+
+
 def miner_rpc_url(plan: LocalnetPlan) -> str:
     """The demo miners follow node1 (node0 when alone); the publisher uses node0."""
     return plan.rpc_url(1 if plan.validators > 1 else 0)
 
 
-def round_query_url(rpc_url: str) -> str:
-    return f"{rpc_url}/abci_query?path={urllib.parse.quote(chr(34) + 'round' + chr(34))}"
+def round_query_url(rpc_url: str, path: str = "round") -> str:
+    """The RPC URL of our app's query `path` (`round`, `rounds/active`, ...)."""
+    return f"{rpc_url}/abci_query?path={urllib.parse.quote(chr(34) + path + chr(34))}"

@@ -1,4 +1,4 @@
-"""Watch a running localnet: print heights (and, with --demo, the round) until told to stop.
+"""Watch a running localnet: print heights (and, with --demo, the active rounds) until stopped.
 
 A crashed child is reported once, with how to restart it, and the rest carry on: a BFT network
 of N validators keeps committing with up to f = (N-1)//3 of them down, which is exactly what an
@@ -59,7 +59,11 @@ def follow(plan: LocalnetPlan, sup: Supervisor, *, until_height: int = 0,
                 f"node{i}={h if h is not None else '?'}" for i, h in enumerate(heights)
             )
             if show_round:
-                summary = demo.round_summary(rpc_get(demo.round_query_url(plan.rpc_url(0))))
+                rpc = plan.rpc_url(0)
+                summary = demo.rounds_summary(
+                    rpc_get(demo.round_query_url(rpc, "rounds/active")),
+                    rpc_get(demo.round_query_url(rpc)),
+                )
                 if summary:
                     line += f"  |  {summary}"
             print(line, flush=True)

@@ -159,3 +159,23 @@ def test_invalid_query_of_an_unreachable_node_is_one_clear_line() -> None:
     assert proc.returncode == 2 and proc.stdout == ""
     (line,) = proc.stderr.splitlines()
     assert line.startswith(f"dlbc: node unreachable at {url}") and "running?" in line
+
+
+def test_round_table_lists_every_active_round_of_a_pipelined_chain(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Pipelined rounds (docs/rounds.md): while round 1 trains, round 2 is already ANNOUNCED;
+    `dlbc query round` shows both, not only the newest."""
+    params = {"train_seconds": 8, "reveal_seconds": 2, "verify_seconds": 2, "announce_seconds": 8}
+    with local_chain(tmp_path / "chain", params=params, block_time=0.3,
+                     balances={PUB.address.hex(): 1_000_000}) as chain:
+        pub = ChainClient(RpcClient(chain.rpc_url), PUB)
+        assert pub.query("params")["rounds_in_flight"] == 2
+        for name in ("pipe-a", "pipe-b"):
+            pub.send(txs.submit_task(spec_for(name, train_key=TRAIN_KEY, test_key=TEST_KEY),
+                                     REWARD))
+        wait_for(lambda: [r["phase"] for r in pub.query("rounds/active")["rounds"]]
+                 == ["TRAIN", "ANNOUNCED"], 20, "round 1 TRAIN beside round 2 ANNOUNCED",
+                 sup=chain.supervisor)
+        out = _run(capsys, "query", "round", "--rpc", chain.rpc_url)
+    rows = [line.split() for line in out.splitlines()]
+    assert [r[:2] for r in rows if r and r[0] in ("1", "2")] == [["1", "TRAIN"], ["2", "ANNOUNCED"]]

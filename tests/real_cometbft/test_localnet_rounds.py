@@ -53,8 +53,10 @@ from .conftest import LINES, Localnet, require_line
 
 VALIDATORS = 4
 REWARD = 10_000
-# Short phases (BFT seconds), tiny data: four verifiers and two miners share two cores.
-PARAMS = ("train_seconds=25", "reveal_seconds=12", "verify_seconds=40")
+# Short phases (BFT seconds), tiny data: four verifiers and two miners share two cores. Rounds
+# are pipelined (reveal + verify <= train, so the genesis gets rounds_in_flight=2): every fault
+# below hits a network with two rounds in flight (issue 14).
+PARAMS = ("train_seconds=52", "reveal_seconds=12", "verify_seconds=40")
 TIMEOUT_COMMIT = "500ms"
 
 
@@ -138,7 +140,7 @@ def net(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 @pytest.mark.timeout(600)
 def test_round_settles_with_one_app_killed_and_restarted(net: DemoNet) -> None:
     # Verify round 1 starts (the publisher's task came in through node0's RPC)
-    net.wait(lambda: net.round().get("round") == 1 and net.round().get("phase") == "TRAIN",
+    net.wait(lambda: (_query(net.rpc(0), "rounds/1") or {}).get("phase") == "TRAIN",
              180, "round 1 in TRAIN")
     # kill -9 validator 3's app in the middle of the round
     net.sup.kill("app3")
@@ -175,6 +177,19 @@ def test_round_settles_with_one_app_killed_and_restarted(net: DemoNet) -> None:
         next(p for p in paid if p.get("outcome") == "settled").items()
     sup = _query(net.rpc(0), "supply")
     assert sup["supply"] >= sup["escrow"] + sup["fee_pool"] + sup["bonded"] + sup["deposits"]
+    # Verify the rounds were pipelined: round 2 was announced during round 1's TRAIN, trained
+    # from the instant round 1's TRAIN ended, and round 1 settled while round 2 trained
+    assert _query(net.rpc(0), "params")["rounds_in_flight"] == 2
+    nxt = _query(net.rpc(0), "rounds/2") or {}
+    assert nxt.get("start_ns") == closed["train_end_ns"], nxt
+    assert _block_time_ns(net.rpc(0), nxt["start_height"]) < closed["train_end_ns"]
+    assert _block_time_ns(net.rpc(0), closed["end_height"]) < nxt["train_end_ns"]
+
+
+def _block_time_ns(rpc_url: str, height: int) -> int:
+    from abci_app.rfc3339 import parse_rfc3339_ns
+
+    return parse_rfc3339_ns(rpc_get(f"{rpc_url}/block?height={height}")["block"]["header"]["time"])
 
 
 @pytest.mark.timeout(300)

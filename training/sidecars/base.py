@@ -1,9 +1,11 @@
 """Shared loop for the publisher, miner and verifier sidecars (docs/processes.md, issue 6).
 
-Every sidecar is the same shape: poll the chain's `round` query, notice when the round or its
-phase changes, act at most once per (round, phase), and keep going whatever goes wrong. Keeping
-that skeleton in one place means the three roles only write their `on_round` logic, and the
-failure policy (issue 6 "Bad input": logged, counted, the process keeps going) is enforced once:
+Every sidecar is the same shape: poll the chain's active rounds (`rounds/active`: with pipelined
+rounds one trains while the one before it reveals or verifies, docs/rounds.md), notice when a
+round or its phase changes, act at most once per (round, phase), and keep going whatever goes
+wrong. Keeping that skeleton in one place means the three roles only write their `on_round`
+logic, and the failure policy (issue 6 "Bad input": logged, counted, the process keeps going)
+is enforced once:
 
 * node never reached since start → retried for `node_wait_seconds`, then `NodeUnreachable` ends
   `run()` (a wrong `--rpc` is a typo, not an outage: issue 13);
@@ -12,7 +14,8 @@ failure policy (issue 6 "Bad input": logged, counted, the process keeps going) i
 * a role that cannot go on (`SidecarStopped`, e.g. the publisher's task was refused) → logged
   and re-raised: the process stops loudly instead of idling forever;
 * any other exception inside a role's step → logged with its traceback, counted as
-  `kind="step"`, and the loop carries on with the next poll.
+  `kind="step"`, and the loop carries on with the next poll; one round's failing step does not
+  keep the other active round's step from running in the same poll.
 
 The chain's query paths and tx sending live in `chain_client`, the watermark scheme in `scheme`;
 both are re-exported here for the roles.
@@ -52,6 +55,7 @@ __all__ = [
     "address_hex",
     "round_phase",
     "seconds_left",
+    "training_first",
 ]
 
 
@@ -68,7 +72,7 @@ class SidecarConfig:
     workdir: Path = field(default_factory=lambda: Path("dlbc-sidecar"))
     """Where the sidecar keeps its files (data, models, served artifacts)."""
     poll_seconds: float = 0.5
-    """How often the `round` query is polled; below the block time buys nothing."""
+    """How often the active rounds are polled; below the block time buys nothing."""
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = None
     """Prometheus endpoint port (0 = any free port, None = no endpoint)."""
@@ -89,12 +93,24 @@ class SidecarConfig:
 
 
 def round_phase(info: RoundInfo | None) -> Phase:
-    """The phase a sidecar acts on: DONE once the round is closed, IDLE with no round."""
+    """The phase a sidecar acts on: DONE once the round is closed, IDLE with no round; an
+    active round's own phase otherwise (ANNOUNCED, TRAIN, REVEAL or VERIFY)."""
     if info is None:
         return Phase.IDLE
     if not info.record.is_active:
         return Phase.DONE
     return info.record.phase
+
+
+def training_first(infos: list[RoundInfo]) -> list[RoundInfo]:
+    """The round in TRAIN first, then the others oldest first.
+
+    Why: with pipelined rounds the publisher's `ReleaseTrainKey` for the round that just began
+    training and its `RevealTestSet` for the round before it fall due in the same poll, and so
+    do the miner's start of training and its reveal. Each tx waits for its block, and the
+    training round's waits cost GPU time while the reveal has all of REVEAL; so the training
+    round goes first."""
+    return sorted(infos, key=lambda i: (i.record.phase is not Phase.TRAIN, i.record.round))
 
 
 def seconds_left(end_ns: int, now_ns: int | None = None) -> float:
@@ -126,6 +142,8 @@ class Sidecar:
         self.stop_event = threading.Event()
         self._metrics_server: MetricsServer | None = None
         self._blocks: BlockSignal | None = None
+        self._woken = threading.Event()
+        """Ends `wait_for_block` early without a NewBlock subscription (`wake`)."""
         self._seen_rounds: set[int] = set()
         self._closed_rounds: set[int] = set()
         self._active_rounds: set[int] = set()
@@ -140,13 +158,19 @@ class Sidecar:
         """Once, before the loop (register a miner, submit a task, ...). Retried on failure."""
 
     def on_round(self, info: RoundInfo) -> None:
-        """Called every poll with the current round (phase may repeat)."""
+        """Called every poll with each active round, in `order_rounds` order (phase may repeat;
+        ANNOUNCED included: a role with nothing to do before TRAIN ignores it)."""
 
     def on_round_closed(self, info: RoundInfo) -> None:
         """Called once when a round is seen closed (winner known or outcome set)."""
 
     def teardown(self) -> None:
         """Once, when the loop ends."""
+
+    def order_rounds(self, infos: list[RoundInfo]) -> list[RoundInfo]:
+        """The order in which one poll hands the active rounds to `on_round`: oldest first.
+        A role whose step for one round can wait on another overrides it (`training_first`)."""
+        return infos
 
     def counts_round(self, info: RoundInfo) -> bool:
         """Whether closed round `info` counts toward `max_rounds` (the publisher: its own
@@ -200,6 +224,13 @@ class Sidecar:
 
     def stop(self) -> None:
         self.stop_event.set()
+        self.wake()
+
+    def wake(self) -> None:
+        """End the loop's current wait now: the next poll happens at once (stopping, or a
+        background worker finished something the loop must act on, such as a model to
+        commit)."""
+        self._woken.set()
         if self._blocks is not None:
             self._blocks.wake()
 
@@ -272,17 +303,22 @@ class Sidecar:
                 self.metrics.inc("errors_total", kind="stopped")
                 self.log.error("%s stops: %s", self.role, exc)
                 raise
-            except NodeUnreachable as exc:
-                self.count_error("node_unreachable", "node unreachable: %s", exc)
-            except RpcError as exc:
-                self.count_error("rpc", "RPC error: %s", exc)
-            except Exception:
-                self.metrics.inc("errors_total", kind="step")
-                self.log.exception("%s step failed; continuing", self.role)
+            except Exception as exc:  # noqa: BLE001 - the failure policy: logged, counted
+                self._count_failure(exc)
             if self.cfg.max_rounds is not None and self.rounds_closed >= self.cfg.max_rounds:
                 self.log.info("saw %d closed round(s); stopping", self.rounds_closed)
                 break
             self.wait_for_block()
+
+    def _count_failure(self, exc: Exception) -> None:
+        """The failure policy of one step (module docstring): log, count by kind, go on."""
+        if isinstance(exc, NodeUnreachable):
+            self.count_error("node_unreachable", "node unreachable: %s", exc)
+        elif isinstance(exc, RpcError):
+            self.count_error("rpc", "RPC error: %s", exc)
+        else:
+            self.metrics.inc("errors_total", kind="step")
+            self.log.error("%s step failed; continuing", self.role, exc_info=exc)
 
     def wait_for_block(self) -> None:
         """Until the next block or `poll_seconds`, whichever is first (or until `stop()`).
@@ -291,32 +327,45 @@ class Sidecar:
         act within milliseconds of it; the poll interval bounds the wait when events are lost
         or the node has no `/websocket`."""
         if self._blocks is None:
-            self.stop_event.wait(self.cfg.poll_seconds)
+            self._woken.wait(self.cfg.poll_seconds)
+            self._woken.clear()
         else:
             self._blocks.wait(self.cfg.poll_seconds)
 
     def tick(self) -> None:
-        """One poll: read the round, track new/closed rounds, hand it to the role."""
-        info = self.chain.current_round()
-        if info is None:
-            return
-        n = info.record.round
-        self.metrics.set("current_round", n)
-        if n not in self._seen_rounds:
+        """One poll: read every active round, close the ones that ended since the last poll,
+        then hand each active one to the role, oldest first.
+
+        Why every active round and not only the newest: with pipelined rounds (docs/rounds.md)
+        round n reveals and verifies while round n+1 trains and round n+2 may be ANNOUNCED; a
+        sequential chain simply answers one round. A round that was seen and is no longer
+        active closed between two polls (possibly while a newer one started): its record is
+        read once by number to learn how (`rounds/<n>`)."""
+        infos = self.chain.active_rounds()
+        active = {info.record.round for info in infos}
+        for n in sorted(active - self._seen_rounds):
             self._seen_rounds.add(n)
             self.metrics.inc("rounds_seen_total")
-            # A round can close and the next start between two polls: catch up via rounds/<n>.
-            for prev in sorted(self._seen_rounds - self._closed_rounds):
-                if prev < n:
-                    old = self.chain.round_record(prev)
-                    if old is not None and round_phase(old) is Phase.DONE:
-                        self._close(old)
-        if round_phase(info) is Phase.DONE:
-            if n not in self._closed_rounds:
-                self._close(info)
-            return
-        self._active_rounds.add(n)
-        self.on_round(info)
+        if infos:
+            self.metrics.set("current_round", infos[-1].record.round)
+        for prev in sorted(self._seen_rounds - self._closed_rounds - active):
+            old = self.chain.round_record(prev)
+            if old is not None and round_phase(old) is Phase.DONE:
+                self._close(old)
+        first: Exception | None = None
+        for info in self.order_rounds(infos):
+            self._active_rounds.add(info.record.round)
+            try:
+                self.on_round(info)
+            except SidecarStopped:
+                raise
+            except Exception as exc:  # noqa: BLE001 - one round's failure must not starve the other's
+                if first is None:
+                    first = exc
+                else:
+                    self._count_failure(exc)
+        if first is not None:
+            raise first
 
     def _close(self, info: RoundInfo) -> None:
         n = info.record.round

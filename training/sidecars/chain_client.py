@@ -96,11 +96,21 @@ class ChainClient:
             return None
 
     def current_round(self) -> RoundInfo | None:
-        """The active (or last) round, None before the first round started."""
+        """The newest round (active, ANNOUNCED included, or the last closed one), None before
+        the first round started."""
         doc = _unwrap(self.query_optional("round"), "round")
         if doc is None or is_idle_answer(doc):
             return None
         return RoundInfo.from_json(doc)
+
+    def active_rounds(self) -> list[RoundInfo]:
+        """Every active round, oldest first (`rounds/active`): with pipelined rounds one trains
+        while the one before it reveals or verifies and the next may be ANNOUNCED, so a sidecar
+        that read only the newest round would miss the work of the older one."""
+        doc = self.query("rounds/active")
+        rounds = doc.get("rounds", []) if isinstance(doc, dict) else []
+        infos = [RoundInfo.from_json(r) for r in rounds if isinstance(r, dict)]
+        return sorted(infos, key=lambda i: i.record.round)
 
     def round_record(self, n: int) -> RoundInfo | None:
         doc = _unwrap(self.query_optional(f"rounds/{n}"), "round")

@@ -2,19 +2,26 @@
 docs/rounds.md, docs/watermark.md).
 
 Per round the miner
-1. waits in TRAIN for the publisher's `ReleaseTrainKey` (the key shows up in `tasks/<id>`),
-2. fetches the encrypted training set (size cap + SHA-256 from the spec, docs/artifacts.md) and
-   decrypts it with the released key,
+1. fetches the encrypted training set (size cap + SHA-256 from the spec, docs/artifacts.md) as
+   soon as the round is ANNOUNCED (pipelined rounds, docs/rounds.md) or in TRAIN, on a download
+   thread, and waits for the publisher's `ReleaseTrainKey` (the key shows up in `tasks/<id>`),
+2. decrypts it with the released key,
 3. builds the spec's registry architecture (never publisher code), derives its watermark key from
    the round seed and its own address under the chain's watermark params (bits, matrix, gain,
    threshold: `WatermarkScheme` from the `params` query, docs/watermark.md — never the watermark
    package's defaults) and trains with `λ·embed_loss` as the trainer's `extra_loss`, under a budget
    that ends `commit_margin_seconds` before TRAIN ends (paper Assumption 2: commit-in-P1),
 4. saves the model as safetensors plus per-epoch checkpoints into its PRIVATE round folder
-   `<workdir>/rounds/<n>/` and sends `CommitModel{SHA-256(digest ‖ address ‖ salt)}`,
+   `<workdir>/rounds/<n>/` and sends `CommitModel{SHA-256(digest ‖ address ‖ salt)}` (steps 2-4
+   up to the saved model run on the training thread, `miner_train`; the commit on the loop),
 5. in REVEAL fetches the revealed test set, measures its score, publishes the model and its
    checkpoints (see below) and sends `RevealModel` with the URI, the claimed score and the
    checkpoint digests.
+
+With pipelined rounds round n+1 trains while round n reveals: the poll loop (this module) only
+decides and sends txs, the training runs on one worker thread (`miner_worker`, `miner_train`),
+so the reveal of round n (`miner_reveal`), the commit of a model just trained and the prefetch
+of the next round all happen while the GPU works (docs/processes.md "The miner's threads").
 
 Front-running (docs/transactions.md, paper Sec. IV-B "commit-reveal"): the commitment hides the
 model only if nobody can download it before REVEAL. A competitor who fetched it during TRAIN could
@@ -29,17 +36,12 @@ restarted miner can still reveal.
 
 from __future__ import annotations
 
-import json
-import os
-import secrets
-import shutil
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from abci_app.dlbc.records import Phase, RoundInfo
-from abci_app.fsutil import atomic_write
 from abci_app.keyfile import KeyPair
 from training.sidecars.artifact_server import ArtifactServer
 from training.sidecars.base import (
@@ -47,24 +49,27 @@ from training.sidecars.base import (
     SidecarConfig,
     WatermarkParamsError,
     seconds_left,
+    training_first,
 )
 from training.sidecars.metrics_server import Metrics
+from training.sidecars.miner_reveal import publish, reveal_round
+from training.sidecars.miner_state import RoundSkipped, RoundWork
+from training.sidecars.miner_train import (
+    DATA_ERRORS,
+    FINAL_PREFETCH_ERRORS,
+    TrainJob,
+    download_train_set,
+    train_round,
+    warm_up_torch,
+)
+from training.sidecars.miner_worker import MinerWorker
 from training.sidecars.rpc_client import RpcClient
-from training.sidecars.sealing import seal_watermark
-from training.sidecars.task_inputs import fetch_dataset, spec_hparams
 
+__all__ = ["Miner", "MinerConfig", "RoundSkipped", "RoundWork"]
 
-def _monotonic_deadline(end_ns: int) -> float:
-    """The `time.monotonic()` value of a phase deadline (BFT time ≈ wall clock)."""
-    return time.monotonic() + max(0.0, seconds_left(end_ns))
-
-
-class RoundSkipped(Exception):
-    """This round cannot be mined (bad data, no time left, ...); logged and counted."""
-
-    def __init__(self, kind: str, message: str) -> None:
-        self.kind = kind
-        super().__init__(message)
+#: Tries of a round's prefetch that failed but not for good (`FINAL_PREFETCH_ERRORS`); after
+#: them the training thread fetches the data itself once the key is known.
+PREFETCH_TRIES = 3
 
 
 @dataclass
@@ -75,8 +80,10 @@ class MinerConfig(SidecarConfig):
     """Declared in RegisterMiner; feeds the median of paper Eq. 3."""
     max_train_seconds: float | None = None
     """This miner's compute budget per round (None: all of TRAIN less the commit margin)."""
-    commit_margin_seconds: float = 4.0
-    """Training stops this long before TRAIN ends, leaving time to save, commit and land a block."""
+    commit_margin_seconds: float = 2.5
+    """Training stops this long before TRAIN ends, leaving time to seal, save, commit and land
+    the commit in a block: that took 0.6-0.8 s at the devnet's 1 s blocks, the rest is headroom
+    for a late block (docs/processes.md "The miner's threads"). Raise it for slower blocks."""
     min_train_seconds: float = 1.0
     """Below this budget the round is skipped instead of committing a barely trained model."""
     watermark_lambda: float = 1.0
@@ -106,41 +113,6 @@ class MinerConfig(SidecarConfig):
     progress: bool = True
 
 
-@dataclass
-class RoundWork:
-    """What the miner did in one round; persisted as rounds/<n>/state.json."""
-
-    round: int
-    task_id: int
-    model_path: str = ""
-    model_uri: str = ""
-    model_digest: str = ""
-    salt: str = ""
-    checkpoint_digests: list[str] = field(default_factory=list)
-    epochs: int = 0
-    train_seconds: float = 0.0
-    watermark_min_confidence: float = 0.0
-    committed: bool = False
-    revealed: bool = False
-    claimed_score_ppm: int | None = None
-    public_dir: str = ""
-    """Name of the served folder (`artifacts/<token>`) once published at REVEAL; empty before."""
-
-    def save(self, directory: Path) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
-        atomic_write(directory / "state.json",
-                     json.dumps(asdict(self), indent=2, sort_keys=True).encode(), mode=0o600)
-
-    @classmethod
-    def load(cls, directory: Path) -> RoundWork | None:
-        try:
-            doc = json.loads((directory / "state.json").read_text())
-            known = {f.name for f in fields(cls)}
-            return cls(**{k: v for k, v in doc.items() if k in known})
-        except (OSError, ValueError, TypeError, AttributeError):
-            return None
-
-
 class Miner(Sidecar):
     role = "miner"
 
@@ -158,7 +130,9 @@ class Miner(Sidecar):
         self.work: dict[int, RoundWork] = {}
         self._waiting_logged: set[tuple[int, str]] = set()
         self._saw_train: set[int] = set()
-        """Rounds this process saw in TRAIN: the ones it had a chance to mine (`counts_round`)."""
+        """Rounds this process saw ANNOUNCED or in TRAIN: the ones it had a chance to mine
+        (`counts_round`)."""
+        self._worker: MinerWorker | None = None
 
     # -- loop hooks
 
@@ -173,6 +147,7 @@ class Miner(Sidecar):
         from abci_app.dlbc import txs
 
         self.start_server()
+        self.log.info("torch ready in %.1fs", warm_up_torch())
         assert self.key is not None
         acct = self.chain.account(self.key.address)
         if not acct.get("miner"):
@@ -183,9 +158,28 @@ class Miner(Sidecar):
             self.emit("miner_registered", miner=self.key.address.hex())
 
     def teardown(self) -> None:
+        if self._worker is not None:
+            self._worker.close()  # a running training stops at its epoch end, uncommitted
+            self._worker = None
         if self.server is not None:
             self.server.stop()
             self.server = None
+
+    @property
+    def worker(self) -> MinerWorker:
+        """The training and download threads (started on first use, ended by `teardown`)."""
+        if self._worker is None:
+            self._worker = MinerWorker(on_done=self.wake)
+        return self._worker
+
+    def stopping(self) -> bool:
+        """Whether a training should stop now (`stop()`, or `teardown` closing the worker)."""
+        return self.stop_event.is_set() or (self._worker is not None
+                                            and self._worker.halt.is_set())
+
+    def train_data_path(self, n: int) -> Path:
+        """Where round `n`'s encrypted training set is downloaded (deleted once decrypted)."""
+        return self.cfg.workdir / f"round-{int(n)}-train.npz.enc"
 
     def round_dir(self, n: int) -> Path:
         """The round's private folder (model, checkpoints, state.json); never served."""
@@ -199,42 +193,14 @@ class Miner(Sidecar):
         return Path(work.model_path)
 
     def publish(self, work: RoundWork) -> str:
-        """Make the round's model and checkpoints fetchable (at REVEAL only); returns the URI.
-
-        Files are hard-linked (copied across filesystems) into a private staging folder that
-        is then renamed into the served root as `<token>/`, so a reader never sees a half
-        published folder. Idempotent: a restarted miner reuses the token recorded in state.json.
-        """
-        from training.artifacts import sha256_file
-
-        assert self.server is not None
-        rdir = self.round_dir(work.round)
-        if not work.public_dir:
-            work.public_dir = secrets.token_hex(16)
-            work.save(rdir)
-        pub = self.artifact_root / work.public_dir
-        if not (pub / "model.safetensors").is_file():
-            stage = rdir / ".publish"
-            if stage.exists():
-                shutil.rmtree(stage)
-            (stage / "checkpoints").mkdir(parents=True)
-            _link_or_copy(Path(work.model_path), stage / "model.safetensors")
-            ckpts = rdir / "checkpoints"
-            for f in sorted(ckpts.iterdir()) if ckpts.is_dir() else []:
-                if f.is_file():
-                    _link_or_copy(f, stage / "checkpoints" / f.name)
-            if pub.exists():
-                shutil.rmtree(pub)
-            stage.rename(pub)
-        if sha256_file(pub / "model.safetensors") != work.model_digest:
-            raise RoundSkipped("data", "published model does not match the committed digest")
-        work.model_uri = self.server.url_for(Path(work.public_dir) / "model.safetensors")
-        work.save(rdir)
-        return work.model_uri
+        """Make the round's model and checkpoints fetchable (at REVEAL only); returns the URI
+        (`miner_reveal.publish`)."""
+        return publish(self, work)
 
     def _work(self, info: RoundInfo) -> RoundWork | None:
         n = info.record.round
-        if n not in self.work:
+        if n not in self.work and not self.worker.has_job(n):
+            # state.json is the training thread's while it trains the round: read only after
             loaded = RoundWork.load(self.round_dir(n))
             if loaded is not None:
                 self.work[n] = loaded
@@ -251,10 +217,38 @@ class Miner(Sidecar):
         n = info.record.round
         return n in self._saw_train or n in self.work
 
+    def tick(self) -> None:
+        self._collect()
+        super().tick()
+
+    def order_rounds(self, infos: list[RoundInfo]) -> list[RoundInfo]:
+        """The training round first: starting its training (or sending its commit) must not
+        wait for the other round's reveal, which blocks the loop for a block or more."""
+        return training_first(infos)
+
+    def _collect(self) -> None:
+        """Take over the trainings the worker finished: a model to commit, or why not."""
+        if self._worker is None:
+            return
+        for n, fut in self._worker.finished():
+            exc = fut.exception()
+            if exc is None:
+                self.work.setdefault(n, fut.result())
+            elif isinstance(exc, RoundSkipped):
+                self._skipped(n, exc)
+            else:
+                self.metrics.inc("errors_total", kind="step")
+                self.log.error("round %d: training failed", n, exc_info=exc)
+
+    def _skipped(self, n: int, exc: RoundSkipped) -> None:
+        self.count_error(exc.kind, "round %d: %s", n, exc)
+        self.emit("round_skipped", round=n, reason=str(exc),
+                  miner=self.key.address.hex() if self.key else "")
+
     def on_round(self, info: RoundInfo) -> None:
         rec = info.record
         n, phase = rec.round, rec.phase
-        if phase is Phase.TRAIN:
+        if phase in (Phase.ANNOUNCED, Phase.TRAIN):
             self._saw_train.add(n)
         work = self._work(info)
         if work is not None and self.key is not None:
@@ -267,27 +261,40 @@ class Miner(Sidecar):
                 work.revealed = True
                 work.save(self.round_dir(n))
         try:
-            if phase is Phase.TRAIN and work is not None and not work.committed:
-                # trained, but the commit did not land (node down?): retry only the commit
-                if self._retry_ok(n, "commit"):
-                    self.commit(info, work)
-            elif phase is Phase.TRAIN and work is None:
-                if not rec.key_released:
-                    self._wait_note(n, "the publisher's data key")
-                    return
-                if self.once(n, "train"):
-                    self._retrying(n, "train", self.train_and_commit, info)
-            elif (phase is Phase.REVEAL and work is not None and work.committed
-                  and not work.revealed):
+            if phase is Phase.ANNOUNCED:
+                self._prefetch(info)
+            elif phase is Phase.TRAIN:
+                self._on_train(info, work)
+            elif phase is Phase.REVEAL and work is not None and not work.committed:
+                if self.once(n, "late"):
+                    raise RoundSkipped("deadline", "the model was not committed before TRAIN "
+                                                   "ended")
+            elif phase is Phase.REVEAL and work is not None and not work.revealed:
                 if not rec.test_key_revealed:
                     self._wait_note(n, "the publisher's test key")
                     return
                 if self.once(n, "reveal"):
                     self._retrying(n, "reveal", self.measure_and_reveal, info, work)
         except RoundSkipped as exc:
-            self.count_error(exc.kind, "round %d: %s", n, exc)
-            self.emit("round_skipped", round=n, reason=str(exc),
-                      miner=self.key.address.hex() if self.key else "")
+            self._skipped(n, exc)
+
+    def _on_train(self, info: RoundInfo, work: RoundWork | None) -> None:
+        """TRAIN: commit a trained model (the first try, or a retry when the node was down),
+        else prefetch until the key lands, then hand the round to the training thread."""
+        rec = info.record
+        n = rec.round
+        if work is not None:
+            if not work.committed and self._retry_ok(n, "commit"):
+                self.commit(info, work)
+            return
+        if self.worker.has_job(n):
+            return  # training (or queued behind the previous round's training)
+        if not rec.key_released:
+            self._prefetch(info)
+            self._wait_note(n, "the publisher's data key")
+            return
+        if self.once(n, "train"):
+            self._retrying(n, "train", self.start_training, info)
 
     def _retry_ok(self, n: int, step: str, limit: int = 5) -> bool:
         k = (n, f"{step}#")
@@ -311,122 +318,65 @@ class Miner(Sidecar):
     def on_round_closed(self, info: RoundInfo) -> None:
         assert self.key is not None
         rec = info.record
+        if self._worker is not None:
+            self._worker.forget(rec.round)
+        self.train_data_path(rec.round).unlink(missing_ok=True)  # a prefetch never decrypted
         won = rec.winner is not None and rec.winner.miner == self.key.address
         bal = int(self.chain.account(self.key.address).get("balance", 0))
         self.metrics.set("balance", bal)
         self.log.info("round %d closed (%s): %s; balance %d", rec.round, rec.outcome,
                       "WON" if won else "not won", bal)
 
-    # -- TRAIN
+    # -- ANNOUNCED / TRAIN
 
-    def train_and_commit(self, info: RoundInfo) -> RoundWork:
-        from training.artifacts import model_metadata, save_model
-        from training.models import build_model
-        from training.trainer import (
-            BudgetTooSmall,
-            StopTraining,
-            TrainConfig,
-            TrainingError,
-            train,
-        )
-        from watermark import WatermarkError, embed_loss
-
-        assert self.key is not None and self.server is not None
+    def _prefetch(self, info: RoundInfo) -> None:
+        """Start downloading the round's encrypted training set, once (paper IV-B: the next
+        task's data goes out ahead of its key). The task query and the download run on a
+        download thread, so the poll loop never waits for either. A prefetch that failed for
+        good (`FINAL_PREFETCH_ERRORS`) is not repeated; any other failure is tried again at the
+        next poll, `PREFETCH_TRIES` times in all."""
         rec = info.record
-        n, tid = rec.round, rec.task_id
-        task = self.chain.task(tid)
+        n, tid, train_end = rec.round, rec.task_id, rec.train_end_ns
+        fut = self.worker.download(n)
+        if fut is not None and (not fut.done() or fut.exception() is None
+                                or isinstance(fut.exception(), FINAL_PREFETCH_ERRORS)):
+            return
+        if not self._retry_ok(n, "prefetch", PREFETCH_TRIES):
+            return
+
+        def fetch() -> Path:
+            t0 = time.monotonic()
+            task = self.chain.task(tid)
+            if task is None:  # not a data fault: tried again, and by the training thread
+                raise LookupError(f"task {tid} is not readable yet")
+            try:
+                path = download_train_set(self, n, task, train_end)
+            except DATA_ERRORS as exc:
+                self.log.warning("round %d: prefetch of task %d's data failed: %s", n, tid, exc)
+                raise
+            self.log.info("round %d: task %d's encrypted data prefetched (%d bytes, %.1fs)", n,
+                          tid, path.stat().st_size, time.monotonic() - t0)
+            self.emit("data_prefetched", round=n, task_id=tid, path=str(path),
+                      bytes=path.stat().st_size, seconds=time.monotonic() - t0,
+                      miner=self.key.address.hex() if self.key else "")
+            return path
+
+        self.worker.prefetch(n, fetch)
+
+    def start_training(self, info: RoundInfo) -> None:
+        """Read what the round's training needs from the chain (its released key, the watermark
+        scheme) and queue it on the training thread; the result comes back through `_collect`,
+        and the commit is sent from the loop."""
+        rec = info.record
+        task = self.chain.task(rec.task_id)
         if task is None or task.train_key is None:
-            raise RoundSkipped("chain", f"task {tid} has no released key yet")
-        spec, key = task.spec, task.train_key
+            raise RoundSkipped("chain", f"task {rec.task_id} has no released key yet")
         try:
             scheme = self.chain.watermark_scheme()
         except WatermarkParamsError as exc:
             raise RoundSkipped("chain", str(exc)) from exc
-        rdir = self.round_dir(n)
-        t0 = time.monotonic()
-        try:
-            data = fetch_dataset(spec.data_uri, spec.data_sha256.hex(), spec.data_size_bytes, key,
-                                 self.cfg.workdir / f"round-{n}-train.npz.enc",
-                                 self.mcfg.max_data_bytes, spec.num_classes or None,
-                                 allow_file=self.mcfg.allow_file_uris,
-                                 allow_private=self.mcfg.allow_private_networks,
-                                 min_rate_bps=self.mcfg.min_rate_bps,
-                                 deadline=_monotonic_deadline(rec.train_end_ns))
-        except (ValueError, OSError) as exc:  # ArtifactError, DecryptionError, DataError
-            raise RoundSkipped("data", f"training data unusable: {exc}") from exc
-        finally:
-            (self.cfg.workdir / f"round-{n}-train.npz.enc").unlink(missing_ok=True)
-        self.log.info("round %d: task %d data ready (%d samples) in %.1fs", n, tid, len(data),
-                      time.monotonic() - t0)
-        arch, hparams = spec.architecture, spec_hparams(spec)
-        try:
-            model = build_model(arch, hparams, seed=self.mcfg.seed + n)
-        except ValueError as exc:
-            raise RoundSkipped("spec", f"cannot build {arch}: {exc}") from exc
-        try:
-            layer = scheme.layer(model)
-            wm_key = scheme.key(rec.seed, self.key.address, layer)
-        except WatermarkError as exc:
-            raise RoundSkipped("spec", f"{arch} cannot carry the watermark: {exc}") from exc
-        budget = seconds_left(rec.train_end_ns) - self.mcfg.commit_margin_seconds
-        if self.mcfg.max_train_seconds is not None:
-            budget = min(budget, self.mcfg.max_train_seconds)
-        if budget < self.mcfg.min_train_seconds:
-            raise RoundSkipped("deadline", f"only {budget:.1f}s left to train")
-        rdir.mkdir(parents=True, exist_ok=True)
-        ckpt_dir = rdir / "checkpoints"
-        if ckpt_dir.exists():
-            shutil.rmtree(ckpt_dir)
-        cfg = TrainConfig(
-            budget_seconds=budget, max_epochs=self.mcfg.max_epochs,
-            batch_size=self.mcfg.batch_size, learning_rate=self.mcfg.learning_rate,
-            seed=self.mcfg.seed + n, device=self.mcfg.device, checkpoint_dir=ckpt_dir,
-            checkpoint_metadata=model_metadata(arch, hparams), progress=self.mcfg.progress,
-        )
-        lam, temp = self.mcfg.watermark_lambda, self.mcfg.watermark_temperature
-        self.log.info("round %d: training %s for up to %.1fs (watermark %d bits, %s matrix, gain "
-                      "%d on layer %s, λ=%g)", n, arch, budget, scheme.n_bits, scheme.matrix,
-                      scheme.gain, layer, lam)
-        self.emit("training_started", round=n, task_id=tid, budget=budget,
-                  miner=self.key.address.hex())
-        t1 = time.monotonic()
-
-        def stop_when_asked(_report: Any) -> None:
-            if self.stop_event.is_set():  # Ctrl-C: finish the epoch, do not commit
-                raise StopTraining
-
-        try:
-            result = train(model, data, cfg,
-                           extra_loss=lambda m: lam * embed_loss(m, wm_key, temperature=temp),
-                           callbacks=[stop_when_asked])
-        except BudgetTooSmall as exc:
-            raise RoundSkipped("deadline", str(exc)) from exc
-        except TrainingError as exc:
-            raise RoundSkipped("training", str(exc)) from exc
-        finally:
-            self.metrics.inc("training_seconds_total", time.monotonic() - t1)
-        if self.stop_event.is_set():
-            raise RoundSkipped("stopped", "sidecar stopping; the model is not committed")
-        model = model.to("cpu")
-        det, steps = seal_watermark(model, wm_key, scheme.threshold,
-                                    lr=self.mcfg.seal_learning_rate,
-                                    max_steps=self.mcfg.seal_max_steps, temperature=temp)
-        if steps:
-            self.log.info("round %d: %d watermark sealing step(s)", n, steps)
-        model_path = rdir / "model.safetensors"
-        digest = save_model(model, model_path, metadata=model_metadata(arch, hparams))
-        work = RoundWork(
-            round=n, task_id=tid, model_path=str(model_path), model_digest=digest, salt=os.urandom(32).hex(),
-            checkpoint_digests=result.checkpoint_digests, epochs=result.epochs,
-            train_seconds=result.wall_seconds, watermark_min_confidence=det.min_confidence,
-        )
-        work.save(rdir)
-        self.work[n] = work
-        self.log.info("round %d: %d epoch(s) in %.1fs, watermark min confidence %.6f%s",
-                      n, result.epochs, result.wall_seconds, det.min_confidence,
-                      "" if det.ok else " (BELOW threshold: validators will reject)")
-        self.commit(info, work)
-        return work
+        job = TrainJob(info, task, scheme, self.worker.download(rec.round))
+        self.worker.submit(rec.round, lambda: train_round(self, job))
 
     def commit(self, info: RoundInfo, work: RoundWork) -> None:
         """CommitModel{SHA-256(digest ‖ address ‖ salt)}: only valid in TRAIN
@@ -445,59 +395,12 @@ class Miner(Sidecar):
         work.save(self.round_dir(n))
         self.metrics.inc("commits_total")
         self.emit("committed", round=n, miner=self.key.address.hex(), epochs=work.epochs,
-                  digest=work.model_digest, watermark_confidence=work.watermark_min_confidence)
+                  digest=work.model_digest, watermark_confidence=work.watermark_min_confidence,
+                  **work.timing())
 
     # -- REVEAL
 
     def measure_and_reveal(self, info: RoundInfo, work: RoundWork) -> None:
-        from abci_app.dlbc import txs
-        from training.artifacts import ArtifactError, load_model
-        from training.trainer import evaluate
-
-        assert self.key is not None
-        n = work.round
-        task = self.chain.task(work.task_id)
-        if task is None or task.test_key is None:
-            raise RoundSkipped("chain", f"task {work.task_id} has no revealed test key")
-        spec = task.spec
-        dest = self.cfg.workdir / f"round-{n}-test.npz.enc"
-        try:
-            test = fetch_dataset(spec.test_uri, spec.test_sha256.hex(), 0, task.test_key, dest,
-                                 self.mcfg.max_data_bytes, spec.num_classes or None,
-                                 allow_file=self.mcfg.allow_file_uris,
-                                 allow_private=self.mcfg.allow_private_networks,
-                                 min_rate_bps=self.mcfg.min_rate_bps,
-                                 deadline=_monotonic_deadline(info.record.reveal_end_ns))
-            model = load_model(work.model_path, spec.architecture, spec_hparams(spec),
-                               sha256=work.model_digest)
-        except (ValueError, OSError, ArtifactError) as exc:
-            raise RoundSkipped("data", f"cannot measure the model: {exc}") from exc
-        finally:
-            dest.unlink(missing_ok=True)
-        score = evaluate(model, test, spec.metric, device="cpu")
-        work.claimed_score_ppm = score
-        try:
-            self.publish(work)
-        except OSError as exc:
-            raise RoundSkipped("data", f"cannot publish the model: {exc}") from exc
-        msg = txs.reveal_model(n, work.model_uri, bytes.fromhex(work.model_digest),
-                               bytes.fromhex(work.salt), score,
-                               [bytes.fromhex(d) for d in work.checkpoint_digests])
-        if self.send(msg, "RevealModel") is None:
-            work.save(self.round_dir(n))
-            raise RoundSkipped("tx_rejected", "RevealModel was rejected")
-        work.revealed = True
-        work.save(self.round_dir(n))
-        self.metrics.inc("reveals_total")
-        self.log.info("round %d: revealed %s with claimed %s %.4f", n, work.model_uri,
-                      spec.metric, score / 1e6)
-        self.emit("revealed", round=n, miner=self.key.address.hex(), score_ppm=score,
-                  uri=work.model_uri)
-
-
-def _link_or_copy(src: Path, dst: Path) -> None:
-    """Hard link (no extra disk for a large model), copy where links are not possible."""
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copyfile(src, dst)
+        """Score the committed model on the revealed test set, publish it, `RevealModel`
+        (`miner_reveal.reveal_round`); on the poll loop, while the next round trains."""
+        reveal_round(self, info, work)

@@ -4,7 +4,9 @@ Paper Sec. IV-A, docs/transactions.md, docs/rounds.md: a publisher uploads its t
 *encrypted*, commits to the data key (SHA-256) and to the test-set key in the `TaskSpec`, escrows
 the reward with `SubmitTask`, and — only once its task is selected for a round — releases the data
 key in TRAIN (`ReleaseTrainKey`) and the test key in REVEAL (`RevealTestSet`). Until then nobody,
-miners included, can train on or overfit to its data.
+miners included, can train on or overfit to its data. With pipelined rounds a selected task's
+round is first ANNOUNCED (miners fetch the ciphertext), and the key goes out once it trains;
+one of its tasks may be in REVEAL while another trains, each handled per round.
 
 Preparing a task (split, encrypt, stage, fill the spec; idempotent per name) is `task_prep`,
 checking that it can work at all is `task_fit`; both are re-exported here.
@@ -41,6 +43,7 @@ from training.sidecars.base import (
     TxRejected,
     WatermarkParamsError,
     WatermarkScheme,
+    training_first,
 )
 from training.sidecars.metrics_server import Metrics
 from training.sidecars.rpc_client import RpcClient
@@ -319,6 +322,11 @@ class Publisher(Sidecar):
     def top_up(self) -> None:
         """Keep `keep_pending` demo tasks waiting so every round has work (devnet mode).
 
+        Only tasks in the pool count (`tasks/pending`): a task of this publisher that an active
+        round selected (ANNOUNCED or later) is not pending, so as soon as a round is announced
+        the pool is refilled for the one after it, which pipelined rounds announce while the
+        round before still trains (docs/rounds.md).
+
         A refused submission is logged and counted, and the same prepared task is sent again
         after `top_up_retry_seconds` (a nonce clash passes, a balance can be refilled): the
         top-up never stops for good."""
@@ -362,7 +370,14 @@ class Publisher(Sidecar):
         self._attempts[(rnd, step)] = n + 1
         return True
 
+    def order_rounds(self, infos: list[RoundInfo]) -> list[RoundInfo]:
+        """The training round's key first: miners wait for it (`training_first`)."""
+        return training_first(infos)
+
     def on_round(self, info: RoundInfo) -> None:
+        """Per round of its own tasks: the data key once the round is in TRAIN (an ANNOUNCED
+        round would refuse it: its miners fetch the ciphertext meanwhile), the test key in
+        REVEAL. With pipelined rounds both can be due in one poll, for two of its tasks."""
         from abci_app.dlbc import txs
 
         rec = info.record

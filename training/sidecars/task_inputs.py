@@ -55,23 +55,50 @@ def check_remote_uri(uri: str, allow_file: bool, allow_private: bool = False) ->
     checked_addresses(host, port, NetPolicy())
 
 
+def download_dataset(uri: str, sha256_hex: str, size: int, dest: Path, max_bytes: int, *,
+                     allow_file: bool = False, allow_private: bool = False,
+                     min_rate_bps: float = 0, deadline: float | None = None) -> Path:
+    """Download an encrypted `.npz` data set to `dest` (size-capped, digest-checked); no key
+    needed.
+
+    The first half of `fetch_dataset`, on its own so a miner can fetch a round's ciphertext
+    while the round is ANNOUNCED, before its key is released (paper IV-B: the next task's
+    encrypted data goes out ahead of time), and only decrypt once the key lands. A `dest`
+    already holding the right bytes (a restarted miner's earlier download) is kept as it is.
+    `size` is the spec's declared `data_size_bytes` (0 for a test set, whose size no spec
+    declares): with `max_bytes` the download cap.
+    """
+    from training.artifacts import fetch, sha256_file
+
+    check_remote_uri(uri, allow_file, allow_private)
+    cap = min(max_bytes, size) if size > 0 else max_bytes
+    if (dest.is_file() and dest.stat().st_size <= cap
+            and sha256_file(dest) == sha256_hex.lower()):
+        return dest
+    return fetch(uri, max_bytes=cap, sha256=sha256_hex, dest=dest, allow_private=allow_private,
+                 min_rate_bps=min_rate_bps, deadline=deadline)
+
+
+def decrypt_downloaded(path: Path, key: bytes, num_classes: int | None, *,
+                       max_decoded_bytes: int | None = None) -> ArrayDataset:
+    """The second half of `fetch_dataset`: decrypt and load a downloaded data set with its key.
+
+    The loaded arrays are bounded by `load_npz`'s expansion limit over the ciphertext's size
+    (docs/artifacts.md "Data sets"), so the download cap also bounds the memory it takes."""
+    from training.encryption import decrypt_dataset
+
+    return decrypt_dataset(key, path.read_bytes(), num_classes=num_classes,
+                           max_decoded_bytes=max_decoded_bytes)
+
+
 def fetch_dataset(uri: str, sha256_hex: str, size: int, key: bytes, dest: Path,
                   max_bytes: int, num_classes: int | None, *,
                   allow_file: bool = False, allow_private: bool = False,
                   max_decoded_bytes: int | None = None, min_rate_bps: float = 0,
                   deadline: float | None = None) -> ArrayDataset:
-    """Download (size-capped, digest-checked) and decrypt an encrypted `.npz` data set.
-
-    `size` is the spec's declared `data_size_bytes` (0 for a test set, whose size no spec
-    declares): the download cap, and through `load_npz`'s expansion limit the bound on what the
-    data set may take in memory once loaded (docs/artifacts.md "Data sets").
-    """
-    from training.artifacts import fetch
-    from training.encryption import decrypt_dataset
-
-    check_remote_uri(uri, allow_file, allow_private)
-    cap = min(max_bytes, size) if size > 0 else max_bytes
-    fetch(uri, max_bytes=cap, sha256=sha256_hex, dest=dest, allow_private=allow_private,
-          min_rate_bps=min_rate_bps, deadline=deadline)
-    return decrypt_dataset(key, dest.read_bytes(), num_classes=num_classes,
-                           max_decoded_bytes=max_decoded_bytes)
+    """Download (size-capped, digest-checked) and decrypt an encrypted `.npz` data set: the
+    test set, whose key is revealed before anyone fetches it (`download_dataset`, then
+    `decrypt_downloaded`)."""
+    download_dataset(uri, sha256_hex, size, dest, max_bytes, allow_file=allow_file,
+                     allow_private=allow_private, min_rate_bps=min_rate_bps, deadline=deadline)
+    return decrypt_downloaded(dest, key, num_classes, max_decoded_bytes=max_decoded_bytes)

@@ -128,6 +128,10 @@ class Verifier(Sidecar):
         self.worker.close()
 
     def on_round(self, info: RoundInfo) -> None:
+        """Work for round `info` by its own phase and number: with pipelined rounds the newest
+        round trains (or is ANNOUNCED: nothing to do) while this one reveals or verifies, and
+        its verdicts go to `verdicts/round-<n>.json` of its own number, the file ExtendVote
+        reads for the one round in REVEAL/VERIFY (`settle.extension_round`)."""
         rec = info.record
         n = rec.round
         if rec.phase is Phase.REVEAL and rec.test_key_revealed:

@@ -7,6 +7,7 @@ node's RPC, who won round 1: it must be the winner the devnet printed.
 
 from __future__ import annotations
 
+import json
 import re
 import socket
 import subprocess
@@ -41,9 +42,20 @@ def test_devnet_one_round(tmp_path: Path) -> None:
     m = re.search(r"round 1: winner: ([0-9a-f]{40}) \((miner-\d)\)", text)
     assert m, text
     printed_winner = m.group(1)
-    for png in ("dice.png", "watermark.png"):
+    # a fresh devnet pipelines its rounds: round 2 is announced while round 1 trains
+    assert "rounds: pipelined (TRAIN 16 s, REVEAL 6 s, VERIFY 10 s)" in text, text
+    assert "round 2: phase ANNOUNCED" in text, text
+    for png in ("dice.png", "watermark.png", "learning_curves.png"):
         data = (out / "plots" / png).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+    # the learning curves of round 1's revealers, scored on its revealed test set, are kept
+    rows = [r for r in json.loads((out / "history.json").read_text()) if r["round"] == 1]
+    curves = {r["miner"]: r["curve"] for r in rows if r.get("curve")}
+    assert "miner-1" in curves, rows
+    for points in curves.values():
+        assert [p["epoch"] for p in points] == sorted(p["epoch"] for p in points)
+        assert all(0.0 <= p["score"] <= 1.0 and p["seconds"] > 0 for p in points)
+    assert "round 1: learning curves" in text
     assert list((out / "models").glob("round-1-winner-*.safetensors"))
 
     chain = LocalChain(out, rpc_port=base, app_port=base + 1, block_time=0.5)
@@ -67,10 +79,13 @@ def test_devnet_one_round(tmp_path: Path) -> None:
         [sys.executable, "-m", "dlbc_ops.cli.main", "devnet", "--rounds", "1", "--out", str(out),
          "--base-port", str(base), "--block-time", "0.5", "--train-seconds", "16",
          "--reveal-seconds", "6", "--verify-seconds", "10", "--samples", "48", "--no-plots",
-         "--fund", f"{newbie}=4321"],
+         "--fund", f"{newbie}=4321", "--sequential"],
         capture_output=True, text=True, timeout=150, check=False)
     assert again.returncode == 0, again.stdout + again.stderr
     assert "resuming saved state" in again.stdout
+    # the resumed chain keeps its genesis params, and says so
+    assert "--sequential is ignored: a resumed chain keeps its genesis params" in again.stdout
+    assert "rounds: pipelined" in again.stdout
     assert re.search(f"faucet: sent 4321 to {newbie} .*its balance is now 4321", again.stdout), \
         again.stdout
     m2 = re.search(r"chain dlbc-devnet at height (\d+)", again.stdout)

@@ -152,6 +152,45 @@ def test_round_summary_reads_the_round_query():
     assert demo.round_summary(None) is None
 
 
+def _answer(doc: object) -> dict[str, object]:
+    import base64
+
+    return {"response": {"value": base64.b64encode(json.dumps(doc).encode()).decode()}}
+
+
+def test_rounds_summary_shows_every_active_round_of_a_pipelined_chain():
+    active = {"rounds": [{"round": 3, "phase": "VERIFY", "task_id": 3},
+                         {"round": 4, "phase": "TRAIN", "task_id": 5},
+                         {"round": 5, "phase": "ANNOUNCED", "task_id": 6}],
+              "last_block_time_ns": 1}
+    closed = _answer({"round": 5, "status": "active", "phase": "ANNOUNCED", "task_id": 6})
+    assert demo.rounds_summary(_answer(active), closed) == (
+        "round 3 VERIFY, task 3; round 4 TRAIN, task 5; round 5 ANNOUNCED, task 6")
+    # nothing active (idle chain, or a node without rounds/active): the `round` query's line
+    idle = _answer({"round": 2, "status": "closed", "task_id": 1, "outcome": "no_reveal"})
+    assert demo.rounds_summary(_answer({"rounds": []}), idle) == \
+        "round 2 closed, task 1, outcome no_reveal"
+    assert demo.rounds_summary(None, idle) == "round 2 closed, task 1, outcome no_reveal"
+
+
+def test_demo_genesis_pipelines_rounds_with_the_demo_phases():
+    """60/12/30: REVEAL + VERIFY fit in TRAIN, so a demo chain gets two rounds in flight; phases
+    an operator sets too short for that fall back to sequential rounds, and naming
+    rounds_in_flight=1 keeps them sequential."""
+    key = KeyPair.from_seed(bytes(range(32)))
+    settings = demo.DemoSettings()
+    accounts, params = demo.genesis_inputs([], [], key, settings)
+    p = gen.build_app_state(None, accounts=accounts, params=params)["params"]
+    assert (p["train_seconds"], p["reveal_seconds"], p["verify_seconds"]) == (60, 12, 30)
+    assert p["rounds_in_flight"] == 2
+    _, params = demo.genesis_inputs([], [("verify_seconds", 50)], key, settings)
+    assert gen.build_app_state(None, accounts=accounts, params=params)["params"][
+        "rounds_in_flight"] == 1
+    _, params = demo.genesis_inputs([], [("rounds_in_flight", 1)], key, settings)
+    assert gen.build_app_state(None, accounts=accounts, params=params)["params"][
+        "rounds_in_flight"] == 1
+
+
 # ------------------------------------------------------------------------- the devnet fallback
 
 
@@ -179,6 +218,13 @@ def test_devnet_argv_maps_options_and_explains_ignored_ones(tmp_path: Path):
     argv, notes = devnet_argv(_localnet_args(home=tmp_path, validators=1))
     assert not any("--validators" in n for n in notes)
     assert any("always runs the demo" in n for n in notes)  # no --demo given
+
+
+def test_devnet_argv_maps_sequential_rounds(tmp_path: Path):
+    argv, notes = devnet_argv(_localnet_args(home=tmp_path, param=["rounds_in_flight=1"]))
+    assert argv[-1] == "--sequential" and cli.build_parser().parse_args(argv).sequential
+    argv, notes = devnet_argv(_localnet_args(home=tmp_path, param=["rounds_in_flight=2"]))
+    assert "--sequential" not in argv and not any("rounds_in_flight" in n for n in notes)
 
 
 def test_fallback_without_cometbft_runs_devnet_with_mapped_options(tmp_path: Path, capsys):
@@ -262,6 +308,7 @@ def test_demo_prepare_only_funds_publisher_in_every_genesis_and_resumes(tmp_path
         assert demo.genesis_balance(doc, publisher.address_hex) == demo.PUBLISHER_BALANCE
         p = doc["app_state"]["params"]
         assert (p["train_seconds"], p["reveal_seconds"], p["verify_seconds"]) == (60, 20, 30)
+        assert p["rounds_in_flight"] == 2  # 20 + 30 <= 60: pipelined, the default
     assert len(digests) == 1
     # The start commands: one publisher for the network on node0's RPC, two miners on node1's
     # (their txs must reach the proposer by gossip), one verifier per node on its own node.

@@ -131,7 +131,7 @@ def test_task_submit_cli_lands_a_task(withheld: dict, tmp_path: Path, source: st
         task = rpc.query_json(f"tasks/{m.group(1)}")
     assert task["publisher"] == withheld["pub"].address.hex() and task["reward"] == 10_500
     assert task["spec"]["architecture"] == ("unet2d" if source == "demo" else "fcn")
-    assert task["spec"]["input_shape"] == ([1, 32, 32] if source == "demo" else [1, 16, 16])
+    assert task["spec"]["input_shape"] == ([1, 80, 80] if source == "demo" else [1, 16, 16])
     assert (tmp_path / "w" / "submitted.json").exists()
 
 

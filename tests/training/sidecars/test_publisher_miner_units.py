@@ -175,12 +175,21 @@ def test_miner_rounds_count_only_rounds_it_could_mine(tmp_path: Path) -> None:
     from .helpers import key
 
     miner = Miner(MinerConfig(rpc_url="http://127.0.0.1:1", workdir=tmp_path / "m",
-                              progress=False), key(61))
-    late = round_info(5, b"\5" * 32, [], [])  # first seen in VERIFY
-    miner.on_round(late)
-    assert not miner.counts_round(late)
-    early = round_info(6, b"\6" * 32, [], [])
-    in_train = replace(early, record=replace(early.record, phase=Phase.TRAIN,
-                                             key_released=False))
-    miner.on_round(in_train)  # waits for the data key: no chain call
-    assert miner.counts_round(early)
+                              progress=False), key(61),
+                  rpc=RpcClient("http://127.0.0.1:1", backoff=Backoff(attempts=1)))
+    try:
+        late = round_info(5, b"\5" * 32, [], [])  # first seen in VERIFY
+        miner.on_round(late)
+        assert not miner.counts_round(late)
+        early = round_info(6, b"\6" * 32, [], [])
+        in_train = replace(early, record=replace(early.record, phase=Phase.TRAIN,
+                                                 key_released=False))
+        # waits for the data key; its prefetch asks the node on a download thread, not here
+        miner.on_round(in_train)
+        assert miner.counts_round(early)
+        announced = round_info(7, b"\7" * 32, [], [])
+        miner.on_round(replace(announced, record=replace(announced.record,
+                                                          phase=Phase.ANNOUNCED)))
+        assert miner.counts_round(announced)  # seen before its TRAIN: it could mine it
+    finally:
+        miner.teardown()
