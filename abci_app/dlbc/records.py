@@ -340,7 +340,7 @@ class Round:
     train_end_ns: int
     reveal_end_ns: int
     verify_end_ns: int
-    seed: bytes  # hash of the block that started the round: the watermark seed (docs/watermark.md)
+    seed: bytes  # hash of the block that created (started or announced) the round: the watermark seed
     queue_len: int  # l of Eq. 1 and 5 when the round started
     ranking_score_e18: int
     publisher_share_ppm: int  # Eq. 5, fixed at the start of the round

@@ -66,8 +66,9 @@ def test_training_improves_dice(seg_sets) -> None:
 
 
 def test_demo_task_learns_for_every_seed() -> None:
-    """The devnet's demo task (training/sidecars/publisher.py DemoDataConfig, the miner's learning rate
-    and batch size) reaches a real Dice from every model seed within 5 epochs (25 steps).
+    """The old shapes task (training/data.py make_segmentation_2d, the demo task before issue 14
+    and still the sidecar tests' tiny task; the miner's learning rate and batch size) reaches a
+    real Dice from every model seed within 5 epochs (25 steps).
 
     With PyTorch's default initialisation seeds 0 and 2 predicted all background (Dice 0) after
     5 epochs, and seed 2 still did after 20; see models.init_weights.
