@@ -3,7 +3,10 @@ it fails, and these let a test assert it did (by the home folder the children we
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import subprocess
 from pathlib import Path
 
 
@@ -20,3 +23,28 @@ def processes_mentioning(text: str) -> list[int]:
         if text in cmdline:
             pids.append(int(entry.name))
     return pids
+
+
+def default_sigint() -> None:
+    """`preexec_fn` for a CLI whose Ctrl-C a test checks: SIGINT back to its default.
+
+    A shell that starts a job in the background (`make test &`, CI runners, nohup) sets SIGINT
+    to "ignore", children inherit that, and Python then never raises KeyboardInterrupt: the
+    Ctrl-C under test would be lost through no fault of the CLI."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def stop_cli(proc: subprocess.Popen[str], home: str, grace_s: float = 30.0) -> None:
+    """Stop a CLI a failed test left running, and the children it started in their own
+    sessions: SIGTERM first (the CLI's own orderly shutdown stops them), then SIGKILL for
+    whatever still mentions `home`."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    for pid in processes_mentioning(home):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)

@@ -20,6 +20,7 @@ from dlbc_ops.cli.main import main as dlbc
 from dlbc_ops.devnode.launch import LocalChain
 from dlbc_ops.ports import port_is_free
 from tests.support.ports import devnet_base
+from tests.support.processes import default_sigint, stop_cli
 
 pytestmark = pytest.mark.slow
 
@@ -128,7 +129,8 @@ def test_devnet_ctrl_c_stops_everything(tmp_path: Path) -> None:
         [sys.executable, "-m", "dlbc_ops.cli.main", "devnet", "--out", str(tmp_path / "d"),
          "--base-port", str(base), "--block-time", "0.5", "--train-seconds", "30",
          "--samples", "48", "--no-plots"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        preexec_fn=default_sigint)  # noqa: PLW1509 - only a signal reset before exec
     lines: queue.Queue[str] = queue.Queue()
     threading.Thread(target=lambda: [lines.put(ln) for ln in proc.stdout], daemon=True).start()
     seen = []
@@ -143,9 +145,7 @@ def test_devnet_ctrl_c_stops_everything(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=60) == 130
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        stop_cli(proc, str(tmp_path / "d"))
     time.sleep(0.5)
     while not lines.empty():
         seen.append(lines.get())

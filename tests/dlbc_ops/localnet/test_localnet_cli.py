@@ -18,7 +18,7 @@ from dlbc_ops.localnet import plan as lp
 from dlbc_ops.localnet.ports import busy_ports
 from tests.support import REPO
 from tests.support.ports import localnet_base
-from tests.support.processes import processes_mentioning
+from tests.support.processes import default_sigint, processes_mentioning, stop_cli
 
 #: `dlbc localnet` as a child process
 LOCALNET = [sys.executable, "-m", "dlbc_ops", "localnet"]
@@ -235,6 +235,7 @@ def test_localnet_signal_stops_every_child(tmp_path: Path, sig: signal.Signals):
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        preexec_fn=default_sigint,  # noqa: PLW1509 - only a signal reset before exec
     )
     try:
         assert proc.stdout is not None
@@ -246,8 +247,7 @@ def test_localnet_signal_stops_every_child(tmp_path: Path, sig: signal.Signals):
         proc.send_signal(sig)
         assert proc.wait(timeout=30) == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        stop_cli(proc, str(home))
     assert processes_mentioning(str(home)) == []
 
 
