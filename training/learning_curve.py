@@ -60,8 +60,17 @@ def log_spaced(n: int, max_points: int) -> list[int]:
 
 def score_checkpoint(path: Path, test: ArrayDataset, architecture: str,
                      hparams: Mapping[str, Any], metric: str) -> int:
-    """`metric` of the checkpoint at `path` on `test`, in ppm (`trainer.evaluate`)."""
-    model = load_model(path, architecture, dict(hparams))
+    """`metric` of the checkpoint at `path` on `test`, in ppm (`trainer.evaluate`).
+
+    Either kind of checkpoint: a replayable one (weights and AdamW state, proof of learning,
+    `training.proof.checkpoint`) or a plain model file."""
+    from training.proof.checkpoint import BadCheckpoint, load_checkpoint
+
+    data = Path(path).read_bytes()
+    try:
+        model = load_checkpoint(data).model()
+    except BadCheckpoint:
+        model = load_model(data, architecture, dict(hparams))
     return evaluate(model, test, metric)
 
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -106,6 +107,15 @@ def _check_spatial(x: Tensor, ndim: int, multiple: int, name: str) -> None:
 _WEIGHTED = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
 
+#: The generator `init_weights` draws from inside `build_model(..., seed=...)`: a thread's own
+#: (a ContextVar is per thread), so a seeded build is the same whatever other threads do to
+#: torch's global RNG meanwhile — the devnet trains several miners in one process, each
+#: reseeding the global RNG every epoch, and a proof-of-learning anchored start
+#: (training/proof/seeds.py) must come out bit for bit as a validator rebuilds it.
+_init_generator: ContextVar[torch.Generator | None] = ContextVar("dlbc_init_generator",
+                                                                 default=None)
+
+
 def init_weights(
     model: nn.Module, *, output: nn.Module, zero: Sequence[nn.Module] = ()
 ) -> None:
@@ -132,14 +142,16 @@ def init_weights(
     The weights are larger than with the default (about 2.4x the standard deviation), so the
     watermark regulariser (docs/watermark.md) needs somewhat more optimizer steps to set every bit.
     """
+    gen = _init_generator.get()
     for module in model.modules():
         if isinstance(module, _WEIGHTED):
-            nn.init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="relu")
+            nn.init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="relu",
+                                    generator=gen)
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
     if not isinstance(output, _WEIGHTED):
         raise TypeError(f"output layer must be a convolution or linear layer, got {output}")
-    nn.init.kaiming_normal_(output.weight, mode="fan_in", nonlinearity="linear")
+    nn.init.kaiming_normal_(output.weight, mode="fan_in", nonlinearity="linear", generator=gen)
     for module in zero:
         if not isinstance(module, _WEIGHTED):
             raise TypeError(f"zero-initialised layer must be a convolution or linear, got {module}")
@@ -382,16 +394,21 @@ def resolve_hparams(arch: str, hparams: HParams) -> dict[str, int]:
 def build_model(arch: str, hparams: HParams | None = None, *, seed: int | None = None) -> nn.Module:
     """Build registry architecture `arch` from `hparams` (missing keys take the defaults).
 
-    With `seed`, the initial weights are reproducible and the global RNG is left untouched.
-    Raises ValueError for an unknown architecture or bad / impossible hyper-parameters.
+    With `seed`, the initial weights are drawn from a generator of their own seeded `seed`
+    (`_init_generator`): reproducible, also while other threads use torch's global RNG, which
+    is left as it was. Raises ValueError for an unknown architecture or bad / impossible
+    hyper-parameters.
     """
     entry = get_architecture(arch)
     resolved = resolve_hparams(arch, hparams or {})
     if seed is None:
         return entry.builder(resolved)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return entry.builder(resolved)
+    token = _init_generator.set(torch.Generator().manual_seed(seed))
+    try:
+        with torch.random.fork_rng(devices=[]):  # layers' own default init draws from it
+            return entry.builder(resolved)
+    finally:
+        _init_generator.reset(token)
 
 
 def check_input_shape(arch: str, hparams: HParams | None, input_shape: Sequence[int]) -> None:

@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Literal, Protocol, TextIO
 
@@ -35,6 +35,10 @@ LossName = Literal["auto", "bce_dice", "bce", "cross_entropy"]
 
 # Training sets up to this size are copied to the GPU once; larger ones go batch by batch.
 _RESIDENT_BYTES = 2 << 30
+
+
+CheckpointWriter = Callable[[nn.Module, torch.optim.Optimizer, int, int, Path], str]
+"""`(model, optimizer, epoch, step, path) -> sha256 hex`: writes one checkpoint file."""
 
 
 class TrainingError(ValueError):
@@ -86,6 +90,16 @@ class TrainConfig:
     """Steps timed at the start of epoch 1 to reject a budget too small for even one epoch."""
     progress: bool = True
     """Show a progress bar on stderr."""
+    epoch_seeds: Callable[[int], int] | None = None
+    """Proof of learning (docs/proof_of_learning.md): epoch `e` (1-based) shuffles with its own
+    generator seeded `epoch_seeds(e)` and reseeds torch's global RNG with it, so a validator can
+    replay any one epoch from its starting checkpoint alone. None: one generator seeded with
+    `seed` for the whole run (each epoch's order depends on every earlier one)."""
+    checkpoint_writer: CheckpointWriter | None = None
+    """Writes every checkpoint (with `checkpoint_dir`) instead of `save_model`: proof of learning
+    needs the optimizer state too (`training.proof.checkpoint.checkpoint_writer`). With it an
+    epoch-0 checkpoint (the untrained model, step 0, fresh optimizer) is written before epoch 1,
+    so `TrainResult.checkpoints` holds epochs 0..E; without it, epochs 1..E."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +170,12 @@ def _use_bf16(cfg: TrainConfig, device: torch.device) -> bool:
         return False
     with torch.cuda.device(device):
         return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+
+
+def uses_bf16(cfg: TrainConfig) -> bool:
+    """Whether `train(..., cfg)` will autocast to bf16 on this machine: a miner records it in
+    its replay config (docs/proof_of_learning.md), where it picks the replay threshold."""
+    return _use_bf16(cfg, select_device(cfg.device))
 
 
 class _Fp32Knob(Protocol):
@@ -277,6 +297,62 @@ def _check_compat(model: nn.Module, data: ArrayDataset, device: torch.device) ->
         )
 
 
+def seed_epoch(n: int, seed: int) -> Tensor:
+    """Start a replayable epoch: reseed torch's global RNG with `seed` and return the epoch's data
+    order, a permutation of range(n) drawn from a generator of its own seeded `seed`.
+
+    Shared by `train` (with `TrainConfig.epoch_seeds`) and a validator's replay, so both draw the
+    very same order.
+    """
+    torch.manual_seed(seed)
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))  # (n,) int64
+
+
+def train_epoch(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    inputs: Tensor,
+    targets: Tensor,
+    order: Tensor,
+    *,
+    batch_size: int,
+    kind: str,
+    loss: LossName,
+    extra_loss: Callable[[nn.Module], Tensor] | None,
+    device: torch.device,
+    bf16: bool,
+    on_step: Callable[[int], None] | None = None,
+) -> tuple[int, Tensor]:
+    """One epoch of optimizer steps over `inputs[order]` in batches of `batch_size`.
+
+    The batch loop of `train`, public so that a proof-of-learning replay runs the very same code
+    as the miner did (training.proof.verify). `inputs` (N, C, *S) and `targets` may live on the
+    CPU or on `device`; `order` lives where `inputs` does. `on_step(i)` is called after the i-th
+    step (1-based). Returns (steps taken, summed loss as a 0-d tensor on `device`, unsynced).
+    """
+    model.train()
+    steps = math.ceil(len(order) / batch_size)
+    loss_sum = torch.zeros((), device=device)
+    for i in range(steps):
+        idx = order[i * batch_size : (i + 1) * batch_size]
+        x = _gather(inputs, idx, device)  # (B, C, *S)
+        y = _gather(targets, idx, device)  # (B, *S) or (B,)
+        # bf16 needs no GradScaler: it has float32's exponent range, so gradients don't
+        # underflow; parameters, optimizer state and the loss stay float32.
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16):
+            logits: Tensor = model(x)  # (B, K, *S) or (B, K)
+        step_loss = compute_loss(logits, y, kind, loss)
+        if extra_loss is not None:
+            step_loss = step_loss + extra_loss(model)
+        optimizer.zero_grad(set_to_none=True)
+        torch.autograd.backward(step_loss)
+        optimizer.step()
+        loss_sum += step_loss.detach()
+        if on_step is not None:
+            on_step(i + 1)
+    return steps, loss_sum
+
+
 def train(
     model: nn.Module,
     train_data: ArrayDataset,
@@ -293,6 +369,8 @@ def train(
     checkpoint included (the slowest of the last three), times `safety_factor` still fits before
     the deadline. `extra_loss(model)` is added to every step's loss (computed in float32 outside
     autocast). Returns a TrainResult with per-epoch checkpoints and their SHA-256 digests.
+    `cfg.epoch_seeds` and `cfg.checkpoint_writer` make the run replayable epoch by epoch (proof
+    of learning, docs/proof_of_learning.md).
 
     On CUDA with `cfg.bf16`, forward passes run under bf16 autocast; the loss, the gradients'
     accumulation into float32 parameters and the optimizer stay float32.
@@ -326,6 +404,10 @@ def train(
                                   weight_decay=cfg.weight_decay)
 
     result = TrainResult(0, 0, [], [], 0.0, 0.0, "budget", str(device))
+    if cfg.checkpoint_writer is not None:
+        start_checkpoint = _checkpoint(model, optimizer, cfg, 0, 0)  # the anchored start
+        if start_checkpoint is not None:
+            result.checkpoints.append(start_checkpoint)
     recent_epoch_seconds: list[float] = []
     while True:
         epoch = result.epochs + 1
@@ -339,36 +421,30 @@ def train(
             result.stopped = "budget"
             break
         bar = ProgressBar(steps_per_epoch, f"epoch {epoch}", stream=stream, enabled=cfg.progress)
-        model.train()
-        order = torch.randperm(n, generator=shuffle).to(inputs.device)
-        loss_sum = torch.zeros((), device=device)
+        if cfg.epoch_seeds is None:
+            order = torch.randperm(n, generator=shuffle)
+        else:
+            order = seed_epoch(n, cfg.epoch_seeds(epoch))
         loop_start = time.monotonic()
-        for i in range(steps_per_epoch):
-            idx = order[i * cfg.batch_size : (i + 1) * cfg.batch_size]
-            x = _gather(inputs, idx, device)  # (B, C, *S)
-            y = _gather(targets, idx, device)  # (B, *S) or (B,)
-            # bf16 needs no GradScaler: it has float32's exponent range, so gradients don't
-            # underflow; parameters, optimizer state and the loss stay float32.
-            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16):
-                logits: Tensor = model(x)  # (B, K, *S) or (B, K)
-            loss = compute_loss(logits, y, train_data.kind, cfg.loss)
-            if extra_loss is not None:
-                loss = loss + extra_loss(model)
-            optimizer.zero_grad(set_to_none=True)
-            torch.autograd.backward(loss)
-            optimizer.step()
-            loss_sum += loss.detach()
-            result.steps += 1
-            if epoch == 1 and i + 1 == min(cfg.probe_steps, steps_per_epoch):
-                _probe(device, loop_start, i + 1, steps_per_epoch, deadline)
+
+        def on_step(i: int, epoch: int = epoch, loop_start: float = loop_start,
+                    bar: ProgressBar = bar) -> None:
+            if epoch == 1 and i == min(cfg.probe_steps, steps_per_epoch):
+                _probe(device, loop_start, i, steps_per_epoch, deadline)
             bar.update(1)
+
+        steps, loss_sum = train_epoch(
+            model, optimizer, inputs, targets, order.to(inputs.device),
+            batch_size=cfg.batch_size, kind=train_data.kind, loss=cfg.loss,
+            extra_loss=extra_loss, device=device, bf16=bf16, on_step=on_step)
+        result.steps += steps
         mean_loss = float(loss_sum) / steps_per_epoch  # syncs the device once per epoch
         if not math.isfinite(mean_loss):
             raise TrainingError(f"loss diverged to {mean_loss} in epoch {epoch}")
         result.step_seconds += time.monotonic() - loop_start
         result.epochs = epoch
         result.epoch_losses.append(mean_loss)
-        checkpoint = _checkpoint(model, cfg, epoch, result.steps)
+        checkpoint = _checkpoint(model, optimizer, cfg, epoch, result.steps)
         if checkpoint is not None:
             result.checkpoints.append(checkpoint)
         bar.note = f"loss {mean_loss:.4f}  {max(0.0, deadline - time.monotonic()):.1f}s left"
@@ -403,11 +479,20 @@ def _probe(device: torch.device, loop_start: float, steps: int, per_epoch: int,
         )
 
 
-def _checkpoint(model: nn.Module, cfg: TrainConfig, epoch: int, step: int) -> Checkpoint | None:
+# Not written into a checkpoint's `dlbc.train_config`: the metadata dict itself, and callables
+# (whose str() is a memory address, which would make the file's digest differ run to run).
+_NOT_IN_TRAIN_CONFIG = frozenset({"checkpoint_metadata", "epoch_seeds", "checkpoint_writer"})
+
+
+def _checkpoint(model: nn.Module, optimizer: torch.optim.Optimizer, cfg: TrainConfig, epoch: int,
+                step: int) -> Checkpoint | None:
     if cfg.checkpoint_dir is None:
         return None
     path = Path(cfg.checkpoint_dir) / f"{cfg.checkpoint_prefix}-{epoch:04d}.safetensors"
-    config = {k: str(v) for k, v in asdict(cfg).items() if k != "checkpoint_metadata"}
+    if cfg.checkpoint_writer is not None:
+        return Checkpoint(epoch, path, cfg.checkpoint_writer(model, optimizer, epoch, step, path))
+    config = {f.name: str(getattr(cfg, f.name)) for f in fields(cfg)
+              if f.name not in _NOT_IN_TRAIN_CONFIG}
     metadata = {**cfg.checkpoint_metadata, "dlbc.epoch": str(epoch), "dlbc.step": str(step),
                 "dlbc.train_config": repr(sorted(config.items()))}
     # No fsync per epoch: it can stall for long on a busy disk and steal the training budget.
@@ -466,6 +551,7 @@ def evaluate(
 
 
 __all__ = [
-    "BudgetTooSmall", "Checkpoint", "EpochReport", "StopTraining", "TrainConfig", "TrainResult",
-    "TrainingError", "compute_loss", "evaluate", "predict", "select_device", "train",
+    "BudgetTooSmall", "Checkpoint", "CheckpointWriter", "EpochReport", "StopTraining",
+    "TrainConfig", "TrainResult", "TrainingError", "compute_loss", "evaluate", "predict",
+    "seed_epoch", "select_device", "train", "train_epoch", "uses_bf16",
 ]

@@ -24,8 +24,8 @@ from abci_app.dlbc.wire import WireError, parse_canonical
 from abci_app.pb.dlbc.v1 import vote_pb2
 
 #: Encoded size of one Verdict inside a VerdictSet, at most: tag+len of the entry (3), miner
-#: (2+20), digest (2+32), watermark_ok (2), score_ppm (1+3 for <= 1e6).
-VERDICT_MAX_BYTES = 3 + 22 + 34 + 2 + 4
+#: (2+20), digest (2+32), watermark_ok (2), score_ppm (1+3 for <= 1e6), trajectory_failed (2).
+VERDICT_MAX_BYTES = 3 + 22 + 34 + 2 + 4 + 2
 #: VerdictSet fields besides its verdicts: round (1+10), complete (2), test_set_unusable (2).
 VERDICT_SET_OVERHEAD = 16
 
@@ -61,7 +61,7 @@ def decode_verdict_set(ext: bytes, round_no: int,
                 or key <= last or (miner, digest) not in known):
             return None
         last = key
-        out.append(Verdict(miner, digest, v.watermark_ok, v.score_ppm))
+        out.append(Verdict(miner, digest, v.watermark_ok, v.score_ppm, v.trajectory_failed))
     return VerdictSet(RoundNo(vs.round), vs.complete, vs.test_set_unusable, tuple(out))
 
 
@@ -75,7 +75,8 @@ def extension_bytes(round_no: int, found: VerdictFile) -> bytes:
     ext: bytes = vote_pb2.VerdictSet(
         round=round_no, complete=found.complete, test_set_unusable=found.test_set_unusable,
         verdicts=[vote_pb2.Verdict(miner=v.miner, model_digest=v.model_digest,
-                                   watermark_ok=v.watermark_ok, score_ppm=v.score_ppm)
+                                   watermark_ok=v.watermark_ok, score_ppm=v.score_ppm,
+                                   trajectory_failed=v.trajectory_failed)
                   for v in ordered],
     ).SerializeToString(deterministic=True)
     return ext

@@ -37,9 +37,11 @@ class Genesis:
 def default_app_state() -> dict[str, Any]:
     """The app_state a genesis builder starts from: every param named, no accounts.
 
-    A new chain gets pipelined rounds (`rounds_in_flight` 2, issue 14); `Params()` itself keeps
-    1, the behaviour of a genesis written before the param existed."""
-    return {"params": asdict(replace(Params(), rounds_in_flight=2)), "accounts": []}
+    A new chain gets pipelined rounds (`rounds_in_flight` 2, issue 14) and the proof-of-learning
+    spot-check (`proof_of_learning` 4 epochs per model, issue 15); `Params()` itself keeps 1 and
+    0, the behaviour of a genesis written before the params existed."""
+    return {"params": asdict(replace(Params(), rounds_in_flight=2, proof_of_learning=4)),
+            "accounts": []}
 
 
 def parse_address(text: Any, where: str = "address") -> Address:

@@ -53,10 +53,12 @@ MAX_REVEALS_PER_ROUND = 512
 
 #: Params whose JSON value is a string; every other field is an integer.
 _STRING_FIELDS = frozenset({"watermark_matrix"})
-#: Params added after chains were running (issue 14). Their stored form leaves them out while
-#: they hold their default, so a chain whose genesis predates them keeps its state bytes, and
-#: so its app hash (the golden chain): the default of each is the behaviour before it existed.
-_LATE_FIELDS = ("rounds_in_flight", "announce_seconds")
+#: Params added after chains were running (issues 14, 15). Their stored form leaves them out
+#: while they hold their default, so a chain whose genesis predates them keeps its state bytes,
+#: and so its app hash (the golden chain): the default of each is the behaviour before it existed.
+_LATE_FIELDS = ("rounds_in_flight", "announce_seconds", "proof_of_learning")
+#: Most epochs a validator replays per revealed model (`proof_of_learning`).
+MAX_PROOF_OF_LEARNING_EPOCHS = 64
 #: Most rounds the schedule holds at once (docs/rounds.md "Pipelined rounds").
 MAX_ROUNDS_IN_FLIGHT = 2
 
@@ -146,6 +148,12 @@ class Params:
     long before the training round's TRAIN ends, so miners can fetch its encrypted data before
     its TRAIN starts; its key is still released only in TRAIN. Above train_seconds it means
     train_seconds: the round is announced as soon as the round before it starts training."""
+    proof_of_learning: int = 0
+    """Epochs of each revealed model's training that every validator replays (the spot-check of
+    docs/proof_of_learning.md, issue 15); 0: no trajectory check (the chain before it). With it
+    a reveal must name at least two checkpoints (epoch 0, the anchored start, and one trained
+    epoch), and a validator whose replay fails says so in its verdict (`trajectory_failed`), a
+    refutation. `dlbc genesis`, the devnet and the localnet write 4."""
 
     def to_json(self) -> dict[str, int | str]:
         out = asdict(self)
@@ -216,6 +224,9 @@ class Params:
                 raise ValueError(f"params.{name} must be <= {PPM} (ppm)")
         self._validate_watermark()
         self._validate_pipeline()
+        if self.proof_of_learning > MAX_PROOF_OF_LEARNING_EPOCHS:
+            raise ValueError(f"params.proof_of_learning must be <= "
+                             f"{MAX_PROOF_OF_LEARNING_EPOCHS} epochs, got {self.proof_of_learning}")
 
     def _validate_pipeline(self) -> None:
         """Pipelined rounds keep the invariants the schedule relies on (docs/rounds.md): round n

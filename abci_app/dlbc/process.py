@@ -301,6 +301,13 @@ def process_reveal_model(view: KV, ctx: BlockCtx, sender: Address,
         raise InvalidTx(Code.BAD_REVEAL, "reveal needs a 32-byte digest, salt <= 64 bytes, "
                                          "score <= 1e6 ppm, a file/http(s) URI, "
                                          "<= 1000 32-byte checkpoint digests")
+    # Verify a chain with the proof-of-learning check gets a trajectory to check: epoch 0 (the
+    # anchored start) and at least one trained epoch (docs/proof_of_learning.md)
+    if ctx.params.proof_of_learning and len(msg.checkpoint_digests) < 2:
+        raise InvalidTx(Code.BAD_REVEAL, f"this chain checks training trajectories "
+                                         f"(proof_of_learning={ctx.params.proof_of_learning}): "
+                                         f"a reveal needs the digests of checkpoints 0..E, E >= 1,"
+                                         f" got {len(msg.checkpoint_digests)}")
     # Verify the reveal opens the sender's own commitment
     digest = msg.model_digest
     if model_commitment(digest, sender, msg.salt) != commitment:

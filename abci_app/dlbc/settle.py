@@ -17,8 +17,8 @@ power of faulty validators. Every node, deterministically:
 2. A validator is *present* when its extension is a valid, **complete** `VerdictSet` for this
    round (its verifier finished). Present power must exceed 2T/3.
 3. For every revealed model m, over the present validators: confirmations C(m) = power of
-   verdicts "watermark ok and |measured - claimed| <= tolerance", refutations R(m) = power of the
-   other verdicts on m. m is **confirmed** when 3·C(m) > T and not 3·R(m) > T; **refuted** when
+   verdicts "watermark ok, trajectory not failed and |measured - claimed| <= tolerance",
+   refutations R(m) = power of the other verdicts on m. m is **confirmed** when 3·C(m) > T and not 3·R(m) > T; **refuted** when
    3·R(m) > T and not 3·C(m) > T; otherwise undecided.
 4. The verified score of m is the power-weighted (lower) median of the measured scores of all
    present verdicts on m. The winner is the confirmed model with the **highest verified score**
@@ -235,7 +235,7 @@ def collect_reports(view: KV, settle: Settle, round_no: RoundNo, height: Height,
         if vs is None or not vs.complete:
             continue  # signed by its validator, but not a finished verdict set: not present
         reports.append(Report(power, {
-            (v.miner, v.model_digest): (v.watermark_ok, v.score_ppm)
+            (v.miner, v.model_digest): (v.provenance_ok, v.score_ppm)
             for v in vs.verdicts}, vs.test_set_unusable))
     present = sum(r.power for r in reports)
     # Verify more than 2/3 of the voting power finished verifying this round

@@ -57,7 +57,7 @@ from abci_app.pb.tendermint.abci import types_pb2 as abci_pb2
 
 #: The stateless size bound of a Settle: `settle.max_settle_bytes` at the largest allowed
 #: `max_reveals_per_round` (process_settle checks the chain's own, smaller bound).
-MAX_SETTLE_BYTES = 32 + 150 * (4 + 2 + 22 + 11 + 4 + 66 + 2 + 16 + 512 * 65)
+MAX_SETTLE_BYTES = 32 + 150 * (4 + 2 + 22 + 11 + 4 + 66 + 2 + 16 + 512 * 67)
 
 # oneof field name of TxBody for each message type
 MSG_FIELD: dict[type[Message], str] = {

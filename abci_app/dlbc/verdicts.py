@@ -13,6 +13,9 @@ reader sees either nothing or the whole file::
      "verdicts": [{"miner": "<40 hex>", "model_digest": "<64 hex>",
                    "watermark_ok": true, "score_ppm": 873000}, ...]}
 
+A verdict whose model failed the proof-of-learning check (docs/proof_of_learning.md) also has
+``"trajectory_failed": true``; the key is left out otherwise, so files stay as they were.
+
 `home` is the app's --home (the same directory `DlbcApplication(home)` gets). Reading never
 raises and never blocks: a missing, partial or malformed file reads as None, and ExtendVote then
 sends an empty extension (CometBFT has no timeout on ExtendVote and halts on an error).
@@ -41,10 +44,22 @@ class Verdict:
     model_digest: bytes  # 32-byte SHA-256 of the safetensors file
     watermark_ok: bool
     score_ppm: int  # measured on the revealed test set, 0..1_000_000
+    trajectory_failed: bool = False
+    """The proof-of-learning spot-check refuted the model's training trajectory."""
+
+    @property
+    def provenance_ok(self) -> bool:
+        """Whether the model is its miner's own work as far as this validator checked: its
+        watermark detected and no trajectory check failed (settle.py counts only such models
+        as confirmed)."""
+        return self.watermark_ok and not self.trajectory_failed
 
     def to_json(self) -> dict[str, Any]:
-        return {"miner": self.miner.hex(), "model_digest": self.model_digest.hex(),
-                "watermark_ok": self.watermark_ok, "score_ppm": self.score_ppm}
+        out: dict[str, Any] = {"miner": self.miner.hex(), "model_digest": self.model_digest.hex(),
+                               "watermark_ok": self.watermark_ok, "score_ppm": self.score_ppm}
+        if self.trajectory_failed:
+            out["trajectory_failed"] = True
+        return out
 
     @classmethod
     def from_json(cls, obj: Any) -> Verdict:
@@ -54,13 +69,16 @@ class Verdict:
         digest = bytes.fromhex(obj["model_digest"])
         ok = obj["watermark_ok"]
         score = obj["score_ppm"]
+        failed = obj.get("trajectory_failed", False)
         if len(miner) != 20 or len(digest) != 32:
             raise ValueError("miner must be 20 bytes and model_digest 32 bytes (hex)")
         if not isinstance(ok, bool) or not isinstance(score, int) or isinstance(score, bool):
             raise ValueError("watermark_ok must be a bool and score_ppm an int")  # noqa: TRY004
         if not 0 <= score <= 1_000_000:
             raise ValueError("score_ppm must be in 0..1000000")
-        return cls(miner, digest, ok, score)
+        if not isinstance(failed, bool):
+            raise ValueError("trajectory_failed must be a bool")  # noqa: TRY004
+        return cls(miner, digest, ok, score, failed)
 
 
 def verdict_path(home: Path | str, round_no: int) -> Path:
@@ -109,8 +127,8 @@ def read_verdicts(home: Path | str, round_no: int) -> VerdictFile | None:
             return None
         text = data.decode("utf-8")
         # the verifier's file decides this validator's vote extension: bound its shape first
-        # (4 top-level keys, 4 values per verdict), so no input reaches a recursion limit
-        check_json_shape(text, max_depth=3, max_values=8 + 5 * MAX_VERDICTS)
+        # (4 top-level keys, at most 5 values per verdict), so no input reaches a recursion limit
+        check_json_shape(text, max_depth=3, max_values=8 + 6 * MAX_VERDICTS)
         obj = json.loads(text)
         if not isinstance(obj, dict) or obj.get("round") != round_no:
             return None

@@ -67,9 +67,11 @@ class CurveJob:
 
 
 def checkpoints_in(directory: Path) -> list[Path]:
-    """The per-epoch checkpoints of a round folder in epoch order (trainer's
-    `epoch-NNNN.safetensors`; the zero-padded names sort by epoch)."""
-    return sorted(directory.glob("epoch-*.safetensors"))
+    """The trained epochs' checkpoints of a round folder in epoch order (trainer's
+    `epoch-NNNN.safetensors`; the zero-padded names sort by epoch). Epoch 0, the anchored start
+    a proof-of-learning run also writes, is no point of a learning curve."""
+    return [p for p in sorted(directory.glob("epoch-*.safetensors"))
+            if p.name != "epoch-0000.safetensors"]
 
 
 def load_test_set(task: Task, workdir: Path, *, allow_private: bool = True) -> ArrayDataset:

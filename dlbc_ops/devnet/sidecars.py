@@ -50,7 +50,7 @@ def build_sidecars(cfg: DevnetConfig, keys: demo.DemoKeys) -> dict[str, Sidecar]
             seed=i, progress=False, allow_private_networks=True), keys.keys[m.name])
     sidecars[VERIFIER] = Verifier(VerifierConfig(
         rpc_url=cfg.rpc_url, workdir=out / VERIFIER, app_home=app_home(out),
-        per_model_seconds=max(5.0, cfg.verify_seconds / 2),
+        per_model_seconds=demo.per_model_seconds(cfg.verify_seconds),
         allow_private_networks=True))
     return sidecars
 

@@ -135,14 +135,16 @@ def check_round(r: dict[str, Any], caplog: pytest.LogCaptureFixture) -> None:
     # The package defaults (256 bits, "diff": 512 coordinates) do not even fit this model (288)
     with pytest.raises(WatermarkError, match="512 coordinates"):
         WatermarkScheme.genesis_default().layer(model)
-    ckpts = sorted((strong.round_dir(1) / "checkpoints").iterdir())
+    # checkpoints of epochs 0 (the anchored start) .. E, and their manifest (proof of learning)
+    ckpts = sorted((strong.round_dir(1) / "checkpoints").glob("epoch-*.safetensors"))
     assert [sha256_file(p) for p in ckpts] == winner["checkpoint_digests"]
-    assert len(ckpts) == work.epochs >= 2
+    assert len(ckpts) == work.epochs + 1 >= 3
+    assert (strong.round_dir(1) / "checkpoints" / "manifest.json").is_file()
     # ... and they were published (at reveal) under the unguessable folder of the revealed URI
     public = strong.artifact_root / work.public_dir
     assert winner["model_uri"].endswith(f"/{work.public_dir}/model.safetensors")
     assert len(work.public_dir) == 32
-    assert [sha256_file(p) for p in sorted((public / "checkpoints").iterdir())] == \
+    assert [sha256_file(p) for p in sorted((public / "checkpoints").glob("epoch-*"))] == \
         winner["checkpoint_digests"]
 
     # Verify the operator metrics saw it all

@@ -98,12 +98,14 @@ class DemoNet(Localnet):
         return out
 
     def restart_validator(self, i: int) -> None:
-        """Bring node i back the way an operator does: app first, then its `cometbft node`."""
+        """Bring node i back the way an operator does: app first, then its `cometbft node`.
+
+        The node is restarted whether or not it still runs: CometBFT stops itself when its app's
+        connection breaks, but its shutdown can hang (seen in CI on v1.0, the process alive and
+        stuck for minutes), and a node left in that state never reconnects. `restart` kills a
+        running one first."""
         ctx = node_context(self.plan, i)
         for name in (f"app{i}", f"cometbft{i}"):
-            child = self.sup.child(name)
-            if child.popen.poll() is None and name.startswith("cometbft"):
-                continue  # the node outlived its app (it retries); it reconnects by itself
             self.sup.restart(name)
             port = ctx.rpc_port if name.startswith("cometbft") else self.plan.node_ports(i).abci
             wait_for_port(port, self.sup.child(name), 60)

@@ -29,10 +29,14 @@ from training.sidecars.rpc_client import Backoff, RpcClient
 @contextlib.contextmanager
 def local_chain(root: Path, *, params: dict[str, int], balances: dict[str, int],
                 block_time: float = 0.5) -> Iterator[LocalChain]:
-    """A running single-validator DLBC chain (app + dev node) under `root`; stopped on exit."""
+    """A running single-validator DLBC chain (app + dev node) under `root`; stopped on exit.
+
+    Trajectories are not checked unless `params` names `proof_of_learning`: a new chain's
+    default (4 epochs replayed per model) does not fit the few seconds of VERIFY these tests
+    give a round; tests/training/sidecars/test_proof_of_learning_chain.py turns it on."""
     chain = LocalChain(root, rpc_port=free_port(), app_port=free_port(), block_time=block_time,
                        log_level="info")
-    chain.write_genesis("dlbc-test", params, balances)
+    chain.write_genesis("dlbc-test", {"proof_of_learning": 0, **params}, balances)
     try:
         chain.start_app()
         chain.start_node()

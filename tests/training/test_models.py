@@ -178,3 +178,35 @@ def test_resolve_hparams_fills_defaults() -> None:
     assert resolve_hparams("cnn", {"num_classes": 3}) == {
         "in_channels": 1, "num_classes": 3, "depth": 2, "base_width": 16,
     }
+
+
+def test_seeded_build_is_the_same_while_another_thread_reseeds_the_global_rng() -> None:
+    """A seeded build draws from its own generator (issue 15: an anchored start must come out
+    bit for bit as a validator rebuilds it, while other miner threads of the devnet reseed
+    torch's global RNG every epoch)."""
+    import threading
+
+    import torch
+
+    from training.models import build_model
+
+    def flat(seed: int) -> torch.Tensor:
+        model = build_model("unet2d", {"depth": 2, "base_width": 8}, seed=seed)
+        return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+    want = flat(5)
+    stop = threading.Event()
+
+    def reseed() -> None:
+        while not stop.is_set():
+            torch.manual_seed(1)
+            torch.randn(64)
+
+    t = threading.Thread(target=reseed, daemon=True)
+    t.start()
+    try:
+        assert all(torch.equal(flat(5), want) for _ in range(30))
+    finally:
+        stop.set()
+        t.join()
+    assert not torch.equal(flat(6), want)

@@ -29,7 +29,7 @@ import struct
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Self
 
@@ -69,6 +69,19 @@ class CheckJob:
     round_no: int = 0
     screen: bool = False
     """Score a slice of the test set first and defer a claim far from it (model_check)."""
+    checkpoints: tuple[Path, ...] = ()
+    """The model's digest-checked checkpoints, epochs 0..E (proof of learning)."""
+    pol_epochs: int = 0
+    """Epochs of the trajectory to replay once the model itself passed (0: no replay)."""
+    selection_seed: bytes = b""
+    """The round's spot-check seed (`trajectory_check.selection_seed`)."""
+    tolerance_ppm: int = 0
+    """The chain's tolerance: only a model whose claim it confirms is worth a replay."""
+    timeout: float = 0.0
+    """Seconds the parent gives this check; the replay stops in time to answer (0: no bound)."""
+    defer_replay: bool = False
+    """Answer `replay_pending` instead of replaying: the verifier replays the models it would
+    confirm in claim order, after the cheap checks, so the stop rule spares the others."""
 
     def to_json(self) -> dict[str, Any]:
         return {"op": "check", "path": str(self.path), "reveal": self.reveal.to_json(),
@@ -76,7 +89,11 @@ class CheckJob:
                 "scheme": [self.scheme.n_bits, self.scheme.matrix, self.scheme.gain,
                            self.scheme.threshold_ppm],
                 "others": [[o.miner, o.seed.hex(), o.why] for o in self.others],
-                "device": self.device, "round_no": self.round_no, "screen": self.screen}
+                "device": self.device, "round_no": self.round_no, "screen": self.screen,
+                "checkpoints": [str(p) for p in self.checkpoints],
+                "pol_epochs": self.pol_epochs, "selection_seed": self.selection_seed.hex(),
+                "tolerance_ppm": self.tolerance_ppm, "timeout": self.timeout,
+                "defer_replay": self.defer_replay}
 
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> CheckJob:
@@ -85,14 +102,25 @@ class CheckJob:
                    TaskSpec.from_json(doc["spec"]), bytes.fromhex(doc["seed"]),
                    WatermarkScheme(n_bits, matrix, gain, threshold_ppm),
                    tuple(OtherMark(m, bytes.fromhex(sd), why) for m, sd, why in doc["others"]),
-                   doc["device"], doc["round_no"], doc["screen"])
+                   doc["device"], doc["round_no"], doc["screen"],
+                   tuple(Path(p) for p in doc["checkpoints"]), doc["pol_epochs"],
+                   bytes.fromhex(doc["selection_seed"]), doc["tolerance_ppm"], doc["timeout"],
+                   doc["defer_replay"])
+
+    def wants_replay(self, out: ModelCheck) -> bool:
+        """Whether `out` (the model's own check) leaves the trajectory to decide: a verdict
+        that would otherwise confirm the claim. A refuted or deferred model needs no replay."""
+        return bool(self.pol_epochs and self.checkpoints and out.verdict and out.watermark_ok
+                    and not out.deferred
+                    and abs(out.score_ppm - out.claimed_score_ppm) <= self.tolerance_ppm)
 
 
-def _test_set_frames(round_no: int, test: ArrayDataset) -> list[bytes]:
-    """The test set as frames: a JSON header with each array's dtype and shape, then each
-    array's raw bytes (read back with `np.frombuffer`, which builds no objects)."""
+def _test_set_frames(round_no: int, test: ArrayDataset, op: str = "test") -> list[bytes]:
+    """A data set as frames: a JSON header with each array's dtype and shape, then each
+    array's raw bytes (read back with `np.frombuffer`, which builds no objects). `op` "test"
+    for the test set, "train" for the training set a trajectory replay trains on."""
     arrays = (np.ascontiguousarray(test.inputs), np.ascontiguousarray(test.targets))
-    head = {"op": "test", "round": round_no, "kind": test.kind, "num_classes": test.num_classes,
+    head = {"op": op, "round": round_no, "kind": test.kind, "num_classes": test.num_classes,
             "arrays": [[a.dtype.str, list(a.shape)] for a in arrays]}
     return [json.dumps(head).encode(), *(a.tobytes() for a in arrays)]
 
@@ -149,6 +177,8 @@ class CheckWorker:
         self._proc: subprocess.Popen[bytes] | None = None
         self._test: tuple[int, ArrayDataset] | None = None
         self._test_sent = False
+        self._train: tuple[int, ArrayDataset] | None = None
+        self._train_sent = False
 
     @property
     def pid(self) -> int | None:
@@ -170,7 +200,7 @@ class CheckWorker:
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "training.sidecars.check_worker", str(threads)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
-        self._test_sent = False
+        self._test_sent = self._train_sent = False
         self.starts += 1
         try:
             ready = self._read_json(t0 + self.start_timeout)
@@ -189,6 +219,15 @@ class CheckWorker:
             self._test = (round_no, test)
             self._test_sent = False
 
+    def set_train_set(self, round_no: int, train: ArrayDataset | None) -> None:
+        """The training set trajectory replays train on (proof of learning); sent with the
+        first check that needs it (again after a restart). None: no replays this round."""
+        if train is None:
+            self._train, self._train_sent = None, False
+        elif self._train is None or self._train[0] != round_no or self._train[1] is not train:
+            self._train = (round_no, train)
+            self._train_sent = False
+
     def check(self, job: CheckJob, timeout: float) -> ModelCheck:
         """Run one check; its ModelCheck, or TimeoutError after killing (and replacing) the
         process when it takes longer than `timeout` seconds. WorkerFailed if the process died."""
@@ -202,6 +241,11 @@ class CheckWorker:
                 for frame in _test_set_frames(*self._test):
                     _write_frame(proc.stdin, frame)
                 self._test_sent = True
+            if job.pol_epochs and not self._train_sent and self._train is not None:
+                for frame in _test_set_frames(*self._train, op="train"):
+                    _write_frame(proc.stdin, frame)
+                self._train_sent = True
+            job = replace(job, timeout=max(0.0, deadline - time.monotonic()))
             _write_frame(proc.stdin, json.dumps(job.to_json()).encode())
             answer = self._read_json(deadline)
         except TimeoutError:
@@ -278,6 +322,7 @@ def _serve(threads: int) -> int:
     import torch
 
     from training.sidecars.model_check import check_model_bytes, screen_set
+    from training.sidecars.trajectory_check import check_trajectory
 
     torch.set_num_threads(max(1, threads))
     import training.models
@@ -288,6 +333,7 @@ def _serve(threads: int) -> int:
     _write_frame(proto_out, json.dumps({"ready": True}).encode())
     test: Any = None
     screen: Any = None
+    train: Any = None
     def frame() -> bytearray | None:
         head = _read_exact_blocking(proto_in, _LEN.size)
         if head is None:
@@ -297,21 +343,30 @@ def _serve(threads: int) -> int:
 
     while (body := frame()) is not None:
         msg = json.loads(body)
-        if msg["op"] == "test":
+        if msg["op"] in ("test", "train"):
             arrays = [frame() for _ in msg["arrays"]]
             if any(a is None for a in arrays):
                 return 0
-            test = _test_set_from_frames(msg, [a for a in arrays if a is not None])
-            screen = screen_set(test)
+            data = _test_set_from_frames(msg, [a for a in arrays if a is not None])
+            if msg["op"] == "train":
+                train = data
+            else:
+                test, screen = data, screen_set(data)
             continue
         job = CheckJob.from_json(msg)
         try:
             if test is None:
                 raise RuntimeError("no test set was sent")
-            data = job.path.read_bytes()
-            out = check_model_bytes(data, job.reveal, job.spec, job.seed, test,
+            started = time.monotonic()
+            model_bytes = job.path.read_bytes()
+            out = check_model_bytes(model_bytes, job.reveal, job.spec, job.seed, test,
                                     scheme=job.scheme, others=job.others, device=job.device,
                                     screen=screen if job.screen else None)
+            if job.wants_replay(out) and job.defer_replay:
+                out.replay_pending = True
+            elif job.wants_replay(out):
+                check_trajectory(out, job, model_bytes, train,
+                                 deadline=started + job.timeout - 0.5 if job.timeout else None)
             answer: dict[str, Any] = out.to_json()
         except Exception as exc:  # noqa: BLE001 - reported to the parent as no verdict
             answer = {"error": f"{type(exc).__name__}: {exc}"}

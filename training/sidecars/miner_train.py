@@ -3,10 +3,17 @@ miner's threads"; paper Sec. IV-B).
 
 Why its own module: `miner.py` is the sidecar (when to act, what to send); this is the work of
 one round once its data key is known: wait for the prefetched ciphertext (or fetch it now),
-decrypt, build the spec's registry architecture, derive the watermark key from the round seed
-and the miner's address under the chain's scheme, train with `λ·embed_loss` under a budget that
-ends `commit_margin_seconds` before TRAIN ends (paper Assumption 2: commit-in-P1), seal the
-watermark, save the model into the round's private folder and write `state.json`. It sends no
+decrypt, build the spec's registry architecture at the miner's anchored start, derive the
+watermark key from the round seed and the miner's address under the chain's scheme, train with
+`λ·embed_loss` under a budget that ends `commit_margin_seconds` before TRAIN ends (paper
+Assumption 2: commit-in-P1), seal the watermark, save the model into the round's private folder
+and write `state.json`.
+
+Proof of learning (docs/proof_of_learning.md): the initial weights come from (round seed, miner
+address) (`training.proof.seeds.anchored_model`), every epoch's data order from (round seed,
+miner address, epoch), and every checkpoint (epochs 0..E) holds the weights and the AdamW state
+with the replay config, listed in `checkpoints/manifest.json`: any validator can rebuild epoch 0
+and replay any epoch. The run is the same whether or not the chain checks trajectories. It sends no
 tx and reads nothing from the chain: everything it needs is in its `TrainJob`, gathered by the
 poll loop, so the loop thread stays free to commit and reveal the other round meanwhile.
 """
@@ -30,7 +37,10 @@ from training.sidecars.task_inputs import decrypt_downloaded, download_dataset, 
 
 if TYPE_CHECKING:
     from training.data import ArrayDataset
+    from training.models import HParams
+    from training.proof.config import ReplayConfig
     from training.sidecars.miner import Miner
+    from training.trainer import TrainConfig
 
 #: Exceptions of a download or a decryption that make the round's data unusable (ArtifactError
 #: and its kinds, DecryptionError, DataError: ValueError subclasses; OSError).
@@ -40,6 +50,10 @@ DATA_ERRORS = (ValueError, OSError)
 #: (the publisher's server not up yet, a 404, the node not answering the task query) is tried
 #: once more when the key lands, as a miner without prefetch would have.
 FINAL_PREFETCH_ERRORS = (DigestMismatch, TooLarge, AddressRefused, TooSlow)
+
+
+#: Checkpoints 0..E go into RevealModel, which takes at most 1000 digests (abci_app/dlbc/process.py).
+MAX_EPOCHS = 999
 
 
 def monotonic_deadline(end_ns: int) -> float:
@@ -122,7 +136,8 @@ def train_round(m: Miner, job: TrainJob) -> RoundWork:
     """Train, seal and save round `job.info`'s model; `state.json` is written before returning,
     so the commit the loop sends next survives a restart. Raises RoundSkipped."""
     from training.artifacts import model_metadata, save_model
-    from training.models import build_model
+    from training.proof.checkpoint import checkpoint_writer, write_manifest
+    from training.proof.seeds import anchored_model, epoch_seed
     from training.trainer import BudgetTooSmall, StopTraining, TrainConfig, TrainingError, train
     from watermark import WatermarkError, embed_loss
 
@@ -131,14 +146,15 @@ def train_round(m: Miner, job: TrainJob) -> RoundWork:
     n, tid = rec.round, rec.task_id
     data = _training_set(m, job)
     arch, hparams = spec.architecture, spec_hparams(spec)
+    addr = m.key.address
     try:
-        model = build_model(arch, hparams, seed=m.mcfg.seed + n)
+        model = anchored_model(arch, hparams, rec.seed, addr)
     except ValueError as exc:
         raise RoundSkipped("spec", f"cannot build {arch}: {exc}") from exc
     scheme = job.scheme
     try:
         layer = scheme.layer(model)
-        wm_key = scheme.key(rec.seed, m.key.address, layer)
+        wm_key = scheme.key(rec.seed, addr, layer)
     except WatermarkError as exc:
         raise RoundSkipped("spec", f"{arch} cannot carry the watermark: {exc}") from exc
     budget = seconds_left(rec.train_end_ns) - m.mcfg.commit_margin_seconds
@@ -151,13 +167,16 @@ def train_round(m: Miner, job: TrainJob) -> RoundWork:
     ckpt_dir = rdir / "checkpoints"
     if ckpt_dir.exists():
         shutil.rmtree(ckpt_dir)
+    lam, temp = m.mcfg.watermark_lambda, m.mcfg.watermark_temperature
     cfg = TrainConfig(
-        budget_seconds=budget, max_epochs=m.mcfg.max_epochs,
+        budget_seconds=budget, max_epochs=min(m.mcfg.max_epochs or MAX_EPOCHS, MAX_EPOCHS),
         batch_size=m.mcfg.batch_size, learning_rate=m.mcfg.learning_rate,
         seed=m.mcfg.seed + n, device=m.mcfg.device, checkpoint_dir=ckpt_dir,
         checkpoint_metadata=model_metadata(arch, hparams), progress=m.mcfg.progress,
+        epoch_seeds=lambda e: epoch_seed(rec.seed, addr, e),
     )
-    lam, temp = m.mcfg.watermark_lambda, m.mcfg.watermark_temperature
+    replay = replay_config(m, job, cfg, hparams)
+    cfg.checkpoint_writer = checkpoint_writer(replay)
     m.log.info("round %d: training %s for up to %.1fs (watermark %d bits, %s matrix, gain "
                "%d on layer %s, λ=%g)", n, arch, budget, scheme.n_bits, scheme.matrix,
                scheme.gain, layer, lam)
@@ -182,6 +201,7 @@ def train_round(m: Miner, job: TrainJob) -> RoundWork:
         m.metrics.inc("training_seconds_total", time.monotonic() - t1)
     if m.stopping():
         raise RoundSkipped("stopped", "sidecar stopping; the model is not committed")
+    write_manifest(ckpt_dir, result.checkpoints, replay)
     model = model.to("cpu")
     det, steps = seal_watermark(model, wm_key, scheme.threshold, lr=m.mcfg.seal_learning_rate,
                                 max_steps=m.mcfg.seal_max_steps, temperature=temp)
@@ -202,3 +222,26 @@ def train_round(m: Miner, job: TrainJob) -> RoundWork:
                "confidence %.6f%s", n, result.epochs, result.wall_seconds, result.step_seconds,
                det.min_confidence, "" if det.ok else " (BELOW threshold: validators will reject)")
     return work
+
+
+def replay_config(m: Miner, job: TrainJob, cfg: TrainConfig, hparams: HParams) -> ReplayConfig:
+    """What a validator needs to replay this run's epochs (docs/proof_of_learning.md): written
+    into every checkpoint, so a replay uses the miner's very hyper-parameters."""
+    import torch
+
+    from training.models import resolve_hparams
+    from training.proof.config import ReplayConfig
+    from training.trainer import uses_bf16
+
+    assert m.key is not None
+    return ReplayConfig(
+        arch=job.task.spec.architecture,
+        hparams=resolve_hparams(job.task.spec.architecture, hparams),
+        round_seed=job.info.record.seed,
+        miner=m.key.address, learning_rate=float(cfg.learning_rate),
+        weight_decay=float(cfg.weight_decay), batch_size=cfg.batch_size, loss=cfg.loss,
+        watermark_lambda=float(m.mcfg.watermark_lambda),
+        watermark_temperature=float(m.mcfg.watermark_temperature),
+        autocast="bf16" if uses_bf16(cfg) else "none",
+        seal_lr=float(m.mcfg.seal_learning_rate), seal_max_steps=m.mcfg.seal_max_steps,
+        watermark_threshold_ppm=job.scheme.threshold_ppm, torch_threads=torch.get_num_threads())

@@ -63,6 +63,21 @@ class ModelCheck:
     deferred: bool = False
     """Screened and put back (`check_model_bytes` with `screen`): no verdict yet, checked in full
     once every unsuspicious model was."""
+    trajectory_ok: bool = True
+    """False: the proof-of-learning spot-check refuted the model's training trajectory
+    (`training.sidecars.trajectory_check`); the verdict then says `trajectory_failed`."""
+    trajectory: str = ""
+    """What the spot-check did: the epochs replayed and their distances, or why it failed;
+    empty when the chain does not check trajectories or the check was not needed."""
+    replay_pending: bool = False
+    """The model passed its own checks and its trajectory is still to be replayed (a check
+    with `CheckJob.defer_replay`): no verdict yet, replayed in claim order later."""
+
+    @property
+    def confirms(self) -> bool:
+        """Whether this verdict counts as the model's own work (settle.py's confirmation, before
+        the tolerance on the score): a verdict, its watermark, its trajectory."""
+        return self.verdict and self.watermark_ok and self.trajectory_ok
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

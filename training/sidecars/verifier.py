@@ -28,6 +28,14 @@ even a finding a speculative download already had).
 
 Copy/overwrite defence: `training.sidecars.copy_marks` (every earlier reveal and winner of a task
 of the same architecture, `MarkIndex`).
+
+Proof of learning (issue 15, docs/proof_of_learning.md): on a chain with `proof_of_learning` > 0
+the verifier also fetches the round's training set (its key was released in TRAIN) during
+REVEAL, downloads every checked model's checkpoints with the model, and replays that many
+epochs of the trajectory of each model that passed everything else
+(`training.sidecars.trajectory_check`), the epochs drawn from the hash of the block that began
+VERIFY. A training set it cannot obtain leaves the trajectories unchecked, and those models
+without a verdict: the verifier never confirms what it could not check.
 """
 
 from __future__ import annotations
@@ -38,11 +46,11 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from abci_app.dlbc.params import Params
 from abci_app.dlbc.records import Phase, RoundInfo, Task
 from abci_app.keyfile import KeyPair
+from training.data import ArrayDataset
 from training.sidecars.base import (
     Sidecar,
     SidecarConfig,
@@ -56,11 +64,9 @@ from training.sidecars.metrics_server import Metrics
 from training.sidecars.model_check import ModelCheck, Unavailable, check_model
 from training.sidecars.rpc_client import RpcClient
 from training.sidecars.task_inputs import fetch_dataset
+from training.sidecars.trajectory_check import selection_seed
 from training.sidecars.verify_plan import MinerLedger, RoundPlan, check_order
 from training.sidecars.verify_round import RoundRun
-
-if TYPE_CHECKING:
-    from training.data import ArrayDataset
 
 __all__ = ["ModelCheck", "TestSetUnusable", "Unavailable", "Verifier", "VerifierConfig",
            "check_model"]
@@ -112,6 +118,8 @@ class Verifier(Sidecar):
         self.checks: dict[int, list[ModelCheck]] = {}
         # round -> its test set, fetched during REVEAL, or why it could not be used
         self._test_sets: dict[int, ArrayDataset | TestSetUnusable] = {}
+        # round -> its training set for trajectory replays (proof of learning), or why not
+        self._train_sets: dict[int, ArrayDataset | str] = {}
         self.mark_index = MarkIndex(self.chain)
         self.worker = CheckWorker(threads=cfg.check_threads)
         self.ledger = MinerLedger(cfg.per_miner_seconds, cfg.per_miner_rounds)
@@ -134,6 +142,8 @@ class Verifier(Sidecar):
         reads for the one round in REVEAL/VERIFY (`settle.extension_round`)."""
         rec = info.record
         n = rec.round
+        if rec.phase is Phase.REVEAL and self._pol_epochs() and self.once(n, "train set"):
+            self._prefetch_train_set(info)  # its key was released in TRAIN
         if rec.phase is Phase.REVEAL and rec.test_key_revealed:
             if self.once(n, "test set"):
                 self._prefetch_test_set(info)  # as soon as RevealTestSet lands (issue 11 §5)
@@ -199,6 +209,46 @@ class Verifier(Sidecar):
             raise cached
         return cached if cached is not None else self._fetch_test_set(n, task)
 
+    # -- the training set (proof of learning)
+
+    def _pol_epochs(self) -> int:
+        """The chain's `proof_of_learning`: epochs replayed per model (0: no trajectory check)."""
+        value = self.chain.params().get("proof_of_learning", 0)
+        return int(value)
+
+    def _prefetch_train_set(self, info: RoundInfo) -> None:
+        n, tid = info.record.round, info.record.task_id
+        task = self.chain.task(tid)
+        if task is None or task.train_key is None:
+            self._done.discard((n, "train set"))  # not visible yet: next poll
+            return
+        self._train_sets[n] = self._fetch_train_set(n, task)
+
+    def _fetch_train_set(self, n: int, task: Task) -> ArrayDataset | str:
+        """The round's training set, as its miners got it; or why it could not be had."""
+        from training.artifacts import ArtifactError
+
+        spec = task.spec
+        dest = self.cfg.workdir / f"round-{n}-train-{os.getpid()}-{threading.get_ident()}.npz.enc"
+        try:
+            return fetch_dataset(spec.data_uri, spec.data_sha256.hex(), spec.data_size_bytes,
+                                 task.train_key or b"", dest, self.vcfg.max_data_bytes,
+                                 spec.num_classes or None, allow_file=self.vcfg.allow_file_uris,
+                                 allow_private=self.cfg.allow_private_networks,
+                                 min_rate_bps=self.vcfg.min_rate_bps)
+        except (ArtifactError, ValueError, OSError) as exc:
+            self.count_error("data", "round %d: training set unusable, trajectories cannot be "
+                                     "checked: %s", n, exc)
+            return str(exc)
+        finally:
+            dest.unlink(missing_ok=True)
+
+    def _train_set(self, n: int, task: Task) -> ArrayDataset | str:
+        cached = self._train_sets.pop(n, None)
+        for old in [k for k in self._train_sets if k < n]:
+            del self._train_sets[old]
+        return cached if cached is not None else self._fetch_train_set(n, task)
+
     # -- VERIFY
 
     def _tolerance_ppm(self) -> int:
@@ -233,25 +283,52 @@ class Verifier(Sidecar):
             return []
         others = self.mark_index.marks(info, task, deadline=time.monotonic() + max(
             1.0, (end - time.monotonic()) / 10))
-        return self.check_round(info, task, test, scheme, self._tolerance_ppm(), others)
+        pol = self._pol_epochs()
+        train: ArrayDataset | str | None = self._train_set(n, task) if pol else None
+        seed = selection_seed(self.rpc, rec) if pol else b""
+        return self.check_round(info, task, test, scheme, self._tolerance_ppm(), others,
+                                pol_epochs=pol, train=train, selection_seed=seed)
 
     def check_round(self, info: RoundInfo, task: Task, test: ArrayDataset,
                     scheme: WatermarkScheme, tolerance_ppm: int,
-                    others: Sequence[OtherMark] = ()) -> list[ModelCheck]:
+                    others: Sequence[OtherMark] = (), *, pol_epochs: int = 0,
+                    train: ArrayDataset | str | None = None,
+                    selection_seed: bytes = b"") -> list[ModelCheck]:
         """`verify_round` once the chain was read: check `info.revealed` against `test` until
         the stop rule or the end of VERIFY (`info.record.verify_end_ns` less the margin),
-        writing the verdict file as it goes. One ModelCheck per reveal, in check order."""
+        writing the verdict file as it goes. One ModelCheck per reveal, in check order.
+
+        `pol_epochs` > 0 (the chain's `proof_of_learning`): replay that many epochs of each
+        model's trajectory on `train`, the round's training set (a string: why it could not be
+        had, and then no model gets a verdict), picked by `selection_seed`."""
         rec = info.record
         n = rec.round
         end = time.monotonic() + seconds_left(rec.verify_end_ns) - self.vcfg.verify_margin_seconds
         plan = RoundPlan(check_order(info.revealed), tolerance_ppm, task.spec.min_score_ppm)
         self.worker.set_test_set(n, test)
-        run = RoundRun(self, info, task, plan, scheme, tuple(others), end)
+        if pol_epochs and not isinstance(train, ArrayDataset):
+            # nothing can be confirmed without its trajectory
+            return self._unchecked(info, plan, f"training set unusable: {train}")
+        self.worker.set_train_set(n, train if isinstance(train, ArrayDataset) and pol_epochs
+                                  else None)
+        run = RoundRun(self, info, task, plan, scheme, tuple(others), end,
+                       pol_epochs=pol_epochs, selection_seed=selection_seed)
         try:
             checks = run.run()
         finally:
             run.close()
         self.metrics.inc("verdicts_total", sum(1 for c in checks if c.verdict))
+        self.checks[n] = checks
+        self.emit("verdicts", round=n, checks=checks)
+        return checks
+
+    def _unchecked(self, info: RoundInfo, plan: RoundPlan, why: str) -> list[ModelCheck]:
+        """No verdict on any model (their trajectories cannot be checked), a complete file."""
+        from abci_app.dlbc.verdicts import write_verdicts
+
+        n = info.record.round
+        checks = [ModelCheck.of(r, verdict=False, reason=why) for r in plan.reveals]
+        write_verdicts(self.vcfg.app_home, n, [], complete=True)
         self.checks[n] = checks
         self.emit("verdicts", round=n, checks=checks)
         return checks

@@ -21,10 +21,12 @@ def test_parse_app_state_empty_means_defaults() -> None:
 
 
 def test_default_app_state_round_trips() -> None:
-    """A new chain's genesis names every param and pipelines its rounds (issue 14)."""
+    """A new chain's genesis names every param, pipelines its rounds (issue 14) and checks
+    training trajectories (issue 15)."""
     obj = default_app_state()
     assert set(obj["params"]) == {f.name for f in fields(Params)}
-    assert validate_app_state(json.loads(json.dumps(obj))).params == Params(rounds_in_flight=2)
+    assert validate_app_state(json.loads(json.dumps(obj))).params == Params(
+        rounds_in_flight=2, proof_of_learning=4)
 
 
 def test_validate_app_state_accepts_strings_for_integers() -> None:

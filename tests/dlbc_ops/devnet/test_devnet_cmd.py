@@ -30,8 +30,8 @@ def test_devnet_one_round(tmp_path: Path) -> None:
     base = devnet_base()
     proc = subprocess.run(
         [sys.executable, "-m", "dlbc_ops.cli.main", "devnet", "--rounds", "1", "--out", str(out),
-         "--base-port", str(base), "--block-time", "0.5", "--train-seconds", "16",
-         "--reveal-seconds", "6", "--verify-seconds", "10", "--samples", "48",
+         "--base-port", str(base), "--block-time", "0.5", "--train-seconds", "24",
+         "--reveal-seconds", "6", "--verify-seconds", "16", "--samples", "48",
          "--small-budget", "4"],
         capture_output=True, text=True, timeout=150, check=False)
     text = proc.stdout
@@ -44,7 +44,7 @@ def test_devnet_one_round(tmp_path: Path) -> None:
     assert m, text
     printed_winner = m.group(1)
     # a fresh devnet pipelines its rounds: round 2 is announced while round 1 trains
-    assert "rounds: pipelined (TRAIN 16 s, REVEAL 6 s, VERIFY 10 s)" in text, text
+    assert "rounds: pipelined (TRAIN 24 s, REVEAL 6 s, VERIFY 16 s)" in text, text
     assert "round 2: phase ANNOUNCED" in text, text
     for png in ("dice.png", "watermark.png", "learning_curves.png"):
         data = (out / "plots" / png).read_bytes()
@@ -78,8 +78,8 @@ def test_devnet_one_round(tmp_path: Path) -> None:
     newbie = "ab" * 20
     again = subprocess.run(
         [sys.executable, "-m", "dlbc_ops.cli.main", "devnet", "--rounds", "1", "--out", str(out),
-         "--base-port", str(base), "--block-time", "0.5", "--train-seconds", "16",
-         "--reveal-seconds", "6", "--verify-seconds", "10", "--samples", "48", "--no-plots",
+         "--base-port", str(base), "--block-time", "0.5", "--train-seconds", "24",
+         "--reveal-seconds", "6", "--verify-seconds", "16", "--samples", "48", "--no-plots",
          "--fund", f"{newbie}=4321", "--sequential"],
         capture_output=True, text=True, timeout=150, check=False)
     assert again.returncode == 0, again.stdout + again.stderr

@@ -97,7 +97,7 @@ def test_genesis_inputs_fund_publisher_and_respect_overrides():
     assert accounts == [(key.address_hex, 7)]
     state = gen.build_app_state(None, accounts=accounts, params=params)
     assert state["params"]["train_seconds"] == 200 and state["params"]["verify_seconds"] == 30
-    assert demo.verifier_args(params, settings) == ["--threads", "1", "--per-model-seconds", "15"]
+    assert demo.verifier_args(params, settings) == ["--threads", "1", "--per-model-seconds", "26"]
 
 
 def test_genesis_inputs_fund_the_miners_too():
@@ -316,8 +316,9 @@ def test_demo_prepare_only_funds_publisher_in_every_genesis_and_resumes(tmp_path
     node1_rpc = layout.node_ports(1, base).rpc
     assert out.count(f"--rpc http://127.0.0.1:{base + 1} ") == 1 + 1  # + node0's verifier
     assert out.count(f"--rpc http://127.0.0.1:{node1_rpc} ") == 2 + 1  # + node1's verifier
-    # Verifiers are bounded like devnet's: one thread, half of VERIFY per model.
-    assert out.count("--threads 1 --per-model-seconds 15") == 3
+    # Verifiers are bounded like devnet's: one thread, VERIFY less 4 s per model (the top
+    # model's check replays its trajectory: demo.per_model_seconds)
+    assert out.count("--threads 1 --per-model-seconds 26") == 3
     # Rerun: same keys, genesis untouched, accepted as a demo chain.
     assert cli.main(args) == 0
     assert load_key(home / "keys" / "publisher.json").address == publisher.address
@@ -326,7 +327,7 @@ def test_demo_prepare_only_funds_publisher_in_every_genesis_and_resumes(tmp_path
     capsys.readouterr()
     assert cli.main([*args, "--param", "verify_seconds=100"]) == 0
     out, err = capsys.readouterr()
-    assert out.count("--per-model-seconds 15") == 3 and "are ignored" in err
+    assert out.count("--per-model-seconds 26") == 3 and "are ignored" in err
 
 
 # ------------------------------------------------------------------------- processes (fake node)

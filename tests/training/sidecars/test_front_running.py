@@ -146,7 +146,9 @@ def round_one(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
                 out["ckpt_digests"] = [
                     sha256_bytes(httpx.get(f"{out['base_after']}/{pub_dir}/checkpoints/"
                                            f"{Path(p).name}", timeout=5).content)
-                    for p in sorted((again.round_dir(1) / "checkpoints").iterdir())]
+                    for p in sorted((again.round_dir(1) / "checkpoints").glob("epoch-*"))]
+                out["manifest"] = httpx.get(f"{out['base_after']}/{pub_dir}/checkpoints/"
+                                            "manifest.json", timeout=5).json()
                 out["after_probes"] = {p: _get(out["base_after"], p) for p in
                                        ("state.json", f"{pub_dir}/state.json", "rounds/1/state.json",
                                         "round-1/model.safetensors", "1/state.json")}
@@ -183,6 +185,8 @@ def test_after_reveal_the_model_is_fetchable_and_verifies(round_one: dict) -> No
     assert token == w.public_dir and len(token) == 32 and int(token, 16) >= 0
     assert sha256_bytes(round_one["model_bytes"]) == w.model_digest
     assert round_one["ckpt_digests"] == w.checkpoint_digests and w.checkpoint_digests
+    # ... and the manifest published beside them lists the same (docs/proof_of_learning.md)
+    assert [c["sha256"] for c in round_one["manifest"]["checkpoints"]] == w.checkpoint_digests
     # Verify it loads into the registry architecture and carries this miner's round watermark
     path = round_one["tmp"] / "fetched.safetensors"
     path.write_bytes(round_one["model_bytes"])

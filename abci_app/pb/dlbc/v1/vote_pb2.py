@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12\x64lbc/v1/vote.proto\x12\x07\x64lbc.v1\"W\n\x07Verdict\x12\r\n\x05miner\x18\x01 \x01(\x0c\x12\x14\n\x0cmodel_digest\x18\x02 \x01(\x0c\x12\x14\n\x0cwatermark_ok\x18\x03 \x01(\x08\x12\x11\n\tscore_ppm\x18\x04 \x01(\r\"l\n\nVerdictSet\x12\r\n\x05round\x18\x01 \x01(\x04\x12\"\n\x08verdicts\x18\x02 \x03(\x0b\x32\x10.dlbc.v1.Verdict\x12\x10\n\x08\x63omplete\x18\x03 \x01(\x08\x12\x19\n\x11test_set_unusable\x18\x04 \x01(\x08\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12\x64lbc/v1/vote.proto\x12\x07\x64lbc.v1\"r\n\x07Verdict\x12\r\n\x05miner\x18\x01 \x01(\x0c\x12\x14\n\x0cmodel_digest\x18\x02 \x01(\x0c\x12\x14\n\x0cwatermark_ok\x18\x03 \x01(\x08\x12\x11\n\tscore_ppm\x18\x04 \x01(\r\x12\x19\n\x11trajectory_failed\x18\x05 \x01(\x08\"l\n\nVerdictSet\x12\r\n\x05round\x18\x01 \x01(\x04\x12\"\n\x08verdicts\x18\x02 \x03(\x0b\x32\x10.dlbc.v1.Verdict\x12\x10\n\x08\x63omplete\x18\x03 \x01(\x08\x12\x19\n\x11test_set_unusable\x18\x04 \x01(\x08\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,7 +32,7 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'dlbc.v1.vote_pb2', _globals
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_VERDICT']._serialized_start=31
-  _globals['_VERDICT']._serialized_end=118
-  _globals['_VERDICTSET']._serialized_start=120
-  _globals['_VERDICTSET']._serialized_end=228
+  _globals['_VERDICT']._serialized_end=145
+  _globals['_VERDICTSET']._serialized_start=147
+  _globals['_VERDICTSET']._serialized_end=255
 # @@protoc_insertion_point(module_scope)

@@ -7,16 +7,18 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Verdict(_message.Message):
-    __slots__ = ("miner", "model_digest", "watermark_ok", "score_ppm")
+    __slots__ = ("miner", "model_digest", "watermark_ok", "score_ppm", "trajectory_failed")
     MINER_FIELD_NUMBER: _ClassVar[int]
     MODEL_DIGEST_FIELD_NUMBER: _ClassVar[int]
     WATERMARK_OK_FIELD_NUMBER: _ClassVar[int]
     SCORE_PPM_FIELD_NUMBER: _ClassVar[int]
+    TRAJECTORY_FAILED_FIELD_NUMBER: _ClassVar[int]
     miner: bytes
     model_digest: bytes
     watermark_ok: bool
     score_ppm: int
-    def __init__(self, miner: _Optional[bytes] = ..., model_digest: _Optional[bytes] = ..., watermark_ok: _Optional[bool] = ..., score_ppm: _Optional[int] = ...) -> None: ...
+    trajectory_failed: bool
+    def __init__(self, miner: _Optional[bytes] = ..., model_digest: _Optional[bytes] = ..., watermark_ok: _Optional[bool] = ..., score_ppm: _Optional[int] = ..., trajectory_failed: _Optional[bool] = ...) -> None: ...
 
 class VerdictSet(_message.Message):
     __slots__ = ("round", "verdicts", "complete", "test_set_unusable")
