@@ -37,7 +37,18 @@ compat: $(VENV)/.installed
 		touch $(COMPAT_VENV)/.installed; \
 	fi
 
+# PyTorch's CUDA build unpacks to about 5 GB in .venv and passes through pip's temp folder on
+# the way, so a fresh install needs room for both. Checked first (when there is no venv yet) so a full disk reads as one clear
+# line here and not as pip's "[Errno 28] No space left on device" halfway through torch.
+INSTALL_FREE_GB ?= 8
 $(VENV)/.installed: pyproject.toml
+	@[ -x $(BIN)/python ] || for d in "$(CURDIR)" "$${TMPDIR:-/tmp}"; do \
+		free=$$(df -Pk "$$d" 2>/dev/null | awk 'NR==2 {print int($$4 / 1048576)}'); \
+		if [ -n "$$free" ] && [ "$$free" -lt $(INSTALL_FREE_GB) ]; then \
+			echo "install: only $$free GB free on the disk of $$d; installing PyTorch ($(TORCH_SPEC)) needs about $(INSTALL_FREE_GB) GB. Free some space (or pick a smaller build with TORCH_SPEC=..., or lower INSTALL_FREE_GB) and run make again." >&2; \
+			exit 1; \
+		fi; \
+	done
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
 	$(BIN)/python -m pip install --quiet -e '.[dev,demo]'
