@@ -7,7 +7,10 @@ config.toml: timeouts, mempool, empty blocks; same genesis with the bench accoun
 
 - dlbc:    started with the project's own `start_localnet` (N `python -m abci_app` + N nodes);
 - kvstore: the same kind of home, nodes started as `cometbft node --proxy_app kvstore` (the Go
-           app in process, no Python at all).
+           app in process, no Python at all);
+- pykv:    (`--apps`, on by default) the same as dlbc but `python -m abci_app --app kvstore`, the
+           project's small key=value app (no signatures, one LMDB write per tx): what the
+           out-of-process socket transport and our server cost, without the state machine.
 
 Load: `--clients` concurrent clients (threads, one keep-alive HTTP connection each) send JSON-RPC
 `broadcast_tx_sync` to node 0 (`--spread`: client i to node i mod N; with 4 validators the
@@ -30,6 +33,13 @@ Also printed: the broadcast round trip, each process's CPU (cores) over the wind
 machine's load average (other work on a shared machine skews a run; `--rounds 2` or more runs
 kvstore/dlbc pairs in ABBA order and compares medians), and that every node committed the
 window's last block with the same app hash.
+
+CPU accounting (`cpu_report`): each side's CPU per committed tx (nodes, apps, load generator),
+and the budget the goal leaves on this machine: at 0.90 x kvstore's rate the cores give
+cores / rate us per tx, kvstore's own chain and load use theirs, and DLBC must fit what it adds
+(socket transport, one ed25519 check per tx and validator - timed in this process - and the
+rest of its state machine) into the difference. Where the signature checks alone exceed it,
+no app that checks signatures can reach the goal on these cores, and the report says so.
 
 Config: the generated config is used as is and printed (the settings that bound throughput);
 nothing in it favours one side, so nothing is changed. Not a setting but worth knowing: the
@@ -76,7 +86,13 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from websockets.sync.client import ClientConnection
 from websockets.sync.client import connect as ws_connect
 
-from abci_app.dlbc.crypto import address_of, public_key_bytes
+from abci_app.dlbc.crypto import (
+    ED25519_BACKEND,
+    TX_SIGN_DOMAIN,
+    address_of,
+    public_key_bytes,
+    verify_ed25519,
+)
 from dlbc_ops.cli import main as cli
 from dlbc_ops.cometbft import find_cometbft, pinned_line
 from dlbc_ops.localnet import layout
@@ -95,6 +111,13 @@ SINK = bytes.fromhex("42" * 20)  # every Transfer pays this (unfunded) account
 BALANCE = 10**15
 HOST = "127.0.0.1"
 _EXPECTS = re.compile(r"expects (\d+)")
+#: The sides of a run. kvstore: the Go app inside the node (the issue's baseline). pykv and dlbc
+#: are `python -m abci_app --app X` behind CometBFT's socket client: pykv (the project's small
+#: key=value app, no signatures) costs what the out-of-process socket transport and our server
+#: cost, so pykv - kvstore is the transport's share of the gap and dlbc - pykv the state machine's
+#: (of which one ed25519 verification per tx and validator, timed in this process, is the floor).
+PYTHON_APPS = {"pykv": "kvstore", "dlbc": "dlbc"}
+APPS = ("kvstore", *PYTHON_APPS)
 
 
 # -- txs, built before anything starts ---------------------------------------------------------
@@ -452,11 +475,11 @@ def run_one(app: str, validators: int, args: argparse.Namespace, cometbft: str,
     watch: BlockWatch | None = None
     threads: list[threading.Thread] = []
     try:
-        if app == "dlbc":
-            start_localnet(plan, sup, cometbft=cometbft, verifiers=False, startup_timeout_s=90,
-                           say=lambda _s: None)
-        else:
+        if app == "kvstore":
             start_kvstore(plan, sup, cometbft)
+        else:
+            start_localnet(plan, sup, cometbft=cometbft, verifiers=False, startup_timeout_s=90,
+                           say=lambda _s: None, app=PYTHON_APPS[app])
         wait_for_height(plan, sup, 2, 60)
         rpc0 = plan.node_ports(0).rpc
         watch = BlockWatch(rpc0)
@@ -597,6 +620,77 @@ def fmt_result(r: Result) -> str:
     return line
 
 
+def cpu_per_tx(r: Result) -> dict[str, float]:
+    """us of CPU per committed tx, by kind of process (cores used over the window / tx/s):
+    the cost of one tx to the machine, whatever limited the rate."""
+    kinds = {"nodes": 0.0, "apps": 0.0, "load": 0.0}
+    for name, cores in r.cpu.items():
+        kind = "nodes" if name.startswith("cometbft") else "apps" if name.startswith("app") else "load"
+        kinds[kind] += cores
+    return {k: v * 1e6 / r.rate if r.rate else math.inf for k, v in kinds.items()}
+
+
+def verify_cost_us(signed_txs: list[bytes]) -> float:
+    """CPU us of one tx signature check by the chain's own rule (best of 3 passes): the least
+    every validator's app spends on every tx, which kvstore never does."""
+    from abci_app.pb.dlbc.v1 import tx_pb2
+
+    parsed = [tx_pb2.SignedTx.FromString(t) for t in signed_txs]
+    best = math.inf
+    for _ in range(3):
+        c = time.process_time()
+        for t in parsed:
+            if not verify_ed25519(t.public_key, t.signature, TX_SIGN_DOMAIN + t.body):
+                raise RuntimeError("a bench tx does not verify")
+        best = min(best, (time.process_time() - c) / len(parsed))
+    return best * 1e6
+
+
+def cpu_report(n: int, results: dict[str, list[Result]], rate: dict[str, float],
+               cores: int, verify_us: float) -> list[str]:
+    """Where the CPU of a committed tx goes, side by side, and what the goal leaves the app.
+
+    On a machine whose cores the localnet and its load generator share, a rate of R tx/s needs
+    R x (CPU per tx) <= cores. At the goal, R = 0.90 x kvstore's rate: so the CPU per tx that
+    DLBC may spend in all (nodes, apps, load) is cores / R, and what it may add to kvstore's own
+    is that minus kvstore's. pykv (the same socket transport, no state machine) and the timed
+    signature check split what DLBC adds into its layers, measured in the same run."""
+    per = {app: {k: statistics.median(cpu_per_tx(r)[k] for r in rs)
+                 for k in ("nodes", "apps", "load")} for app, rs in results.items()}
+    total = {app: sum(v.values()) for app, v in per.items()}
+    out = [(f"  CPU per committed tx, {plural(n)} (us, all processes; = cores used / tx/s; "
+            f"{cores} cores in all):")]
+    for app, v in per.items():
+        out.append(f"    {app:<12} nodes {v['nodes']:5.0f}  apps {v['apps']:5.0f}  load "
+                   f"{v['load']:4.0f}  total {total[app]:5.0f}   at {rate[app]:7.1f} tx/s; all "
+                   f"{cores} cores at this cost would carry {cores * 1e6 / total[app]:6.0f} tx/s")
+    goal = 0.90 * rate["kvstore"]
+    budget = cores * 1e6 / goal if goal else math.inf
+    room = budget - total["kvstore"]
+    extra = total["dlbc"] - total["kvstore"]
+    floor = n * verify_us
+    if "pykv" in total:
+        transport = total["pykv"] - total["kvstore"]
+        steps = [f"socket transport and Python server {transport:+.0f} (pykv)",
+                 (f"the state machine {total['dlbc'] - total['pykv']:+.0f}, of which "
+                 f"{n} x {verify_us:.0f} = {floor:.0f} are the signature checks alone")]
+    else:
+        steps = [f"of which {n} x {verify_us:.0f} = {floor:.0f} are the signature checks alone"]
+    verdict = ("within it" if extra <= room else
+               f"over it by {extra - room:.0f} us per tx: at its measured cost DLBC cannot reach "
+               f"0.90 on {cores} cores, whatever the app does with its idle time")
+    out.append(f"  goal budget, {plural(n)}: 0.90 x kvstore = {goal:.0f} tx/s gives {budget:.0f} "
+               f"us of CPU per tx on {cores} cores; kvstore's own chain and load use "
+               f"{total['kvstore']:.0f}, leaving {room:.0f} us for all DLBC adds. It adds "
+               f"{extra:.0f} ({'; '.join(steps)}): {verdict}")
+    if floor > room:
+        out.append(f"  -> with {n} validator(s) sharing {cores} cores, the signature checks alone "
+                   f"({floor:.0f} us per tx) exceed the {room:.0f} us the goal leaves: 0.90 is out "
+                   f"of reach on this machine for any app that checks each tx's signature once "
+                   f"per validator")
+    return out
+
+
 def plural(n: int) -> str:
     return f"{n} validator" if n == 1 else f"{n} validators"
 
@@ -638,6 +732,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=1,
                     help="kvstore/dlbc pairs per validator count, in ABBA order; the ratio is "
                          "of the medians (default 1; 2 or more on a shared, noisy machine)")
+    ap.add_argument("--apps", default=",".join(APPS),
+                    help=f"sides to run, of {', '.join(APPS)} (default all; kvstore and dlbc "
+                         "are always run: the ratio is theirs)")
     ap.add_argument("--cometbft", default=None, help="binary (default: pinned v0.38 build)")
     ap.add_argument("--workdir", type=Path, default=None, help="parent of the temporary homes")
     ap.add_argument("--keep", action="store_true", help="keep the homes (logs) afterwards")
@@ -649,13 +746,19 @@ def main(argv: list[str] | None = None) -> int:
     # bench/training.py would shadow the `training` package that the dlbc CLI imports
     sys.path[:] = [p for p in sys.path if (p and str(Path(p).resolve())) != here]
     counts = [int(x) for x in args.validators.split(",") if x.strip()]
+    wanted = {a.strip() for a in args.apps.split(",") if a.strip()} | {"kvstore", "dlbc"}
+    if wanted - set(APPS):
+        print(f"error: unknown --apps {sorted(wanted - set(APPS))}; choose from {APPS}",
+              file=sys.stderr)
+        return 2
+    apps = tuple(a for a in APPS if a in wanted)
     cometbft = args.cometbft or str(pinned_line("0.38") or find_cometbft() or "")
     if not cometbft or not Path(cometbft).exists() and shutil.which(cometbft) is None:
         print("error: no cometbft binary (make tools, or --cometbft PATH)", file=sys.stderr)
         return 2
     signal.signal(signal.SIGTERM, _on_term)
     signal.signal(signal.SIGHUP, _on_term)
-    runs = 2 * args.rounds * len(counts)
+    runs = len(apps) * args.rounds * len(counts)
     timer = watchdog(args.max_seconds or 120 + runs * (150 + args.warmup + args.duration))
     workdir = Path(tempfile.mkdtemp(prefix="cbt-", dir=args.workdir))
     try:
@@ -677,26 +780,30 @@ def main(argv: list[str] | None = None) -> int:
               f"{time.monotonic() - t:.1f}s; kvstore txs are unique key=value of {size} bytes")
         sys.stdout.flush()
         ratios: list[tuple[int, float]] = []
+        verify_us = verify_cost_us(dlbc_txs[0][:2000])
+        print(f"one ed25519 verification by the chain's rule (abci_app/dlbc/crypto.py, "
+              f"{ED25519_BACKEND}), timed here: {verify_us:.1f} us of CPU")
         for n in counts:
             kv = [kv_txs(i, per_client, size, f"v{n}") for i in range(args.clients)]
-            rates: dict[str, list[float]] = {"kvstore": [], "dlbc": []}
-            p50s: dict[str, list[float]] = {"kvstore": [], "dlbc": []}
+            loads = {"kvstore": kv, "pykv": kv, "dlbc": dlbc_txs}
+            results: dict[str, list[Result]] = {app: [] for app in apps}
             for rnd in range(args.rounds):
-                # ABBA order over rounds: a background load that drifts hits both sides alike
-                for app in ("kvstore", "dlbc") if rnd % 2 == 0 else ("dlbc", "kvstore"):
-                    r = run_one(app, n, args, cometbft, dlbc_txs if app == "dlbc" else kv,
-                                accounts, workdir, f"r{rnd}")
+                # ABBA order over rounds: a background load that drifts hits every side alike
+                for app in apps if rnd % 2 == 0 else apps[::-1]:
+                    r = run_one(app, n, args, cometbft, loads[app], accounts, workdir, f"r{rnd}")
                     print(fmt_result(r))
                     sys.stdout.flush()
-                    rates[app].append(r.rate)
-                    p50s[app].append(r.p50)
-            kv_rate, dl_rate = statistics.median(rates["kvstore"]), statistics.median(rates["dlbc"])
-            ratio = dl_rate / kv_rate if kv_rate else 0.0
+                    results[app].append(r)
+            rate = {app: statistics.median(r.rate for r in rs) for app, rs in results.items()}
+            p50 = {app: statistics.median(r.p50 for r in rs) for app, rs in results.items()}
+            ratio = rate["dlbc"] / rate["kvstore"] if rate["kvstore"] else 0.0
             ratios.append((n, ratio))
             what = "" if args.rounds == 1 else f" (median of {args.rounds} alternating rounds)"
-            print(f"  {plural(n)}{what}: dlbc {dl_rate:.1f} tx/s vs kvstore {kv_rate:.1f} tx/s; "
-                  f"latency p50 dlbc {statistics.median(p50s['dlbc']) * 1000:.0f} ms vs kvstore "
-                  f"{statistics.median(p50s['kvstore']) * 1000:.0f} ms (goal ratio >= 0.90)")
+            print(f"  {plural(n)}{what}: dlbc {rate['dlbc']:.1f} tx/s vs kvstore "
+                  f"{rate['kvstore']:.1f} tx/s; latency p50 dlbc {p50['dlbc'] * 1000:.0f} ms vs "
+                  f"kvstore {p50['kvstore'] * 1000:.0f} ms (goal ratio >= 0.90)")
+            for line in cpu_report(n, results, rate, os.cpu_count() or 1, verify_us):
+                print(line)
             sys.stdout.flush()
         for n, ratio in ratios:
             print(f"ratio dlbc/kvstore committed tx/s: {ratio:.2f} ({plural(n)})")

@@ -117,10 +117,12 @@ def sidecar_hook_from_templates(templates: list[str]) -> SidecarHook | None:
     return hook
 
 
-def app_command(ctx: NodeContext) -> list[str]:
-    """How node i's ABCI app is started (README: pairing a node with `python -m abci_app`)."""
+def app_command(ctx: NodeContext, app: str = "dlbc") -> list[str]:
+    """How node i's ABCI app is started (README: pairing a node with `python -m abci_app`).
+    `app`: which of `python -m abci_app --app` (the bench also runs the small kvstore on the very
+    same transport, to tell the socket's cost from the state machine's)."""
     return [ctx.python, "-m", "abci_app", "--home", ctx.app_home, "--address", ctx.abci_addr,
-            "--app", "dlbc"]
+            "--app", app]
 
 
 def node_command(cometbft: str, ctx: NodeContext) -> list[str]:
@@ -149,12 +151,13 @@ def start_localnet(
     verifier_extra: Sequence[str] = (),
     startup_timeout_s: float = 60.0,
     say: Callable[[str], None] = print,
+    app: str = "dlbc",
 ) -> None:
     """Apps first (CometBFT dials proxy_app once at start), then nodes, then each validator's
     verifier (`verifiers`) and the `sidecars` hook's processes (logs sidecar<i>-<k>); returns
     when every node has committed height >= 1. On any failure raises; the caller stops `sup`."""
     contexts = [node_context(plan, i) for i in range(plan.validators)]
-    apps = [sup.start(f"app{c.i}", app_command(c)) for c in contexts]
+    apps = [sup.start(f"app{c.i}", app_command(c, app)) for c in contexts]
     for ctx, child in zip(contexts, apps, strict=True):
         wait_for_port(plan.node_ports(ctx.i).abci, child, startup_timeout_s)
     say(f"started {len(apps)} ABCI app(s): python -m abci_app")
