@@ -6,11 +6,10 @@ Attribute keys used: action, sender, to, miner, validator, task_id, round, phase
 (lookup keys: `INDEXED_KEYS`) and amount, fee, seed, score_ppm, start_ns, release_ns (values).
 
 Only lookup keys are marked `index=True`: CometBFT's kv indexer writes one entry per indexed
-attribute of every tx, about 18 us of the node's CPU per attribute and tx on the development
-machine (bench/cometbft_throughput.py: 341 us of node CPU per Transfer with its five attributes
-indexed, 268 with one), and nobody searches txs by an amount or a fee. Values stay in every tx
-result (`block_results`, `tx`) and in the websocket stream, whose subscriptions match every
-attribute, indexed or not.
+attribute of every tx, and nobody searches txs by an amount or a fee (bench/cometbft_throughput.py
+on the development machine, two runs: about 340 us of node CPU per committed Transfer with its
+five attributes indexed, about 270 with one). Values stay in every tx result (`block_results`,
+`tx`) and in the websocket stream, whose subscriptions match every attribute, indexed or not.
 """
 
 from __future__ import annotations
