@@ -51,6 +51,7 @@ def build_sidecars(cfg: DevnetConfig, keys: demo.DemoKeys) -> dict[str, Sidecar]
     sidecars[VERIFIER] = Verifier(VerifierConfig(
         rpc_url=cfg.rpc_url, workdir=out / VERIFIER, app_home=app_home(out),
         per_model_seconds=demo.per_model_seconds(cfg.verify_seconds),
+        per_miner_seconds=demo.per_miner_seconds(cfg.verify_seconds),
         allow_private_networks=True))
     return sidecars
 

@@ -222,13 +222,23 @@ def per_model_seconds(verify_seconds: float) -> float:
     return max(5.0, verify_seconds - 4.0)
 
 
+def per_miner_seconds(verify_seconds: float) -> float:
+    """The verifier's per-miner bound in a demo: two per-model bounds, the ratio of the
+    verifier's own defaults (20 s per miner over its window, 10 s per model). Without it the
+    default 20 s capped every demo model at 20 s whatever `per_model_seconds` said, and one
+    check that ran out of time on a loaded machine (unconfirmed work, charged to the miner)
+    left an honest miner no verifier time in the next rounds."""
+    return 2.0 * per_model_seconds(verify_seconds)
+
+
 def verifier_args(params: Iterable[tuple[str, Any]], settings: DemoSettings) -> list[str]:
-    """Extra `dlbc verify` flags in a demo: one torch thread, and the demo's per-model bound
-    (`per_model_seconds`, as devnet)."""
+    """Extra `dlbc verify` flags in a demo: one torch thread, and the demo's per-model and
+    per-miner bounds (`per_model_seconds`, `per_miner_seconds`, as devnet)."""
     verify_s = effective_param(params, "verify_seconds", dict(DEMO_PARAMS)["verify_seconds"])
     return [
         "--threads", str(settings.threads),
         "--per-model-seconds", f"{per_model_seconds(verify_s):g}",
+        "--per-miner-seconds", f"{per_miner_seconds(verify_s):g}",
     ]  # fmt: skip
 
 

@@ -97,7 +97,8 @@ def test_genesis_inputs_fund_publisher_and_respect_overrides():
     assert accounts == [(key.address_hex, 7)]
     state = gen.build_app_state(None, accounts=accounts, params=params)
     assert state["params"]["train_seconds"] == 200 and state["params"]["verify_seconds"] == 30
-    assert demo.verifier_args(params, settings) == ["--threads", "1", "--per-model-seconds", "26"]
+    assert demo.verifier_args(params, settings) == ["--threads", "1", "--per-model-seconds", "26",
+                                                    "--per-miner-seconds", "52"]
 
 
 def test_genesis_inputs_fund_the_miners_too():
@@ -423,3 +424,17 @@ def test_localnet_sh_demo_starts_sidecars_once_and_tears_down(tmp_path: Path):
     assert demo.genesis_balance(genesis, publisher.address_hex) == demo.PUBLISHER_BALANCE
     assert genesis["app_state"]["params"]["verify_seconds"] == 20
     assert processes_mentioning(str(home)) == []
+
+
+def test_demo_verifier_gives_each_model_its_whole_bound_even_after_a_timed_out_check() -> None:
+    # Before demo.per_miner_seconds, the verifier's default 20 s per-miner bound capped every
+    # demo model at 20 s, and one check that ran out of time (charged as unconfirmed work)
+    # left the miner nothing the next round: a slow CI machine settled a round with no winner.
+    from training.sidecars.verify_plan import MinerLedger
+
+    per_model = demo.per_model_seconds(48)
+    ledger = MinerLedger(demo.per_miner_seconds(48), window_rounds=10)
+    miner = b"\x01" * 20
+    assert ledger.budget(miner, 1, per_model) == per_model == 44
+    ledger.charge(miner, 1, per_model)  # round 1's check ran out of time: no verdict
+    assert ledger.budget(miner, 2, per_model) == per_model
