@@ -42,11 +42,15 @@ from dlbc_ops.localnet.plan import LocalnetPlan
 KEYS_DIR = "keys"
 PUBLISHER = "publisher"
 MINERS = ("miner-1", "miner-2")
-#: Same phase lengths as `dlbc devnet` (DevnetConfig): a round in ~2 minutes of block time.
+#: Same phase lengths as `dlbc devnet` (DevnetConfig): a new round every 60 s of block time
+#: (pipelined: reveal + verify = train). VERIFY is as long as that allows: on a 2-core machine
+#: four verifiers check both models (with their checkpoints and trajectory replays) while both
+#: miners train the next round, and at 30 s the better model's check ran out of time every
+#: round, so the barely trained one won.
 DEMO_PARAMS: tuple[tuple[str, int], ...] = (
     ("train_seconds", 60),
     ("reveal_seconds", 12),
-    ("verify_seconds", 30),
+    ("verify_seconds", 48),
 )
 PUBLISHER_BALANCE = 10_000_000
 #: Each demo miner's genesis balance: the miner bond (100,000), tx fees and a reveal deposit per
@@ -163,9 +167,21 @@ def genesis_inputs(
         if key.address_hex not in funded:
             out_accounts.append((key.address_hex, balance))
             funded.add(key.address_hex)
-    given = {name for name, _ in params}
-    out_params = [(n, v) for n, v in DEMO_PARAMS if n not in given] + list(params)
+    given = dict(params)
+    demo_params = dict(DEMO_PARAMS)
+    if "verify_seconds" not in given:
+        demo_params["verify_seconds"] = demo_verify_seconds(
+            int(given.get("train_seconds", demo_params["train_seconds"])),
+            int(given.get("reveal_seconds", demo_params["reveal_seconds"])))
+    out_params = [(n, v) for n, v in demo_params.items() if n not in given] + list(params)
     return out_accounts, out_params
+
+
+def demo_verify_seconds(train_seconds: int, reveal_seconds: int) -> int:
+    """The demo's VERIFY when the operator sets other phases but not it: what TRAIN leaves after
+    REVEAL (so rounds still pipeline), at most the demo's own and at least 30 s (below that,
+    rounds run one after another rather than with checks that cannot finish)."""
+    return max(30, min(dict(DEMO_PARAMS)["verify_seconds"], train_seconds - reveal_seconds))
 
 
 def genesis_balance(genesis: Mapping[str, Any], address_hex: str) -> int:

@@ -86,7 +86,7 @@ def test_genesis_inputs_fund_publisher_and_respect_overrides():
     settings = demo.DemoSettings()
     accounts, params = demo.genesis_inputs([], [], key, settings)
     assert accounts == [(key.address_hex, demo.PUBLISHER_BALANCE)]
-    assert dict(params) == {"train_seconds": 60, "reveal_seconds": 12, "verify_seconds": 30}
+    assert dict(params) == {"train_seconds": 60, "reveal_seconds": 12, "verify_seconds": 48}
     state = gen.build_app_state(None, accounts=accounts, params=params)
     assert demo.genesis_balance({"app_state": state}, key.address_hex) == demo.PUBLISHER_BALANCE
     assert state["params"]["train_seconds"] == 60
@@ -96,9 +96,9 @@ def test_genesis_inputs_fund_publisher_and_respect_overrides():
     )
     assert accounts == [(key.address_hex, 7)]
     state = gen.build_app_state(None, accounts=accounts, params=params)
-    assert state["params"]["train_seconds"] == 200 and state["params"]["verify_seconds"] == 30
-    assert demo.verifier_args(params, settings) == ["--threads", "1", "--per-model-seconds", "26",
-                                                    "--per-miner-seconds", "52"]
+    assert state["params"]["train_seconds"] == 200 and state["params"]["verify_seconds"] == 48
+    assert demo.verifier_args(params, settings) == ["--threads", "1", "--per-model-seconds", "44",
+                                                    "--per-miner-seconds", "88"]
 
 
 def test_genesis_inputs_fund_the_miners_too():
@@ -182,7 +182,7 @@ def test_demo_genesis_pipelines_rounds_with_the_demo_phases():
     settings = demo.DemoSettings()
     accounts, params = demo.genesis_inputs([], [], key, settings)
     p = gen.build_app_state(None, accounts=accounts, params=params)["params"]
-    assert (p["train_seconds"], p["reveal_seconds"], p["verify_seconds"]) == (60, 12, 30)
+    assert (p["train_seconds"], p["reveal_seconds"], p["verify_seconds"]) == (60, 12, 48)
     assert p["rounds_in_flight"] == 2
     _, params = demo.genesis_inputs([], [("verify_seconds", 50)], key, settings)
     assert gen.build_app_state(None, accounts=accounts, params=params)["params"][
@@ -308,8 +308,9 @@ def test_demo_prepare_only_funds_publisher_in_every_genesis_and_resumes(tmp_path
         doc = json.loads(raw)
         assert demo.genesis_balance(doc, publisher.address_hex) == demo.PUBLISHER_BALANCE
         p = doc["app_state"]["params"]
-        assert (p["train_seconds"], p["reveal_seconds"], p["verify_seconds"]) == (60, 20, 30)
-        assert p["rounds_in_flight"] == 2  # 20 + 30 <= 60: pipelined, the default
+        # VERIFY fills what TRAIN leaves after the operator's REVEAL: 20 + 40 <= 60, pipelined
+        assert (p["train_seconds"], p["reveal_seconds"], p["verify_seconds"]) == (60, 20, 40)
+        assert p["rounds_in_flight"] == 2
     assert len(digests) == 1
     # The start commands: one publisher for the network on node0's RPC, two miners on node1's
     # (their txs must reach the proposer by gossip), one verifier per node on its own node.
