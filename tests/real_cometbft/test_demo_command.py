@@ -76,8 +76,14 @@ def test_localnet_demo_settles_a_round_on_every_validator(tmp_path: Path, cometb
         miners = {load_key(home / "keys" / f"{n}.json").address_hex for n in demo.MINERS}
         assert closed["winner"]["miner"] in miners
         # Every validator holds the same settled round and the same app hash.
+        # (another node may be a block behind node 0, the round not yet closed there: wait)
         for rpc in rpcs[1:]:
-            other = _query(rpc, f"rounds/{closed['round']}")
+            other = None
+            for _ in range(60):
+                other = _query(rpc, f"rounds/{closed['round']}")
+                if other is not None and other.get("end_height") is not None:
+                    break
+                time.sleep(0.5)
             assert other is not None and other.get("winner") == closed.get("winner")
         height = min(int(rpc_get(f"{r}/status")["sync_info"]["latest_block_height"]) for r in rpcs)
         assert len({app_hash_at(r, height) for r in rpcs}) == 1

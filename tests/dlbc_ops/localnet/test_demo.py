@@ -320,7 +320,7 @@ def test_demo_prepare_only_funds_publisher_in_every_genesis_and_resumes(tmp_path
     assert out.count(f"--rpc http://127.0.0.1:{node1_rpc} ") == 2 + 1  # + node1's verifier
     # Verifiers are bounded like devnet's: one thread, VERIFY less 4 s per model (the top
     # model's check replays its trajectory: demo.per_model_seconds)
-    assert out.count("--threads 1 --per-model-seconds 26") == 3
+    assert out.count("--threads 1 --per-model-seconds 36 --per-miner-seconds 72") == 3
     # Rerun: same keys, genesis untouched, accepted as a demo chain.
     assert cli.main(args) == 0
     assert load_key(home / "keys" / "publisher.json").address == publisher.address
@@ -329,7 +329,7 @@ def test_demo_prepare_only_funds_publisher_in_every_genesis_and_resumes(tmp_path
     capsys.readouterr()
     assert cli.main([*args, "--param", "verify_seconds=100"]) == 0
     out, err = capsys.readouterr()
-    assert out.count("--per-model-seconds 26") == 3 and "are ignored" in err
+    assert out.count("--per-model-seconds 36") == 3 and "are ignored" in err
 
 
 # ------------------------------------------------------------------------- processes (fake node)
