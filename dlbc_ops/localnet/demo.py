@@ -167,12 +167,12 @@ def genesis_inputs(
         if key.address_hex not in funded:
             out_accounts.append((key.address_hex, balance))
             funded.add(key.address_hex)
-    given = dict(params)
+    given = {name for name, _ in params}
     demo_params = dict(DEMO_PARAMS)
     if "verify_seconds" not in given:
         demo_params["verify_seconds"] = demo_verify_seconds(
-            int(given.get("train_seconds", demo_params["train_seconds"])),
-            int(given.get("reveal_seconds", demo_params["reveal_seconds"])))
+            effective_param(params, "train_seconds", demo_params["train_seconds"]),
+            effective_param(params, "reveal_seconds", demo_params["reveal_seconds"]))
     out_params = [(n, v) for n, v in demo_params.items() if n not in given] + list(params)
     return out_accounts, out_params
 
